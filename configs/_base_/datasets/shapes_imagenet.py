@@ -1,0 +1,45 @@
+# Shapes (embedded toy data, `python tools/make_shapes.py data/shapes`) in the ImageNet folder layout:
+# data/shapes/imagenet/{train,val}/{circle,square,triangle}/*.JPEG
+dataset_type = 'CustomDataset'
+data_root = 'data/shapes/imagenet'
+classes = ('circle', 'square', 'triangle')
+image_size = 64
+
+data_preprocessor = dict(
+    num_classes=len(classes),
+    mean=[123.675, 116.28, 103.53],
+    std=[58.395, 57.12, 57.375],
+    to_rgb=True,
+)
+
+train_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='RandomResizedCrop', scale=image_size, crop_ratio_range=(0.5, 1.0), backend='pillow',
+         interpolation='bicubic'),
+    dict(type='RandomFlip', prob=0.5, direction='horizontal'),
+    dict(type='PackInputs'),
+]
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='ResizeEdge', scale=image_size, edge='short', backend='pillow', interpolation='bicubic'),
+    dict(type='CenterCrop', crop_size=image_size),
+    dict(type='PackInputs'),
+]
+
+train_dataloader = dict(
+    batch_size=32,
+    num_workers=0,
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', classes=classes,
+                 pipeline=train_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=True),
+)
+val_dataloader = dict(
+    batch_size=64,
+    num_workers=0,
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val', classes=classes,
+                 pipeline=test_pipeline),
+    sampler=dict(type='DefaultSampler', shuffle=False),
+)
+val_evaluator = dict(type='Accuracy', topk=(1,))
+test_dataloader = val_dataloader
+test_evaluator = val_evaluator

@@ -1,0 +1,29 @@
+# RepViT-M0.9 on the embedded Shapes data (3 classes, 64x64): the demo's classifier and the smoke test of
+# the training tools. A short iteration-based schedule that runs in minutes on a CPU.
+_base_ = [
+    '../_base_/datasets/shapes_imagenet.py',
+    'mmpretrain::_base_/default_runtime.py',
+]
+custom_imports = dict(imports=['repvit_mm'], allow_failed_imports=False)
+
+model = dict(
+    type='ImageClassifier',
+    backbone=dict(type='RepViT', arch='m0_9'),
+    head=dict(type='RepViTClsHead', num_classes=3, in_channels=384, distillation=False, topk=(1,)),
+)
+
+optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.025),
+                     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
+param_scheduler = [
+    dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),
+    dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=20, end=300),
+]
+train_cfg = dict(by_epoch=False, max_iters=300, val_interval=100)
+val_cfg = dict()
+test_cfg = dict()
+default_hooks = dict(
+    logger=dict(type='LoggerHook', interval=10),
+    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=2,
+                    save_best='accuracy/top1', rule='greater'),
+)
+randomness = dict(seed=0)

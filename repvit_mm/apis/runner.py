@@ -1,0 +1,131 @@
+"""Train and test any repvit-mm config (classification, detection, segmentation) with mmengine's Runner.
+
+The config's ``default_scope`` (mmpretrain, mmdet or mmseg) decides which registries the Runner uses;
+these functions only apply the command-line choices the tools offer.
+"""
+from __future__ import annotations
+
+import os
+import os.path as osp
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+from ..utils.errors import UserInputError
+from ..utils.safe_checkpoint import safe_torch_load
+from .data_checks import check_datasets
+
+
+def _default_work_dir(cfg: Config) -> str:
+    return osp.join('./work_dirs', osp.splitext(osp.basename(cfg.filename))[0])
+
+
+def _check_checkpoint(path: str) -> None:
+    """Fail before the Runner starts (and writes logs) when a checkpoint cannot be loaded."""
+    if not osp.isfile(path):
+        raise UserInputError(f'checkpoint not found: {path}')
+    if not os.access(path, os.R_OK):
+        raise UserInputError(f'checkpoint not readable: {path}')
+    safe_torch_load(path, map_location='cpu')
+
+
+def _use_amp(cfg: Config) -> None:
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper == 'AmpOptimWrapper':
+        return
+    if wrapper != 'OptimWrapper':
+        raise UserInputError(f'--amp needs optim_wrapper.type OptimWrapper, the config uses {wrapper}')
+    cfg.optim_wrapper.type = 'AmpOptimWrapper'
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    if not torch.cuda.is_available():
+        # fp16 autocast is CUDA-only; on CPU mixed precision means bfloat16.
+        cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+
+
+def _use_launcher(cfg: Config, launcher: str) -> None:
+    cfg.launcher = launcher
+    if launcher == 'none' or torch.cuda.is_available():
+        return
+    # CPU-only distributed run (e.g. torchrun on a laptop or CI): gloo instead of nccl, and a DDP wrapper
+    # that does not pin the model to a GPU.
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if cfg.get('model_wrapper_cfg') is None:
+        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel',
+                                     find_unused_parameters=cfg.get('find_unused_parameters', False))
+
+
+def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str | None = None,
+                      amp: bool = False, launcher: str = 'none', auto_scale_lr: bool = False) -> Config:
+    """Apply the ``tools/train.py`` options to a loaded config.
+
+    Args:
+        resume: ``'auto'`` resumes from the latest checkpoint in the work dir, a path resumes from that file.
+        auto_scale_lr: scale the learning rate by (actual total batch) / ``auto_scale_lr.base_batch_size``.
+    """
+    cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
+    if resume is not None:
+        cfg.resume = True
+        if resume == 'auto':
+            cfg.load_from = None
+        else:
+            _check_checkpoint(resume)
+            cfg.load_from = resume
+    elif cfg.get('load_from'):
+        _check_checkpoint(cfg.load_from)
+    if amp:
+        _use_amp(cfg)
+    if auto_scale_lr:
+        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+            raise UserInputError(f'--auto-scale-lr: {cfg.filename} has no auto_scale_lr.base_batch_size')
+        cfg.auto_scale_lr.enable = True
+    _use_launcher(cfg, launcher)
+    check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') is not None else ('train',))
+    return cfg
+
+
+def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = None, launcher: str = 'none',
+                     deploy: bool = False, out: str | None = None) -> Config:
+    """Apply the ``tools/test.py`` options to a loaded config.
+
+    Args:
+        deploy: evaluate the reparameterized (BN-fused) model: the checkpoint is loaded into the training
+            structure and fused before the first test batch.
+        out: also dump the raw predictions to this pickle file (mmengine ``DumpResults``).
+    """
+    _check_checkpoint(checkpoint)
+    cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
+    cfg.load_from = checkpoint
+    cfg.resume = False
+    if deploy:
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='ReparameterizeHook')]
+    if out is not None:
+        if osp.exists(out):
+            raise UserInputError(f'--out {out} already exists; not overwriting it')
+        if not out.endswith(('.pkl', '.pickle')):
+            raise UserInputError(f'--out must be a .pkl file, got {out}')
+        dump = dict(type='DumpResults', out_file_path=out)
+        evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
+        cfg.test_evaluator = [*evaluators, dump]
+    _use_launcher(cfg, launcher)
+    check_datasets(cfg, ('test',))
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    """The Runner the config asks for (``runner_type``), else mmengine's default one."""
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def train(cfg: Config) -> Runner:
+    runner = build_runner(cfg)
+    runner.train()
+    return runner
+
+
+def test(cfg: Config) -> dict:
+    runner = build_runner(cfg)
+    return runner.test()

@@ -1,0 +1,4 @@
+from .ddp import CPUDistributedDataParallel
+from .hooks import ReparameterizeHook
+
+__all__ = ['CPUDistributedDataParallel', 'ReparameterizeHook']

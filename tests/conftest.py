@@ -1,0 +1,51 @@
+"""Shared fixtures: the Shapes data in every format, and a runner for the tools/ scripts."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / 'configs'
+
+
+@pytest.fixture(scope='session')
+def shapes_root(tmp_path_factory) -> Path:
+    """A small Shapes dataset in the ImageNet, COCO and ADE20K layouts (made once per test session)."""
+    from repvit_mm.datasets.shapes import make_shapes
+    root = tmp_path_factory.mktemp('shapes')
+    make_shapes(root, seed=0)
+    return root
+
+
+def _tool_env() -> dict:
+    env = dict(os.environ)
+    env['PYTHONPATH'] = os.pathsep.join([str(ROOT), env.get('PYTHONPATH', '')])
+    env.setdefault('OMP_NUM_THREADS', '2')
+    env.pop('REPVIT_MM_DEBUG', None)
+    return env
+
+
+def run_tool(script: str, *args, cwd: Path | None = None, check: bool = True, timeout: int = 900,
+             launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``tools/<script>`` in a fresh interpreter, as a user would; returns the finished process."""
+    cmd = [*(launcher or [sys.executable]), str(ROOT / 'tools' / script), *map(str, args)]
+    proc = subprocess.run(cmd, cwd=cwd or ROOT, env=_tool_env(), capture_output=True, text=True,
+                          timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n'
+                             f'{proc.stderr[-6000:]}')
+    return proc
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    """A user error: non-zero exit, a single ``error: ...`` line naming the problem, no traceback."""
+    assert proc.returncode != 0, proc.stdout
+    assert 'Traceback' not in proc.stderr, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Idempotent set-up of repvit-mm: .venv, torch, mmcv 2.1.0 (compiled once, wheel cached), the package.
+#
+#   bash tools/install.sh            # CPU ops (or CUDA ops with FORCE_CUDA=1 on a GPU machine)
+#
+# Environment:
+#   VENV              virtual environment to create/use (default: .venv in the repository)
+#   PYTHON            interpreter for a new venv (default: python3.11, else python3)
+#   REPVIT_MM_CACHE   where built mmcv wheels are kept (default: ~/.cache/repvit-mm)
+#   FORCE_CUDA=1      build mmcv with CUDA ops (needs nvcc); the cache key records it
+#   MAX_JOBS          parallel compile jobs (default: number of cores)
+set -euo pipefail
+# The whole script is one { ... } block: bash parses it completely before running, so editing this file
+# while an install runs cannot derail that install.
+{
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${VENV:-$ROOT/.venv}"
+CACHE="${REPVIT_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/repvit-mm}"
+TORCH_VERSION=2.14.1
+TORCHVISION_VERSION=0.29.1
+MMCV_VERSION=2.1.0
+SETUPTOOLS_SPEC='setuptools>=77.0.3,<81'   # mmcv's setup.py imports pkg_resources (removed in 81)
+STAMP="$VENV/.repvit-mm-installed"
+
+step() { printf '\n==> [install] %s\n' "$*"; }
+die() { printf '\n[install] ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Everything that decides what gets installed; a changed one re-runs the pip steps.
+install_fingerprint() {
+    cat "$ROOT/pyproject.toml" "$ROOT/tools/install.sh"
+    echo "FORCE_CUDA=${FORCE_CUDA:-0}"
+}
+
+# ---------------------------------------------------------------- 1. venv
+pick_python() {
+    if [[ -n "${PYTHON:-}" ]]; then echo "$PYTHON"; return; fi
+    command -v python3.11 >/dev/null 2>&1 && { echo python3.11; return; }
+    echo python3
+}
+
+if [[ -x "$VENV/bin/python" ]] && "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+    step "virtual environment $VENV exists"
+else
+    step "creating virtual environment $VENV"
+    rm -rf "$VENV"
+    "$(pick_python)" -m venv "$VENV" || die "could not create $VENV"
+fi
+PY="$VENV/bin/python"
+PIP=("$PY" -m pip --disable-pip-version-check)
+
+fingerprint="$(install_fingerprint | sha256sum | cut -d' ' -f1)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$fingerprint" ]] \
+    && "$PY" -c 'import repvit_mm, mmcv.ops' >/dev/null 2>&1; then
+    step "already installed and up to date (delete $STAMP to force a reinstall)"
+    exit 0
+fi
+rm -f "$STAMP"   # from here until the end the install counts as unfinished
+
+# ---------------------------------------------------------------- 2. build tools + torch
+step "build tools ($SETUPTOOLS_SPEC, wheel, ninja)"
+"${PIP[@]}" install -q "$SETUPTOOLS_SPEC" wheel ninja || die "pip could not install the build tools"
+
+step "torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION"
+"${PIP[@]}" install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
+    || die "pip could not install torch $TORCH_VERSION / torchvision $TORCHVISION_VERSION"
+
+# ---------------------------------------------------------------- 3. mmcv (compiled, cached)
+mmcv_ok() {
+    "$PY" - "$MMCV_VERSION" <<'PYEOF' >/dev/null 2>&1
+import sys
+import mmcv, mmcv.ops  # noqa: E401  (mmcv.ops fails unless the compiled _ext loads)
+assert mmcv.__version__ == sys.argv[1]
+PYEOF
+}
+
+py_tag="$("$PY" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
+flavour=cpu
+[[ "${FORCE_CUDA:-0}" == 1 ]] && flavour="cuda$("$PY" -c 'import torch; print(torch.version.cuda)')"
+WHEEL_DIR="$CACHE/wheels/mmcv-$MMCV_VERSION-torch$TORCH_VERSION-$py_tag-$flavour"
+
+if mmcv_ok && [[ -f "$WHEEL_DIR/.complete" ]]; then
+    step "mmcv $MMCV_VERSION with ops already installed"
+else
+    if [[ ! -f "$WHEEL_DIR/.complete" ]]; then
+        build_dir="$(mktemp -d "${TMPDIR:-/tmp}/repvit-mm-mmcv.XXXXXX")"
+        log="$CACHE/logs/mmcv-$MMCV_VERSION-torch$TORCH_VERSION-$py_tag-$flavour.log"
+        mkdir -p "$CACHE/logs"
+        step "downloading the mmcv $MMCV_VERSION sdist"
+        "${PIP[@]}" download -q --no-deps --no-binary :all: --no-build-isolation \
+            -d "$build_dir" "mmcv==$MMCV_VERSION" >"$log" 2>&1 \
+            || die "could not download the mmcv sdist (log: $log)"
+        tar -xzf "$build_dir"/mmcv-"$MMCV_VERSION".tar.gz -C "$build_dir"
+        src="$build_dir/mmcv-$MMCV_VERSION"
+        # torch >= 2.10 headers use C++20 features; mmcv 2.1.0 hard-codes -std=c++17.
+        sed -i 's/c++17/c++20/g' "$src/setup.py"
+        grep -q 'c++20' "$src/setup.py" || die "could not patch the C++ standard in $src/setup.py"
+        "${PIP[@]}" install -q "numpy" "packaging" "psutil" "mmengine==0.10.7" >>"$log" 2>&1 \
+            || die "could not install mmcv's build requirements (log: $log)"
+        step "compiling mmcv $MMCV_VERSION ops ($flavour) - about 13 min on 2 cores; log: $log"
+        start=$(date +%s)
+        (
+            cd "$src"
+            MMCV_WITH_OPS=1 MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
+                "${PIP[@]}" wheel -v --no-build-isolation --no-deps -w "$build_dir/dist" . >>"$log" 2>&1
+        ) &
+        build_pid=$!
+        while kill -0 "$build_pid" 2>/dev/null; do
+            sleep 30
+            kill -0 "$build_pid" 2>/dev/null || break
+            n=$(grep -oE '^ *\[[0-9]+/[0-9]+\]' "$log" | tail -n 1 | tr -d ' []' || true)
+            printf '    ... compiling (%ds elapsed, ninja step %s)\n' $(( $(date +%s) - start )) "${n:-?}"
+        done
+        wait "$build_pid" || {
+            reason="$(grep -m1 -E 'error:|Error' "$log" || echo 'see log')"
+            die "mmcv build failed: $reason (full log: $log; build dir $build_dir kept)"
+        }
+        # Publish atomically so an interrupted build never leaves a half-written cache entry.
+        mkdir -p "$CACHE/wheels"
+        tmp_dir="$(mktemp -d "$CACHE/wheels/.tmp.XXXXXX")"
+        cp "$build_dir"/dist/mmcv-*.whl "$tmp_dir"/
+        touch "$tmp_dir/.complete"
+        rm -rf "$WHEEL_DIR"
+        mv "$tmp_dir" "$WHEEL_DIR"
+        rm -rf "$build_dir"
+        step "mmcv compiled in $(( $(date +%s) - start ))s, wheel cached in $WHEEL_DIR"
+    else
+        step "using cached mmcv wheel from $WHEEL_DIR"
+    fi
+    "${PIP[@]}" install -q --force-reinstall --no-deps "$WHEEL_DIR"/mmcv-*.whl \
+        || die "could not install the cached mmcv wheel in $WHEEL_DIR (delete it to rebuild)"
+fi
+
+# ---------------------------------------------------------------- 4. the package and the rest of the stack
+step "repvit-mm and the OpenMMLab stack (mmengine, mmpretrain, mmdet, mmseg, timm, coremltools, onnx)"
+"${PIP[@]}" install -q -e "$ROOT[tests]" || die "pip could not install repvit-mm (see the pip output above)"
+
+step "checking the installation"
+"$PY" - <<'PYEOF' || die "the installed stack does not import (see above)"
+import mmcv, mmcv.ops, mmdet, mmengine, mmpretrain, mmseg, timm, torch, torchvision
+import repvit_mm
+print(f"    torch {torch.__version__}, torchvision {torchvision.__version__}, mmcv {mmcv.__version__}, "
+      f"mmengine {mmengine.__version__}, mmpretrain {mmpretrain.__version__}, mmdet {mmdet.__version__}, "
+      f"mmseg {mmseg.__version__}, timm {timm.__version__}")
+PYEOF
+echo "$fingerprint" >"$STAMP"
+step "done: activate with 'source $VENV/bin/activate'"
+exit 0
+}

@@ -1,0 +1,40 @@
+"""Train a repvit-mm config (classification, detection or segmentation) with mmengine's Runner.
+
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
+                                 [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+"""
+import argparse
+
+from mmengine.config import DictAction
+
+import repvit_mm  # noqa: F401  (registers modules, safe checkpoint loading)
+from repvit_mm.apis import load_config, prepare_train_cfg, run_cli, train
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go (default: ./work_dirs/CONFIG_NAME)')
+    parser.add_argument('--resume', nargs='?', const='auto', metavar='CKPT',
+                        help='resume from CKPT, or from the latest checkpoint in the work dir if none is given')
+    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    parser.add_argument('--auto-scale-lr', action='store_true',
+                        help='scale the lr to the actual total batch size (config auto_scale_lr)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
+                        help='override config settings, e.g. train_dataloader.batch_size=32')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    cfg = load_config(args.config, args.cfg_options)
+    cfg = prepare_train_cfg(cfg, work_dir=args.work_dir, resume=args.resume, amp=args.amp,
+                            launcher=args.launcher, auto_scale_lr=args.auto_scale_lr)
+    runner = train(cfg)
+    print(f'work dir: {runner.work_dir}\nlog: {runner.log_dir}')
+
+
+if __name__ == '__main__':
+    run_cli(main)
