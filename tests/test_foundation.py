@@ -87,6 +87,21 @@ def test_foreign_global_refused_with_its_name(tmp_path, capsys):
     assert 'this must never run' not in capsys.readouterr().out
 
 
+class _AttributeGrab:
+    """Reaches for an attribute through getattr, which HistoryBuffer pickles need for its own methods."""
+
+    def __reduce__(self):
+        import numpy as np
+        return (getattr, (np.ndarray, 'tofile'))
+
+
+def test_getattr_only_answers_history_buffer_statistics(tmp_path):
+    from repvit_mm.utils import UnsafeCheckpointError, safe_torch_load
+    torch.save({'x': _AttributeGrab()}, tmp_path / 'grab.pth')
+    with pytest.raises(UnsafeCheckpointError, match=r"getattr\('ndarray', 'tofile'\)"):
+        safe_torch_load(str(tmp_path / 'grab.pth'))
+
+
 def test_numpy_and_history_buffer_round_trip(tmp_path):
     import numpy as np
     from mmengine.logging import HistoryBuffer, MessageHub

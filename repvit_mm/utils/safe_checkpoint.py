@@ -34,11 +34,24 @@ def _numpy_globals() -> list:
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtype_classes]
 
 
+def _history_buffer_statistic(owner, name: str):
+    """Stands in for ``builtins.getattr`` while unpickling.
+
+    A ``HistoryBuffer`` pickles its statistics methods (``mean``, ``max``, ...) as
+    ``getattr(HistoryBuffer, 'mean')``. Allowing the real ``getattr`` would hand any attribute of any
+    allowed object to the file, so only exactly those lookups are answered.
+    """
+    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+        return getattr(owner, name)
+    raise pickle.UnpicklingError(f"GLOBAL builtins.getattr({getattr(owner, '__name__', owner)!r}, {name!r})")
+
+
 #: Everything mmengine 0.10.7 (Runner checkpoints, including ``message_hub`` and ``meta``) pickles
 #: beyond what ``weights_only=True`` accepts by default.
-MMENGINE_CHECKPOINT_GLOBALS: list = [HistoryBuffer, *_numpy_globals()]
+MMENGINE_CHECKPOINT_GLOBALS: list = [HistoryBuffer, *_numpy_globals(),
+                                     (_history_buffer_statistic, 'builtins.getattr')]
 
-_GLOBAL_IN_MESSAGE = re.compile(r'GLOBAL ([\w.]+)')
+_GLOBAL_IN_MESSAGE = re.compile(r'GLOBAL ([\w.]+(?:\(.*?\))?)')
 
 
 def allow_mmengine_checkpoint_globals() -> None:
@@ -54,16 +67,25 @@ def safe_torch_load(filename: str, map_location=None):
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        found = _GLOBAL_IN_MESSAGE.search(str(err))
-        if found is None:
+        refused = _refused_globals(filename) or _GLOBAL_IN_MESSAGE.findall(str(err))
+        if not refused:
             raise UnsafeCheckpointError(f'{filename}: not a loadable checkpoint ({str(err).splitlines()[0]})') \
                 from None
         raise UnsafeCheckpointError(
-            f"{filename}: refused to load: it pickles '{found.group(1)}', which is not a tensor, a plain "
-            'container or one of the mmengine/numpy types on the allow-list (repvit_mm.utils.'
+            f"{filename}: refused to load: it pickles {', '.join(map(repr, refused))}, which is not a tensor, "
+            'a plain container or one of the mmengine/numpy types on the allow-list (repvit_mm.utils.'
             'MMENGINE_CHECKPOINT_GLOBALS); loading it could run code from the file') from None
-    except (RuntimeError, EOFError) as err:  # truncated / not a zip or legacy pickle file
-        raise UnsafeCheckpointError(f'{filename}: not a readable checkpoint ({err})') from None
+    except Exception as err:  # truncated files, not a torch checkpoint at all, ...
+        raise UnsafeCheckpointError(f'{filename}: not a readable checkpoint ({type(err).__name__}: {err})') \
+            from None
+
+
+def _refused_globals(filename: str) -> list[str]:
+    """Fully qualified names of the globals in ``filename`` that are not allowed (empty if unknown)."""
+    try:
+        return torch.serialization.get_unsafe_globals_in_checkpoint(filename)
+    except Exception:  # legacy (non-zip) format: fall back to torch's error message
+        return []
 
 
 def _load_from_local(filename: str, map_location=None):
