@@ -175,7 +175,8 @@ def test_two_cpu_processes_train_with_gloo(shapes_root, tmp_path):
     proc = run_tool('train.py', SHAPES_CFG, '--launcher', 'pytorch', '--work-dir', work,
                     *shapes_options(shapes_root, 2), launcher=launcher)
     log = proc.stdout + proc.stderr
-    assert 'world_size: 2' in log or 'World size: 2' in log, log[-3000:]
+    assert 'Distributed training: True' in log and 'CPUDistributedDataParallel' in log, log[-3000:]
+    assert proc.stdout.count(f'work dir: {work}') == 2  # both ranks finished training
     assert _ckpt_iter(work / 'iter_2.pth') == 2
 
 

@@ -26,4 +26,5 @@ default_hooks = dict(
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=2,
                     save_best='accuracy/top1', rule='greater'),
 )
+log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

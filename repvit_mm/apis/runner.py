@@ -96,6 +96,9 @@ def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = Non
     """
     _check_checkpoint(checkpoint)
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
+    # The authors' release files and timm state dicts are converted to our layout (classifiers only).
+    from ..classification.released import resolve_released_checkpoint
+    checkpoint = resolve_released_checkpoint(checkpoint, cfg)
     cfg.load_from = checkpoint
     cfg.resume = False
     if deploy:
@@ -113,8 +116,18 @@ def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = Non
     return cfg
 
 
+def _init_cpu_process_group(cfg: Config) -> None:
+    """Join torchrun's process group with gloo ourselves when there is no GPU: mmengine's ``init_dist``
+    calls ``torch.cuda.set_device`` first, which fails on a CPU-only machine."""
+    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
+        return
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend='gloo')
+
+
 def build_runner(cfg: Config) -> Runner:
     """The Runner the config asks for (``runner_type``), else mmengine's default one."""
+    _init_cpu_process_group(cfg)
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

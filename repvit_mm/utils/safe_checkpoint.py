@@ -41,7 +41,8 @@ def _history_buffer_statistic(owner, name: str):
     ``getattr(HistoryBuffer, 'mean')``. Allowing the real ``getattr`` would hand any attribute of any
     allowed object to the file, so only exactly those lookups are answered.
     """
-    if owner is HistoryBuffer and name in HistoryBuffer._statistics_methods:
+    # The built-in statistics are only added to ``_statistics_methods`` when a first buffer is created.
+    if owner is HistoryBuffer and name in {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}:
         return getattr(owner, name)
     raise pickle.UnpicklingError(f"GLOBAL builtins.getattr({getattr(owner, '__name__', owner)!r}, {name!r})")
 
