@@ -1,0 +1,9 @@
+"""RepViT models; importing this package registers ``RepViT`` and ``RepViTClsHead`` in mmpretrain's
+``MODELS`` (mmdet/mmseg configs use ``type='mmpretrain.RepViT'``)."""
+from .backbones import RepViT
+from .convert import convert_checkpoint, convert_official, convert_timm
+from .heads import RepViTClsHead
+from .reparam import switch_to_deploy
+
+__all__ = ['RepViT', 'RepViTClsHead', 'switch_to_deploy', 'convert_checkpoint', 'convert_official',
+           'convert_timm']

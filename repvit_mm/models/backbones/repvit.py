@@ -1,0 +1,506 @@
+"""RepViT backbone for mmpretrain (usable from mmdet/mmseg as ``type='mmpretrain.RepViT'``).
+
+`RepViT: Revisiting Mobile CNN From ViT Perspective <https://arxiv.org/abs/2307.09283>`_.
+
+The block layout follows timm's ``repvit_*`` models (and so the authors' ``cfgs`` tables): a stride-4 stem,
+four stages, and at the start of stages 1-3 a downsampling block (``pre_block`` -- a regular block at the
+old resolution --, a depthwise stride-2 conv, a 1x1 channel conv and a residual FFN). Module names mirror
+timm's with ``c`` spelled ``conv``, so timm and the authors' checkpoints convert by renaming keys
+(:mod:`repvit_mm.models.convert`).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn import build_activation_layer, build_norm_layer
+from mmcv.cnn.bricks import DropPath
+from mmpretrain.models.backbones.base_backbone import BaseBackbone
+from mmpretrain.registry import MODELS
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from ..reparam import DEPLOY_TRAIN_ERROR, InferenceOnlyMixin, fuse_bn
+
+__all__ = ['RepViT', 'ConvBN', 'RepVGGDW', 'SqueezeExcite', 'RepViTFFN', 'RepViTBlock',
+           'RepViTDownsample', 'RepViTStage', 'normalize_arch_name']
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    """Round ``v`` to a multiple of ``divisor`` (never below ``divisor``), as timm's SE (round_limit=0)."""
+    return max(divisor, int(v + divisor / 2) // divisor * divisor)
+
+
+class ConvBN(InferenceOnlyMixin, nn.Module):
+    """Conv2d (no bias) followed by a norm layer; in deploy mode a single Conv2d with bias.
+
+    Args:
+        in_channels, out_channels, kernel_size, stride, padding, groups: as ``nn.Conv2d``.
+        bn_weight_init: initial value of the norm's weight (0 for the last BN of a residual FFN).
+        norm_cfg: norm layer config (``build_norm_layer``). Defaults to ``dict(type='BN')``.
+        deploy: build the fused structure.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
+                 padding: int = 0, groups: int = 1, bn_weight_init: float = 1.0,
+                 norm_cfg: Optional[dict] = None, deploy: bool = False) -> None:
+        super().__init__()
+        self.deploy = deploy
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups,
+                              bias=deploy)
+        if not deploy:
+            self.bn = build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1]
+            if getattr(self.bn, 'weight', None) is not None:
+                nn.init.constant_(self.bn.weight, bn_weight_init)
+                nn.init.constant_(self.bn.bias, 0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if not self.deploy:
+            x = self.bn(x)
+        return x
+
+    @torch.no_grad()
+    def fused_params(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The ``(weight, bias)`` of the single conv equivalent to conv + BN (eval mode)."""
+        if self.deploy:
+            return self.conv.weight, self.conv.bias
+        return fuse_bn(self.conv.weight, None, self.bn)
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Fold the BN into the conv, in place."""
+        if self.deploy:
+            return
+        w, b = self.fused_params()
+        c = self.conv
+        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
+                          c.dilation, c.groups, bias=True, device=w.device, dtype=w.dtype)
+        fused.weight.copy_(w)
+        fused.bias.copy_(b)
+        self.conv = fused
+        del self.bn
+        self.deploy = True
+
+
+class RepVGGDW(InferenceOnlyMixin, nn.Module):
+    """RepVGG-style depthwise token mixer: ``BN(dwconv_kxk_bn(x) + dwconv_1x1(x) + x)``.
+
+    ``legacy=True`` (RepViT M1/M2/M3 of the first paper version): the 1x1 branch has its own BN and there
+    is no trailing BN. Deploy mode: one depthwise kxk conv with bias (``reparam_conv``).
+    """
+
+    def __init__(self, channels: int, kernel_size: int = 3, legacy: bool = False,
+                 norm_cfg: Optional[dict] = None, deploy: bool = False) -> None:
+        super().__init__()
+        self.channels = channels
+        self.kernel_size = kernel_size
+        self.legacy = legacy
+        self.deploy = deploy
+        pad = (kernel_size - 1) // 2
+        if deploy:
+            self.reparam_conv = nn.Conv2d(channels, channels, kernel_size, 1, pad, groups=channels)
+            return
+        self.conv = ConvBN(channels, channels, kernel_size, 1, pad, groups=channels, norm_cfg=norm_cfg)
+        if legacy:
+            self.conv1 = ConvBN(channels, channels, 1, 1, 0, groups=channels, norm_cfg=norm_cfg)
+        else:
+            self.conv1 = nn.Conv2d(channels, channels, 1, 1, 0, groups=channels)
+            self.bn = build_norm_layer(norm_cfg or dict(type='BN'), channels)[1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.deploy:
+            return self.reparam_conv(x)
+        x = self.conv(x) + self.conv1(x) + x
+        if not self.legacy:
+            x = self.bn(x)
+        return x
+
+    @torch.no_grad()
+    def fused_params(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(weight, bias)`` of the equivalent depthwise kxk conv (eval mode)."""
+        if self.deploy:
+            return self.reparam_conv.weight, self.reparam_conv.bias
+        w, b = self.conv.fused_params()
+        if self.legacy:
+            w1, b1 = self.conv1.fused_params()
+        else:
+            w1, b1 = self.conv1.weight, self.conv1.bias
+        p = self.kernel_size // 2
+        w1 = F.pad(w1, [p, p, p, p])
+        identity = torch.zeros_like(w)
+        identity[:, 0, p, p] = 1.0
+        w = w + w1 + identity
+        b = b + b1
+        if not self.legacy:
+            w, b = fuse_bn(w, b, self.bn)
+        return w, b
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        if self.deploy:
+            return
+        w, b = self.fused_params()
+        pad = (self.kernel_size - 1) // 2
+        conv = nn.Conv2d(self.channels, self.channels, self.kernel_size, 1, pad, groups=self.channels,
+                         device=w.device, dtype=w.dtype)
+        conv.weight.copy_(w)
+        conv.bias.copy_(b)
+        for name in ('conv', 'conv1', 'bn'):
+            if hasattr(self, name):
+                delattr(self, name)
+        self.reparam_conv = conv
+        self.deploy = True
+
+
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-excitation as timm's ``SEModule``: mean -> 1x1 conv -> ReLU -> 1x1 conv -> sigmoid."""
+
+    def __init__(self, channels: int, ratio: float = 0.25, divisor: int = 8) -> None:
+        super().__init__()
+        hidden = _make_divisible(channels * ratio, divisor)
+        self.fc1 = nn.Conv2d(channels, hidden, 1, bias=True)
+        self.act = nn.ReLU(inplace=True)
+        self.fc2 = nn.Conv2d(hidden, channels, 1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        s = self.fc2(self.act(self.fc1(s)))
+        return x * s.sigmoid()
+
+
+class RepViTFFN(nn.Module):
+    """Channel mixer: 1x1 ConvBN -> activation -> 1x1 ConvBN (last BN initialised to 0)."""
+
+    def __init__(self, channels: int, hidden_channels: int, act_cfg: dict, norm_cfg: Optional[dict] = None,
+                 deploy: bool = False) -> None:
+        super().__init__()
+        self.conv1 = ConvBN(channels, hidden_channels, 1, norm_cfg=norm_cfg, deploy=deploy)
+        self.act = build_activation_layer(act_cfg)
+        self.conv2 = ConvBN(hidden_channels, channels, 1, bn_weight_init=0., norm_cfg=norm_cfg,
+                            deploy=deploy)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv2(self.act(self.conv1(x)))
+
+
+class RepViTBlock(nn.Module):
+    """RepViT block: RepVGGDW token mixer, optional SE, residual FFN (``x + FFN(x)``)."""
+
+    def __init__(self, channels: int, mlp_ratio: float = 2., kernel_size: int = 3, use_se: bool = False,
+                 legacy: bool = False, drop_path: float = 0., act_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None, with_cp: bool = False, deploy: bool = False) -> None:
+        super().__init__()
+        self.with_cp = with_cp
+        self.token_mixer = RepVGGDW(channels, kernel_size, legacy, norm_cfg=norm_cfg, deploy=deploy)
+        self.se = SqueezeExcite(channels, 0.25) if use_se else nn.Identity()
+        self.channel_mixer = RepViTFFN(channels, int(channels * mlp_ratio), act_cfg or dict(type='GELU'),
+                                       norm_cfg=norm_cfg, deploy=deploy)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def _inner_forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.se(self.token_mixer(x))
+        return x + self.drop_path(self.channel_mixer(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._inner_forward, x, use_reentrant=False)
+        return self._inner_forward(x)
+
+
+class RepViTDownsample(nn.Module):
+    """Downsampling block at the start of stages 1-3.
+
+    ``pre_block`` (a regular block without SE, at the input resolution) -> depthwise kxk stride-2 ConvBN
+    -> 1x1 ConvBN to ``out_channels`` -> residual FFN.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, mlp_ratio: float = 2., kernel_size: int = 3,
+                 legacy: bool = False, drop_path: Sequence[float] = (0., 0.), act_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None, with_cp: bool = False, deploy: bool = False) -> None:
+        super().__init__()
+        act_cfg = act_cfg or dict(type='GELU')
+        self.with_cp = with_cp
+        self.pre_block = RepViTBlock(in_channels, mlp_ratio, kernel_size, use_se=False, legacy=legacy,
+                                     drop_path=drop_path[0], act_cfg=act_cfg, norm_cfg=norm_cfg,
+                                     with_cp=with_cp, deploy=deploy)
+        self.spatial_downsample = ConvBN(in_channels, in_channels, kernel_size, 2, (kernel_size - 1) // 2,
+                                         groups=in_channels, norm_cfg=norm_cfg, deploy=deploy)
+        self.channel_downsample = ConvBN(in_channels, out_channels, 1, norm_cfg=norm_cfg, deploy=deploy)
+        self.ffn = RepViTFFN(out_channels, int(out_channels * mlp_ratio), act_cfg, norm_cfg=norm_cfg,
+                             deploy=deploy)
+        self.drop_path = DropPath(drop_path[1]) if drop_path[1] > 0 else nn.Identity()
+
+    def _reduce(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.channel_downsample(self.spatial_downsample(x))
+        return x + self.drop_path(self.ffn(x))
+
+    def forward(self, x: torch.Tensor, skip_pre_block: bool = False) -> torch.Tensor:
+        if not skip_pre_block:
+            x = self.pre_block(x)
+        if self.with_cp and x.requires_grad:
+            return cp.checkpoint(self._reduce, x, use_reentrant=False)
+        return self._reduce(x)
+
+
+class RepViTStage(nn.Module):
+    """``downsample`` (absent in stage 0) followed by ``blocks``; SE on every other block (first: SE)."""
+
+    def __init__(self, in_channels: int, out_channels: int, depth: int, downsample: bool,
+                 mlp_ratio: float = 2., kernel_size: int = 3, legacy: bool = False,
+                 drop_path: Sequence[float] = (), act_cfg: Optional[dict] = None,
+                 norm_cfg: Optional[dict] = None, with_cp: bool = False, deploy: bool = False) -> None:
+        super().__init__()
+        drop_path = list(drop_path)
+        if downsample:
+            self.downsample = RepViTDownsample(in_channels, out_channels, mlp_ratio, kernel_size, legacy,
+                                               drop_path[:2], act_cfg, norm_cfg, with_cp, deploy)
+            drop_path = drop_path[2:]
+        else:
+            if in_channels != out_channels:
+                raise ValueError(f'a stage without downsampling needs in_channels == out_channels, got '
+                                 f'{in_channels} and {out_channels}')
+            self.downsample = None
+        self.blocks = nn.Sequential(*[
+            RepViTBlock(out_channels, mlp_ratio, kernel_size, use_se=(i % 2 == 0), legacy=legacy,
+                        drop_path=drop_path[i], act_cfg=act_cfg, norm_cfg=norm_cfg, with_cp=with_cp,
+                        deploy=deploy) for i in range(depth)])
+
+    def forward(self, x: torch.Tensor, skip_pre_block: bool = False) -> torch.Tensor:
+        if self.downsample is not None:
+            x = self.downsample(x, skip_pre_block=skip_pre_block)
+        return self.blocks(x)
+
+
+def normalize_arch_name(name: str) -> str:
+    """``'M0.9'``, ``'repvit_m0_9'``, ``'repvit-m0.9'`` -> ``'m0_9'``."""
+    key = name.strip().lower()
+    for prefix in ('repvit_', 'repvit-'):
+        if key.startswith(prefix):
+            key = key[len(prefix):]
+    return key.replace('.', '_').replace('-', '_')
+
+
+@MODELS.register_module()
+class RepViT(BaseBackbone):
+    """RepViT backbone.
+
+    A PyTorch implementation of `RepViT: Revisiting Mobile CNN From ViT Perspective
+    <https://arxiv.org/abs/2307.09283>`_ (CVPR 2024), layer for layer as timm's ``repvit_*`` and the
+    authors' code.
+
+    Args:
+        arch (str | dict): one of ``'m0_6', 'm0_9', 'm1_0', 'm1_1', 'm1_5', 'm2_3'`` and the legacy
+            (first paper version) ``'m1', 'm2', 'm3'`` (``'M0.9'``/``'repvit_m0_9'`` spellings work), or
+            a dict with keys:
+
+            - channels (Sequence[int]): output channels of each stage.
+            - depths (Sequence[int]): number of regular blocks of each stage (the downsampling block
+              that starts stages 1.. is not counted).
+            - legacy (bool, optional): legacy token mixer (1x1 ConvBN branch, no trailing BN).
+              Defaults to False.
+            - mlp_ratio (float, optional): FFN expansion. Defaults to 2.
+            - kernel_size (int, optional): depthwise kernel size. Defaults to 3.
+
+            Defaults to ``'m0_9'``.
+        in_channels (int): input image channels. Defaults to 3.
+        out_indices (int | Sequence[int]): stages whose outputs are returned (strides 4, 8, 16, 32 for
+            stages 0-3); negative indices count from the end. Defaults to ``(3, )``.
+        out_at_resolution_end (bool): where the features of stages 0-2 are taken. False (default): at the
+            end of the stage, as timm and the authors' detection configs (e.g. feature indices
+            ``[2, 6, 20, 24]`` of M1.1). True: after the next stage's ``pre_block`` -- the last block that
+            runs at that resolution --, as the authors' segmentation configs (``[3, 7, 21, 24]``).
+        frozen_stages (int): freeze the stem (``>= 0``) and stages ``0 .. frozen_stages - 1``: no
+            gradients, kept in eval mode. -1 freezes nothing. Defaults to -1.
+        norm_eval (bool): keep every BatchNorm in eval mode while training (frozen statistics).
+            Defaults to False.
+        norm_cfg (dict): norm layers (``BN``, ``SyncBN``, ...). Defaults to ``dict(type='BN')``.
+        act_cfg (dict): activation of stem and FFNs. Defaults to ``dict(type='GELU')``.
+        drop_path_rate (float): stochastic depth, linearly increasing over the residual FFNs.
+            Defaults to 0.
+        with_cp (bool): gradient checkpointing of every block. Defaults to False.
+        deploy (bool): build the reparameterized (fused) structure, e.g. to load a fused checkpoint; the
+            model is then inference-only. Defaults to False.
+        init_cfg (dict | list[dict], optional): initialization config, e.g.
+            ``dict(type='Pretrained', checkpoint=..., prefix='backbone.')``.
+
+    Example:
+        >>> import torch
+        >>> from repvit_mm.models import RepViT
+        >>> model = RepViT('m0_9', out_indices=(0, 1, 2, 3)).eval()
+        >>> for out in model(torch.rand(1, 3, 224, 224)):
+        ...     print(tuple(out.shape))
+        (1, 48, 56, 56)
+        (1, 96, 28, 28)
+        (1, 192, 14, 14)
+        (1, 384, 7, 7)
+    """
+
+    arch_zoo: Dict[str, dict] = {
+        'm0_6': dict(channels=[40, 80, 160, 320], depths=[1, 1, 8, 1]),
+        'm0_9': dict(channels=[48, 96, 192, 384], depths=[2, 2, 14, 2]),
+        'm1_0': dict(channels=[56, 112, 224, 448], depths=[2, 2, 14, 2]),
+        'm1_1': dict(channels=[64, 128, 256, 512], depths=[2, 2, 12, 2]),
+        'm1_5': dict(channels=[64, 128, 256, 512], depths=[4, 4, 24, 4]),
+        'm2_3': dict(channels=[80, 160, 320, 640], depths=[6, 6, 34, 2]),
+        # First paper version: legacy token mixer.
+        'm1': dict(channels=[48, 96, 192, 384], depths=[2, 2, 14, 2], legacy=True),
+        'm2': dict(channels=[64, 128, 256, 512], depths=[2, 2, 12, 2], legacy=True),
+        'm3': dict(channels=[64, 128, 256, 512], depths=[4, 4, 18, 2], legacy=True),
+    }
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'm0_9',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = (3, ),
+                 out_at_resolution_end: bool = False,
+                 frozen_stages: int = -1,
+                 norm_eval: bool = False,
+                 norm_cfg: dict = dict(type='BN'),
+                 act_cfg: dict = dict(type='GELU'),
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False,
+                 deploy: bool = False,
+                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+        super().__init__(init_cfg)
+        self.arch_settings = self.get_arch_settings(arch)
+        channels = self.arch_settings['channels']
+        depths = self.arch_settings['depths']
+        legacy = self.arch_settings['legacy']
+        mlp_ratio = self.arch_settings['mlp_ratio']
+        kernel_size = self.arch_settings['kernel_size']
+        self.channels = channels
+        self.num_stages = len(channels)
+        self.in_channels = in_channels
+        self.norm_cfg = copy.deepcopy(norm_cfg)
+        self.norm_eval = norm_eval
+        self.with_cp = with_cp
+        self.out_at_resolution_end = out_at_resolution_end
+        self.deploy = False  # set at the end: building calls no train(), but keep the guard simple
+
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        if not isinstance(out_indices, Sequence):
+            raise TypeError(f'"out_indices" must be an int or a sequence, got {type(out_indices)}')
+        out_indices = list(out_indices)
+        for i, index in enumerate(out_indices):
+            if index < 0:
+                out_indices[i] = self.num_stages + index
+            if not 0 <= out_indices[i] < self.num_stages:
+                raise ValueError(f'invalid out_indices {index}: RepViT has {self.num_stages} stages')
+        self.out_indices = tuple(out_indices)
+        if not -1 <= frozen_stages <= self.num_stages:
+            raise ValueError(f'frozen_stages must be in [-1, {self.num_stages}], got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+
+        # One residual FFN per regular block plus two per downsampling block (pre_block + its own FFN).
+        num_ffn = sum(depths) + 2 * (self.num_stages - 1)
+        dpr = [drop_path_rate * i / max(num_ffn - 1, 1) for i in range(num_ffn)]
+
+        self.stem = nn.Sequential()
+        self.stem.add_module('conv1', ConvBN(in_channels, channels[0] // 2, 3, 2, 1, norm_cfg=norm_cfg,
+                                             deploy=deploy))
+        self.stem.add_module('act', build_activation_layer(act_cfg))
+        self.stem.add_module('conv2', ConvBN(channels[0] // 2, channels[0], 3, 2, 1, norm_cfg=norm_cfg,
+                                             deploy=deploy))
+        stages = []
+        cursor = 0
+        prev = channels[0]
+        for i, (c, d) in enumerate(zip(channels, depths)):
+            n = d + (2 if i > 0 else 0)
+            stages.append(RepViTStage(prev, c, d, downsample=i > 0, mlp_ratio=mlp_ratio,
+                                      kernel_size=kernel_size, legacy=legacy,
+                                      drop_path=dpr[cursor:cursor + n], act_cfg=act_cfg, norm_cfg=norm_cfg,
+                                      with_cp=with_cp, deploy=deploy))
+            cursor += n
+            prev = c
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = [channels[i] for i in self.out_indices]
+
+        self._freeze_stages()
+        self.deploy = deploy
+        if deploy:
+            self.train(False)
+
+    @classmethod
+    def get_arch_settings(cls, arch: Union[str, dict]) -> dict:
+        """The normalized settings dict (channels, depths, legacy, mlp_ratio, kernel_size) of ``arch``."""
+        if isinstance(arch, str):
+            key = normalize_arch_name(arch)
+            if key not in cls.arch_zoo:
+                raise ValueError(f'unknown RepViT arch {arch!r}; choose from {sorted(cls.arch_zoo)} or '
+                                 'give a dict with channels and depths')
+            arch = cls.arch_zoo[key]
+        elif not isinstance(arch, dict):
+            raise TypeError(f'"arch" must be a str or a dict, got {type(arch)}')
+        unknown = set(arch) - {'channels', 'depths', 'legacy', 'mlp_ratio', 'kernel_size'}
+        missing = {'channels', 'depths'} - set(arch)
+        if unknown or missing:
+            raise ValueError(f'arch dict: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}')
+        channels, depths = list(arch['channels']), list(arch['depths'])
+        if len(channels) != len(depths) or not channels:
+            raise ValueError(f'arch dict: channels {channels} and depths {depths} must be non-empty and '
+                             'of equal length')
+        if depths[0] < 1 or any(d < 0 for d in depths):
+            raise ValueError(f'arch dict: invalid depths {depths}')
+        k = int(arch.get('kernel_size', 3))
+        if k % 2 != 1:
+            raise ValueError(f'arch dict: kernel_size must be odd, got {k}')
+        return dict(channels=channels, depths=depths, legacy=bool(arch.get('legacy', False)),
+                    mlp_ratio=arch.get('mlp_ratio', 2), kernel_size=k)
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        x = self.stem(x)
+        outs = []
+        pre_done = False
+        for i, stage in enumerate(self.stages):
+            x = stage(x, skip_pre_block=pre_done)
+            pre_done = False
+            if self.out_at_resolution_end and i + 1 < self.num_stages:
+                x = self.stages[i + 1].downsample.pre_block(x)
+                pre_done = True
+            if i in self.out_indices:
+                outs.append(x)
+            if i >= max(self.out_indices):
+                break
+        return tuple(outs)
+
+    def _freeze_stages(self) -> None:
+        if self.frozen_stages >= 0:
+            frozen = [self.stem] + [self.stages[i] for i in range(self.frozen_stages)]
+            for m in frozen:
+                m.eval()
+                for p in m.parameters():
+                    p.requires_grad = False
+
+    def train(self, mode: bool = True):
+        """Set train/eval mode, keeping frozen stages (and all BNs if ``norm_eval``) in eval mode.
+
+        Raises:
+            RuntimeError: ``mode`` is True and the backbone is reparameterized (inference-only).
+        """
+        if mode and self.deploy:
+            raise RuntimeError(DEPLOY_TRAIN_ERROR.format(name=type(self).__name__))
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    @torch.no_grad()
+    def switch_to_deploy(self) -> None:
+        """Reparameterize every block in place (BN folding, RepVGG branch merging); sets eval mode."""
+        if self.deploy:
+            return
+        # Token mixers first: a RepVGGDW folds its own ConvBN branches.
+        for kind in (RepVGGDW, ConvBN):
+            for m in list(self.modules()):
+                if isinstance(m, kind):
+                    m.switch_to_deploy()
+        self.deploy = True
+        self.train(False)

@@ -1,0 +1,3 @@
+from .repvit_head import RepViTClsHead
+
+__all__ = ['RepViTClsHead']
