@@ -227,3 +227,14 @@ def test_checkpoint_with_foreign_object_refused_by_test_tool(tmp_path):
     proc = run_tool('test.py', SHAPES_CFG, evil, '--work-dir', tmp_path / 'w', check=False)
     assert_one_line_error(proc, 'evil.pth', 'builtins.print')
     assert 'this must never run' not in proc.stdout
+
+
+def test_missing_pretrained_backbone_stops_before_the_runner(shapes_root, tmp_path):
+    from repvit_mm.apis import load_config, prepare_train_cfg
+    from repvit_mm.utils import UserInputError
+    cfg = load_config(str(CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'), {
+        'model.backbone.init_cfg.checkpoint': str(tmp_path / 'no-classifier.pth'),
+        **{f'{split}_dataloader.dataset.data_root': str(shapes_root / 'ade20k') for split in ('train', 'val')}})
+    with pytest.raises(UserInputError, match='pretrained checkpoint not found: .*no-classifier.pth'):
+        prepare_train_cfg(cfg, work_dir=str(tmp_path / 'work'))
+    assert not (tmp_path / 'work').exists()

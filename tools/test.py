@@ -5,6 +5,7 @@
 """
 import argparse
 import json
+import numbers
 
 from mmengine.config import DictAction
 
@@ -34,7 +35,7 @@ def main(argv=None):
                            deploy=args.deploy, out=args.out)
     metrics = test(cfg)
     print('metrics: ' + json.dumps({k: round(float(v), 4) for k, v in metrics.items()
-                                    if isinstance(v, (int, float))}))
+                                    if isinstance(v, numbers.Real)}))
 
 
 if __name__ == '__main__':

@@ -31,6 +31,30 @@ def _check_checkpoint(path: str) -> None:
     safe_torch_load(path, map_location='cpu')
 
 
+def _pretrained_paths(node) -> list[str]:
+    """Local checkpoint files named by ``init_cfg=dict(type='Pretrained', checkpoint=...)`` anywhere."""
+    found = []
+    if isinstance(node, dict):
+        init = node.get('init_cfg')
+        for item in init if isinstance(init, list) else [init]:
+            if isinstance(item, dict) and item.get('type') == 'Pretrained' and item.get('checkpoint'):
+                found.append(str(item['checkpoint']))
+        for value in node.values():
+            found += _pretrained_paths(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            found += _pretrained_paths(value)
+    return found
+
+
+def _check_pretrained(cfg: Config) -> None:
+    """A missing pretrained file would otherwise fail only after the Runner has created its work dir."""
+    for path in _pretrained_paths(cfg.model):
+        if '://' not in path and not osp.isfile(path):
+            raise UserInputError(f'pretrained checkpoint not found: {path} (model init_cfg; set it with '
+                                 '--cfg-options model.backbone.init_cfg.checkpoint=PATH)')
+
+
 def _use_amp(cfg: Config) -> None:
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper == 'AmpOptimWrapper':
@@ -82,6 +106,7 @@ def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str |
         cfg.auto_scale_lr.enable = True
     _use_launcher(cfg, launcher)
     check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') is not None else ('train',))
+    _check_pretrained(cfg)  # init_weights runs before a checkpoint is loaded or resumed, too
     return cfg
 
 

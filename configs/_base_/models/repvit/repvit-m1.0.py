@@ -1,0 +1,2 @@
+_base_ = './repvit.py'
+model = dict(backbone=dict(arch='m1_0'), head=dict(in_channels=448))

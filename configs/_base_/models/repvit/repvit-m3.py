@@ -1,0 +1,2 @@
+_base_ = './repvit.py'
+model = dict(backbone=dict(arch='m3'), head=dict(in_channels=512))
