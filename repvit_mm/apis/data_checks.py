@@ -8,9 +8,12 @@ before any work dir is written or a model is built. Each task registers the chec
 """
 from __future__ import annotations
 
+import os.path as osp
 from typing import Callable, Iterator
 
 from mmengine.config import Config
+
+from ..utils.errors import UserInputError
 
 DataCheck = Callable[[dict], None]
 _DATA_CHECKS: dict[str, list[DataCheck]] = {}
@@ -42,9 +45,21 @@ def _leaf_datasets(dataset_cfg) -> Iterator[dict]:
     yield dataset_cfg
 
 
+def _check_evaluator_files(cfg: Config, split: str) -> None:
+    """Evaluators that read their own annotation file (e.g. CocoMetric): the file must exist. In mmdet
+    configs it is spelled ``data_root + ...`` in the base file, so overriding only ``data_root`` misses it."""
+    evaluators = cfg.get(f'{split}_evaluator') or []
+    for evaluator in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+        ann_file = evaluator.get('ann_file') if isinstance(evaluator, dict) else None
+        if ann_file and '://' not in str(ann_file) and not osp.isfile(ann_file):
+            raise UserInputError(f'{split}_evaluator.ann_file not found: {ann_file}')
+
+
 def check_datasets(cfg: Config, splits: tuple[str, ...]) -> None:
-    """Run the registered checks on ``{split}_dataloader.dataset`` for each split the config has."""
+    """Run the registered checks on ``{split}_dataloader.dataset`` for each split the config has, and check
+    the annotation files its evaluators read."""
     for split in splits:
+        _check_evaluator_files(cfg, split)
         loader = cfg.get(f'{split}_dataloader')
         if not loader or not loader.get('dataset'):
             continue

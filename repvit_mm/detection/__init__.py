@@ -1,0 +1,9 @@
+"""Detection (mmdet 3) parts of repvit-mm.
+
+The detectors themselves are mmdet's (Mask R-CNN + FPN) with ``mmpretrain.RepViT`` as the backbone, built
+from ``configs/detection``; what is ours is imported here for registration: the pre-flight check of COCO
+datasets that ``tools/train.py`` / ``tools/test.py`` run before the Runner starts.
+"""
+from .data_checks import check_coco_dataset
+
+__all__ = ['check_coco_dataset']
