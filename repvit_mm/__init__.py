@@ -8,6 +8,6 @@ from .utils import safe_checkpoint as _safe_checkpoint
 
 _safe_checkpoint.install()
 
-from . import datasets, detection, engine, models, segmentation  # noqa: E402,F401  (registration)
+from . import classification, datasets, detection, engine, models, segmentation  # noqa: E402,F401  (registration)
 
 __version__ = '0.1.0'

@@ -48,7 +48,12 @@ def _pretrained_paths(node) -> list[str]:
 
 
 def _check_pretrained(cfg: Config) -> None:
-    """A missing pretrained file would otherwise fail only after the Runner has created its work dir."""
+    """A missing pretrained (or distillation teacher) file would otherwise fail only after the Runner has
+    created its work dir."""
+    teacher = cfg.model.get('teacher') or {}
+    if teacher.get('checkpoint') and not teacher.get('random_init') and not osp.isfile(teacher.checkpoint):
+        raise UserInputError(f'teacher checkpoint not found: {teacher.checkpoint} (set it with --cfg-options '
+                             'model.teacher.checkpoint=PATH)')
     for path in _pretrained_paths(cfg.model):
         if '://' not in path and not osp.isfile(path):
             raise UserInputError(f'pretrained checkpoint not found: {path} (model init_cfg; set it with '
@@ -56,16 +61,20 @@ def _check_pretrained(cfg: Config) -> None:
 
 
 def _use_amp(cfg: Config) -> None:
-    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
-    if wrapper == 'AmpOptimWrapper':
-        return
-    if wrapper != 'OptimWrapper':
-        raise UserInputError(f'--amp needs optim_wrapper.type OptimWrapper, the config uses {wrapper}')
-    cfg.optim_wrapper.type = 'AmpOptimWrapper'
-    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    """Swap the optim wrapper for its mixed-precision twin (``OptimWrapper`` -> ``AmpOptimWrapper``,
+    ``AGCOptimWrapper`` -> ``AmpAGCOptimWrapper``)."""
+    from mmengine.registry import OPTIM_WRAPPERS
     if not torch.cuda.is_available():
-        # fp16 autocast is CUDA-only; on CPU mixed precision means bfloat16.
-        cfg.optim_wrapper.setdefault('dtype', 'bfloat16')
+        raise UserInputError('--amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper runs on GPUs only)')
+    wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
+    if wrapper.startswith('Amp'):
+        return
+    amp_wrapper = 'AmpOptimWrapper' if wrapper == 'OptimWrapper' else f'Amp{wrapper}'
+    if OPTIM_WRAPPERS.get(amp_wrapper) is None:
+        raise UserInputError(f'--amp: the config\'s optim_wrapper {wrapper} has no mixed-precision '
+                             f'variant ({amp_wrapper} is not registered)')
+    cfg.optim_wrapper.type = amp_wrapper
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
 
 def _use_launcher(cfg: Config, launcher: str) -> None:

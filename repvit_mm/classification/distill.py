@@ -1,0 +1,144 @@
+"""DeiT-style knowledge distillation for mmpretrain classifiers, with a frozen timm teacher.
+
+RepViT is trained (like DeiT and LeViT) with a second classifier head that learns from a RegNetY-16GF
+teacher: ``loss = (1 - alpha) * CE(cls_head, labels) + alpha * CE(dist_head, teacher.argmax)`` for the
+``hard`` type (``soft``: KL divergence at temperature ``tau``). The loss itself is computed by the head
+(:class:`RepViTClsHead.loss` takes ``teacher_logits``); this module only runs the teacher.
+
+The teacher is deliberately *not* a registered sub-module of the classifier, so it never appears in
+``state_dict()`` (checkpoints stay student-only), in ``parameters()`` (the optimizer and DDP ignore it),
+and ``.train()`` cannot switch it out of eval mode; ``.to()``/``.cuda()``/``.half()`` still reach it.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Any
+
+import torch
+from mmpretrain.models.classifiers import ImageClassifier
+from mmpretrain.registry import MODELS
+from torch import nn
+
+from ..utils.errors import UserInputError
+from ..utils.safe_checkpoint import safe_torch_load
+
+__all__ = ['DistillationImageClassifier', 'build_teacher', 'load_teacher_weights']
+
+# Where training scripts nest the weights inside a checkpoint (DeiT's teacher file uses 'model').
+_STATE_DICT_KEYS = ('model', 'state_dict', 'model_ema', 'state_dict_ema')
+
+
+def load_teacher_weights(model: nn.Module, checkpoint: str) -> None:
+    """Load a teacher checkpoint (DeiT ``{'model': ...}``, mmengine ``{'state_dict': ...}`` or a bare
+    timm state dict) strictly into ``model``; any mismatch is one error naming the file."""
+    state = safe_torch_load(checkpoint, map_location='cpu')
+    for key in _STATE_DICT_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserInputError(f'teacher checkpoint {checkpoint}: no state dict of tensors found in it')
+    state = {k.removeprefix('module.'): v for k, v in state.items()}
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong_shape:
+        problems = [f'{name}: {", ".join(keys[:3])}{" ..." if len(keys) > 3 else ""}'
+                    for name, keys in (('missing', missing), ('unexpected', unexpected),
+                                       ('shape mismatch', wrong_shape)) if keys]
+        raise UserInputError(f'teacher checkpoint {checkpoint} does not fit the teacher model '
+                             f'{type(model).__name__} ({"; ".join(problems)})')
+    model.load_state_dict(state, strict=True)
+
+
+def build_teacher(name: str, checkpoint: str | None = None, num_classes: int = 1000,
+                  random_init: bool = False, **timm_kwargs: Any) -> nn.Module:
+    """A frozen timm model in eval mode.
+
+    Args:
+        name: timm model name, ``'regnety_160'`` for RepViT's RegNetY-16GF teacher.
+        checkpoint: local weights file (e.g. DeiT's ``regnety_160-a5fe301d.pth``); nothing is downloaded.
+        num_classes: classes of the teacher's classifier (must match the student's).
+        random_init: build the teacher without weights; only for tests of the training machinery,
+            since distilling from an untrained teacher teaches nothing.
+        timm_kwargs: passed on to ``timm.create_model``.
+    """
+    import timm
+
+    if checkpoint is None and not random_init:
+        raise UserInputError('model.teacher.checkpoint is not set: distillation needs the teacher weights '
+                             f'for {name} as a local file (random_init=True builds an untrained teacher, '
+                             'for tests only)')
+    if checkpoint is not None and not osp.isfile(checkpoint):
+        raise UserInputError(f'teacher checkpoint not found: {checkpoint} (model.teacher.checkpoint)')
+    timm_kwargs.setdefault('global_pool', 'avg')  # as the authors build their teacher
+    try:
+        teacher = timm.create_model(name, pretrained=False, num_classes=num_classes, **timm_kwargs)
+    except RuntimeError as err:  # timm: "Unknown model (...)"
+        raise UserInputError(f'model.teacher.name: {err}') from None
+    if checkpoint is not None:
+        load_teacher_weights(teacher, checkpoint)
+    teacher.requires_grad_(False)
+    return teacher.eval()
+
+
+@MODELS.register_module()
+class DistillationImageClassifier(ImageClassifier):
+    """:class:`ImageClassifier` whose head learns from a frozen teacher during training.
+
+    Args:
+        teacher: keyword arguments of :func:`build_teacher`
+            (``dict(name='regnety_160', checkpoint='...pth', num_classes=1000)``), or ``None``: then the
+            model is a plain :class:`ImageClassifier` (no-distillation configs, and ``tools/test.py``,
+            which needs no teacher).
+        Other arguments: as :class:`ImageClassifier`. The head must accept
+            ``loss(feats, data_samples, teacher_logits=...)`` when its ``distillation_type`` is not
+            ``'none'`` (:class:`RepViTClsHead`).
+    """
+
+    def __init__(self, *args, teacher: dict | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if teacher is not None and not self.distills:
+            raise UserInputError('model.teacher is set but model.head does not distill '
+                                 "(distillation=False or distillation_type='none'); set model.teacher=None")
+        # A tuple hides the teacher from nn.Module's registration (see the module docstring).
+        self._teacher: tuple[nn.Module, ...] = (build_teacher(**teacher),) if teacher is not None else ()
+
+    @property
+    def teacher(self) -> nn.Module | None:
+        return self._teacher[0] if self._teacher else None
+
+    @property
+    def distills(self) -> bool:
+        """Whether the head learns from a teacher (``hard`` or ``soft``)."""
+        return (bool(getattr(self.head, 'distillation', False))
+                and getattr(self.head, 'distillation_type', 'none') != 'none')
+
+    def _apply(self, fn, *args, **kwargs):
+        # Device and dtype moves (.to, .cuda, .half) must reach the unregistered teacher too.
+        super()._apply(fn, *args, **kwargs)
+        if self._teacher:
+            self._teacher[0]._apply(fn, *args, **kwargs)
+        return self
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self._teacher:
+            self._teacher[0].eval()
+        return self
+
+    @torch.no_grad()
+    def teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The teacher's logits for the (already mixed-up/cut-mixed) batch the student sees."""
+        if self.teacher is None:
+            raise UserInputError('model.head distills but model.teacher is None: set model.teacher='
+                                 "dict(name=..., checkpoint=...) or the head's distillation_type='none'")
+        self.teacher.eval()
+        return self.teacher(inputs).float()
+
+    def loss(self, inputs: torch.Tensor, data_samples) -> dict:
+        feats = self.extract_feat(inputs)
+        if not self.distills:
+            return self.head.loss(feats, data_samples)
+        return self.head.loss(feats, data_samples, teacher_logits=self.teacher_logits(inputs))
