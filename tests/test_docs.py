@@ -1,0 +1,59 @@
+"""The README and the metafile tell the truth: what they name exists, and every config is listed and builds."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CONFIGS, ROOT
+
+README = (ROOT / 'README.md').read_text()
+METAFILE = yaml.safe_load((ROOT / 'model-index.yml').read_text())
+ALL_CONFIGS = sorted(p for p in CONFIGS.rglob('*.py') if '_base_' not in p.parts)
+
+
+def test_every_path_named_in_the_readme_exists():
+    named = set(re.findall(r'\b((?:configs|tools|tests|repvit_mm)/[\w./-]+\.(?:py|sh|yml))', README))
+    assert len(named) > 20
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, missing
+
+
+def test_every_tool_is_documented():
+    tools = sorted(p.name for p in (ROOT / 'tools').iterdir() if p.suffix in ('.py', '.sh'))
+    undocumented = [t for t in tools if f'tools/{t}' not in README]
+    assert not undocumented, undocumented
+
+
+def test_readme_has_the_two_setup_commands_and_ci_runs_the_test_one():
+    assert 'make demo' in README and 'make test' in README
+    assert 'make test' in (ROOT / '.ci' / 'run').read_text()
+
+
+def test_every_config_is_in_the_readme_or_the_metafile():
+    listed = {m['Config'] for m in METAFILE['Models']}
+    unlisted = [str(p.relative_to(ROOT)) for p in ALL_CONFIGS
+                if str(p.relative_to(ROOT)) not in listed and p.name not in README]
+    assert not unlisted, unlisted
+    assert all((ROOT / config).is_file() for config in listed)
+
+
+@pytest.mark.parametrize('config', ALL_CONFIGS, ids=lambda p: p.name)
+def test_every_config_builds_its_model(config: Path):
+    from mmengine.config import Config
+    from mmengine.registry import init_default_scope
+
+    import repvit_mm  # noqa: F401
+    cfg = Config.fromfile(str(config))
+    scope = cfg.default_scope
+    init_default_scope(scope)
+    registry = {'mmpretrain': 'mmpretrain.registry', 'mmdet': 'mmdet.registry',
+                'mmseg': 'mmseg.registry'}[scope]
+    models = __import__(registry, fromlist=['MODELS']).MODELS
+    model_cfg = cfg.model
+    if model_cfg.get('teacher') is not None:
+        model_cfg.teacher.update(checkpoint=None, random_init=True)  # weights are a local download: architecture only
+    model = models.build(model_cfg)
+    assert sum(p.numel() for p in model.parameters()) > 1e6
