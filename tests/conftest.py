@@ -49,3 +49,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     assert len(lines) == 1, proc.stderr
     for fragment in fragments:
         assert fragment in lines[0], lines[0]
+
+
+def randomize_bn_(model, seed: int = 0):
+    """Give every BatchNorm non-trivial statistics and affine parameters (the FFN's zero-initialised ones
+    too), so that BN folding really changes weights; returns the model."""
+    import torch
+    from torch.nn.modules.batchnorm import _BatchNorm
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, _BatchNorm):
+                n = module.num_features
+                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
+                module.running_var.copy_(torch.rand(n, generator=gen) * 0.8 + 0.6)
+                module.weight.copy_(torch.rand(n, generator=gen) * 0.8 + 0.4)
+                module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
+    return model

@@ -13,6 +13,7 @@ from mmpretrain.registry import MODELS
 from timm.layers import SqueezeExcite as TimmSE
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from conftest import randomize_bn_
 import repvit_mm.models  # noqa: F401  (registration)
 from repvit_mm.models import RepViT
 from repvit_mm.models.convert import (CheckpointMismatchError, convert_checkpoint, convert_official,
@@ -21,19 +22,6 @@ from repvit_mm.models.convert import (CheckpointMismatchError, convert_checkpoin
 CHANNELS = {'m0_6': 320, 'm0_9': 384, 'm1_0': 448, 'm1_1': 512, 'm1_5': 512, 'm2_3': 640, 'm1': 384,
             'm2': 512, 'm3': 512}
 TIMM_ARCHS = sorted(n[len('repvit_'):] for n in timm.list_models('repvit_*'))
-
-
-@torch.no_grad()
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) * 0.8 + 0.6)
-            m.weight.copy_(torch.rand(n, generator=g) * 0.8 + 0.4)
-            m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model
 
 
 def build_classifier(arch: str, distillation: bool = True, num_classes: int = 1000):
@@ -96,7 +84,7 @@ def test_timm_archs_are_all_in_the_zoo():
 def test_timm_and_official_parity(arch):
     """Random timm weights + random BN stats -> convert -> identical logits; same via the authors' layout."""
     torch.manual_seed(0)
-    tm = randomize_(timm.create_model(f'repvit_{arch}', pretrained=False)).eval()
+    tm = randomize_bn_(timm.create_model(f'repvit_{arch}', pretrained=False)).eval()
     size = 224 if arch == 'm0_9' else 64
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
@@ -214,7 +202,7 @@ class _AuthorsRepViT(nn.Module):
 def test_authors_structure_parity(arch):
     """The authors' own module tree (incl. M0.6, which timm lacks) converts to identical logits."""
     torch.manual_seed(0)
-    ref_model = randomize_(_AuthorsRepViT(**AUTHORS_CFGS[arch])).eval()
+    ref_model = randomize_bn_(_AuthorsRepViT(**AUTHORS_CFGS[arch])).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         ref = ref_model(x)
@@ -291,7 +279,7 @@ def test_num_batches_tracked_optional_and_backbone_only():
 # ------------------------------------------------------------------------------ loading + the CLI
 def test_pretrained_init_cfg_with_prefix(tmp_path):
     torch.manual_seed(0)
-    tm = randomize_(timm.create_model('repvit_m0_9', pretrained=False))
+    tm = randomize_bn_(timm.create_model('repvit_m0_9', pretrained=False))
     path = tmp_path / 'm0_9.pth'
     converted = convert_timm(tm.state_dict(), 'm0_9')
     torch.save({'state_dict': converted}, path)
@@ -306,7 +294,7 @@ def test_cli_round_trip_and_refusals(tmp_path):
     from mmengine.runner import load_checkpoint
 
     torch.manual_seed(0)
-    tm = randomize_(timm.create_model('repvit_m0_9', pretrained=False)).eval()
+    tm = randomize_bn_(timm.create_model('repvit_m0_9', pretrained=False)).eval()
     src = tmp_path / 'repvit_m0_9_distill_300e.pth'
     torch.save({'model': timm_to_official(tm)}, src)
     dst = tmp_path / 'out' / 'repvit-m0.9.pth'

@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import repvit_mm.detection  # noqa: F401  (registers the COCO data check)
-from conftest import CONFIGS, assert_one_line_error, run_tool
+from conftest import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
 
 DET_CONFIGS = CONFIGS / 'detection'
 SHAPES_CFG = DET_CONFIGS / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'
@@ -41,18 +41,6 @@ def _shapes_cfg(checkpoint: Path | None = None) -> Config:
     else:
         cfg.model.backbone.init_cfg.checkpoint = str(checkpoint)
     return cfg
-
-
-def _randomize_bn(model: torch.nn.Module, seed: int) -> None:
-    """Non-trivial BN statistics and affine parameters, so that BN folding is really exercised."""
-    gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            n = module.num_features
-            module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-            module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            module.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            module.bias.data.copy_(torch.randn(n, generator=gen) * 0.2)
 
 
 def _batch(cfg: Config, coco_root: Path, split: str, num: int) -> dict:
@@ -215,7 +203,7 @@ def test_fused_detector_gives_same_detections(shapes_root):
     cfg = _shapes_cfg()
     torch.manual_seed(0)
     detector = _build(cfg.model)
-    _randomize_bn(detector, seed=3)
+    randomize_bn_(detector, seed=3)
     detector.eval()
     data = _batch(cfg, shapes_root / 'coco', 'val', 2)
     with torch.no_grad():

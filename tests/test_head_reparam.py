@@ -15,25 +15,12 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from conftest import randomize_bn_
 import repvit_mm.models  # noqa: F401  (registration)
 from repvit_mm.models import RepViT, RepViTClsHead, switch_to_deploy
 
 CHANNELS = {'m0_6': 320, 'm0_9': 384, 'm1_0': 448, 'm1_1': 512, 'm1_5': 512, 'm2_3': 640, 'm1': 384,
             'm2': 512, 'm3': 512}
-
-
-@torch.no_grad()
-def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics and affine parameters (incl. the zero-initialised FFN BNs)."""
-    g = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, _BatchNorm):
-            n = m.num_features
-            m.running_mean.copy_(torch.randn(n, generator=g) * 0.2)
-            m.running_var.copy_(torch.rand(n, generator=g) * 0.8 + 0.6)
-            m.weight.copy_(torch.rand(n, generator=g) * 0.8 + 0.4)
-            m.bias.copy_(torch.randn(n, generator=g) * 0.2)
-    return model
 
 
 def build_classifier(arch: str, **head):
@@ -58,7 +45,7 @@ def samples(labels=None, scores=None):
 def test_head_forward_modes():
     torch.manual_seed(0)
     head = RepViTClsHead(num_classes=5, in_channels=8)
-    randomize_(head)
+    randomize_bn_(head)
     feats = (torch.randn(3, 8, 4, 4), )
     head.train()
     cls, dist = head(feats)
@@ -144,7 +131,7 @@ def test_cal_acc():
 def test_head_switch_to_deploy_exact_and_guard():
     torch.manual_seed(0)
     for distillation in (True, False):
-        head = randomize_(RepViTClsHead(num_classes=7, in_channels=16, distillation=distillation)).eval()
+        head = randomize_bn_(RepViTClsHead(num_classes=7, in_channels=16, distillation=distillation)).eval()
         feats = (torch.randn(5, 16, 3, 3), )
         ref = head(feats)
         head.switch_to_deploy()
@@ -165,7 +152,7 @@ def test_head_switch_to_deploy_exact_and_guard():
 def test_backbone_fusion_exact_224(arch):
     """Eval-mode outputs of every stage are unchanged by reparameterization (224x224, random BN)."""
     torch.manual_seed(0)
-    model = randomize_(RepViT(arch, out_indices=(0, 1, 2, 3))).eval()
+    model = randomize_bn_(RepViT(arch, out_indices=(0, 1, 2, 3))).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         ref = model(x)
@@ -180,7 +167,7 @@ def test_backbone_fusion_exact_224(arch):
 @pytest.mark.parametrize('arch', ['m0_9', 'm3'])
 def test_classifier_fusion_exact_and_deploy_checkpoint(arch):
     torch.manual_seed(0)
-    model = randomize_(build_classifier(arch)).eval()
+    model = randomize_bn_(build_classifier(arch)).eval()
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         ref = model(x, mode='tensor')
@@ -266,7 +253,7 @@ def _mmseg_model():
 @pytest.mark.parametrize('build', [_mmdet_model, _mmseg_model], ids=['mask_rcnn', 'semantic_fpn'])
 def test_switch_to_deploy_whole_dense_model(build):
     torch.manual_seed(0)
-    model = randomize_(build()).eval()
+    model = randomize_bn_(build()).eval()
     x = torch.randn(1, 3, 128, 96)
     with torch.no_grad():
         ref = model.extract_feat(x)
@@ -281,7 +268,7 @@ def test_switch_to_deploy_whole_dense_model(build):
 
 
 def test_switch_to_deploy_is_idempotent_and_copies_independent():
-    model = randomize_(RepViT('m0_6', out_indices=(3, ))).eval()
+    model = randomize_bn_(RepViT('m0_6', out_indices=(3, ))).eval()
     twin = copy.deepcopy(model)
     switch_to_deploy(model)
     state = {k: v.clone() for k, v in model.state_dict().items()}

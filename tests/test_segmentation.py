@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import CONFIGS, assert_one_line_error, run_tool
+from conftest import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
 
 import repvit_mm  # noqa: F401  (registers RepViT)
 import repvit_mm.segmentation  # noqa: F401  (registers our transforms and the data check)
@@ -258,21 +258,10 @@ def test_labels_beyond_the_scan_limit_fail_when_loaded(shapes_copy, monkeypatch)
 
 
 # ----------------------------------------------------------------------------------------- inference
-def randomize_norms(model: torch.nn.Module, seed: int = 0) -> None:
-    """Give every BatchNorm non-trivial statistics and affine parameters, so fusing them is tested."""
-    gen = torch.Generator().manual_seed(seed)
-    for m in model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.rand(m.running_mean.shape, generator=gen) - 0.5)
-            m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-            m.weight.data.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-            m.bias.data.copy_(torch.rand(m.bias.shape, generator=gen) - 0.5)
-
-
 @pytest.fixture(scope='module')
 def segmentor():
     model = build_segmentor(load_cfg(SHAPES_CFG)).eval()
-    randomize_norms(model)
+    randomize_bn_(model)
     return model
 
 
@@ -328,7 +317,7 @@ def classifier_ckpt(tmp_path_factory) -> tuple[Path, dict]:
     from mmpretrain.registry import MODELS
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(load_cfg(CLS_CFG).model)
-    randomize_norms(model.backbone, seed=1)
+    randomize_bn_(model.backbone, seed=1)
     state = model.state_dict()
     path = tmp_path_factory.mktemp('cls') / 'classifier.pth'
     torch.save({'state_dict': state, 'meta': {}}, path)

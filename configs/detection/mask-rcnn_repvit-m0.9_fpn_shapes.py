@@ -32,7 +32,7 @@ train_cfg = dict(type='IterBasedTrainLoop', max_iters=200, val_interval=100)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
-    logger=dict(interval=10),
+    logger=dict(interval=10, log_metric_by_epoch=False),
     checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=100, max_keep_ckpts=1,
                     save_best='coco/segm_mAP', rule='greater'))
 log_processor = dict(by_epoch=False)
