@@ -209,7 +209,9 @@ def run_demo(out_dir: str | Path, quick: bool = False) -> DemoReport:
                                (DETECTOR, det_ckpt, data / 'coco' / 'val2017'),
                                (SEGMENTOR, seg_ckpt, data / 'ade20k' / 'images' / 'validation')):
         picture = pictures / f'{task.name}.png'
-        _tool('demo.py', _first_image(images), task.config, ckpt, '--out', picture, '--force')
+        # the Shapes classifier sees 64 px images: draw its top-5 list on a larger copy to keep it legible
+        resize = ('--resize', '256') if task is CLASSIFIER else ()
+        _tool('demo.py', _first_image(images), task.config, ckpt, '--out', picture, '--force', *resize)
         report.add(f'{task.name} picture', picture)
     curves = plot_training_curves(
         {t.name: Path(report.artefacts[f'{t.name} log']) for t in (CLASSIFIER, DETECTOR, SEGMENTOR)},
