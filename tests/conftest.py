@@ -66,3 +66,14 @@ def randomize_bn_(model, seed: int = 0):
                 module.weight.copy_(torch.rand(n, generator=gen) * 0.8 + 0.4)
                 module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
     return model
+
+
+@pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """A test that calls ``init_default_scope`` would leave its scope current for the tests after it
+    (mmengine keeps the newest DefaultScope as the current one): forget the scopes a test created."""
+    from mmengine.registry import DefaultScope
+    before = set(DefaultScope._instance_dict)
+    yield
+    for name in set(DefaultScope._instance_dict) - before:
+        DefaultScope._instance_dict.pop(name)
