@@ -1,0 +1,366 @@
+"""Inference speed of a repvit-mm model along every deploy path, next to timm's own fused RepViT.
+
+Paths (rows, one per batch size):
+
+- ``unfused``: the training structure (every BatchNorm and branch), eager PyTorch;
+- ``fused``: after :func:`repvit_mm.models.reparam.switch_to_deploy`, eager PyTorch;
+- ``fused_channels_last``: the fused model and its input in channels-last memory format;
+- ``torch_compile``: the fused model through ``torch.compile`` (inductor, weights frozen as constants,
+  one graph per batch size); skipped with a note if it cannot compile on this machine;
+- ``onnxruntime``: the fused graph exported to ONNX (constants folded) run by ONNX Runtime with every
+  graph optimisation on and one intra-op thread per core;
+- ``timm_fused``: ``timm.create_model('repvit_<arch>')`` after timm's own ``fuse()``: the reference
+  every ratio is taken against.
+
+Each path runs ``warmup`` untimed forward passes on a fixed random batch; then ``repeats`` rounds each
+run every path twice and time the second pass (the paths interleave, so that load from other processes
+affects them alike). The table gives the median time, its spread (25th-75th percentile), throughput
+(images/s), the GFLOP/s achieved (2 FLOPs per MAC of the fused model) and the speed relative to timm's
+fused model at the same batch size. Batch 1's median is the latency.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from mmengine.config import Config
+from torch import nn
+
+from .model import LoadedModel, fused_copy, load_model, tensor_model
+
+__all__ = ['PATHS', 'DEPLOY_PATHS', 'TARGETS', 'Row', 'benchmark', 'format_table', 'timm_reference']
+
+PATHS = ('unfused', 'fused', 'fused_channels_last', 'torch_compile', 'onnxruntime', 'timm_fused')
+#: What "best deploy path" is chosen from.
+DEPLOY_PATHS = ('fused', 'fused_channels_last', 'torch_compile', 'onnxruntime')
+#: (description, path or 'best', batch size, minimum speed relative to timm's fused eager model).
+TARGETS = (('fused eager >= 1.0x timm fused', 'fused', 1, 1.0),
+           ('fused eager >= 1.0x timm fused', 'fused', 32, 1.0),
+           ('best deploy path >= 3x timm fused', 'best', 1, 3.0),
+           ('best deploy path >= 1.7x timm fused', 'best', 32, 1.7))
+
+
+@dataclass
+class Row:
+    """One path at one batch size. Times in milliseconds per batch."""
+    path: str
+    batch_size: int
+    status: str = 'ok'  # 'ok' or 'skipped'
+    note: str = ''
+    median_ms: float | None = None
+    p25_ms: float | None = None
+    p75_ms: float | None = None
+    min_ms: float | None = None
+    max_ms: float | None = None
+    repeats: int = 0
+    images_per_s: float | None = None
+    gflops_per_s: float | None = None
+    vs_timm: float | None = None
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    pos = (len(sorted_values) - 1) * q
+    lo, hi = int(pos), min(int(pos) + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def _fill(row: Row, times: list[float], macs: int) -> Row:
+    ms = sorted(t * 1e3 for t in times)
+    row.median_ms = statistics.median(ms)
+    row.p25_ms, row.p75_ms = _percentile(ms, 0.25), _percentile(ms, 0.75)
+    row.min_ms, row.max_ms = ms[0], ms[-1]
+    row.repeats = len(ms)
+    row.images_per_s = row.batch_size / (row.median_ms / 1e3)
+    row.gflops_per_s = 2 * macs * row.images_per_s / 1e9
+    return row
+
+
+def _time_batch(runners: dict[str, Callable[[int], tuple[Callable[[], Any], str]]], bs: int, warmup: int,
+                repeats: int, sync: Callable[[], None], macs: int, say: Callable[[str], None]) -> list[Row]:
+    """Time every path at batch size ``bs``, interleaved: each of the ``repeats`` rounds runs every path
+    twice and times the second run, so background load affects all paths alike and each timed run
+    starts with its own weights in cache."""
+    rows = {path: Row(path=path, batch_size=bs) for path in runners}
+    fns: dict[str, Callable[[], Any]] = {}
+    for path, runner in runners.items():
+        say(f'batch {bs}: preparing {path}')
+        try:
+            fn, rows[path].note = runner(bs)
+            with torch.inference_mode():
+                for _ in range(max(warmup, 1)):
+                    fn()
+            sync()
+            fns[path] = fn
+        except Exception as err:  # a path that cannot run here is reported, not fatal
+            rows[path].status, rows[path].note = 'skipped', _first_line(err)
+    say(f'batch {bs}: timing {len(fns)} paths, {repeats} interleaved rounds')
+    times: dict[str, list[float]] = {path: [] for path in fns}
+    with torch.inference_mode():
+        for _ in range(repeats):
+            for path, fn in list(fns.items()):
+                try:
+                    fn()
+                    sync()
+                    start = time.perf_counter()
+                    fn()
+                    sync()
+                    times[path].append(time.perf_counter() - start)
+                except Exception as err:
+                    rows[path].status, rows[path].note = 'skipped', _first_line(err)
+                    del fns[path]
+    for path in fns:
+        _fill(rows[path], times[path], macs)
+    return list(rows.values())
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f'{type(err).__name__}: {text[0][:200]}' if text else type(err).__name__
+
+
+def timm_reference(arch: str, num_classes: int, backbone_only: bool) -> nn.Module:
+    """timm's ``repvit_<arch>`` (random weights, nothing downloaded) after timm's ``fuse()``."""
+    import timm
+    name = f'repvit_{arch}'
+    if name not in timm.list_models('repvit_*'):
+        raise LookupError(f'timm has no {name}')
+    model = timm.create_model(name, pretrained=False, num_classes=0 if backbone_only else num_classes)
+    model.eval()
+    if hasattr(model, 'fuse'):
+        model = model.fuse()
+    else:  # timm versions that only offer the generic helper
+        from timm.utils.model import reparameterize_model
+        model = reparameterize_model(model)
+    if backbone_only:
+        return _TimmFeatures(model).eval()
+    return model
+
+
+class _TimmFeatures(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.forward_features(x)
+
+
+def _machine(device: str, threads: int) -> dict[str, Any]:
+    info: dict[str, Any] = {'platform': platform.platform(), 'python': platform.python_version(),
+                            'torch': torch.__version__, 'cpu_count': os.cpu_count(), 'threads': threads,
+                            'device': device}
+    with contextlib.suppress(OSError):
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    info['cpu'] = line.split(':', 1)[1].strip()
+                    break
+    info.setdefault('cpu', platform.processor() or platform.machine())
+    if device.startswith('cuda'):
+        info['gpu'] = torch.cuda.get_device_name(torch.device(device))
+    for package in ('onnxruntime', 'timm'):
+        with contextlib.suppress(ImportError):
+            info[package] = __import__(package).__version__
+    return info
+
+
+def benchmark(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None, *,
+              shape: tuple[int, int] = (224, 224), batch_sizes: tuple[int, ...] = (1, 32), repeats: int = 20,
+              warmup: int = 3, device: str = 'cpu', threads: int | None = None,
+              paths: tuple[str, ...] = PATHS, backbone_only: bool = False,
+              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Time every path in ``paths`` at every batch size; see the module docstring.
+
+    Without ``checkpoint`` the model keeps its random initialisation (speed does not depend on the
+    weights). Detector and segmentor configs are timed as their backbone (``backbone_only``).
+
+    Returns:
+        ``{'machine', 'settings', 'model', 'rows': [Row as dict, ...], 'targets': [...]}``.
+    """
+    from .flops import count_complexity
+
+    from ..utils.errors import UserInputError
+
+    say = progress or (lambda message: None)
+    unknown = [p for p in paths if p not in PATHS]
+    if unknown:
+        raise UserInputError(f'unknown benchmark path(s) {", ".join(unknown)}; choose from {", ".join(PATHS)}')
+    if not batch_sizes or min(batch_sizes) < 1 or repeats < 1:
+        raise UserInputError('batch sizes and repeats must be positive')
+    if device.startswith('cuda') and not torch.cuda.is_available():
+        raise UserInputError('--device cuda: no CUDA device is available')
+    threads = threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    loaded = load_model(config, checkpoint)
+    backbone_only = backbone_only or loaded.task != 'classification'
+    arch = loaded.cfg.model.get('backbone', {}).get('arch')
+    unfused = None if loaded.fused else tensor_model(loaded, backbone_only)
+    fused = tensor_model(fused_copy(loaded), backbone_only)
+    complexity = count_complexity(fused, shape)
+    macs = complexity['macs']
+    num_classes = _num_classes(loaded)
+
+    dev = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == 'cuda' else (lambda: None)
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix='repvit-bench-') as tmp, \
+            _restore_inductor_config('torch_compile' in paths):
+        runners = {path: _path_runner(path, unfused, fused, arch, num_classes, backbone_only, shape, dev,
+                                      threads, tmp) for path in paths}
+        for bs in batch_sizes:
+            rows.extend(_time_batch(runners, bs, warmup, repeats, sync, macs, say))
+    _ratios(rows)
+    return {
+        'machine': _machine(device, threads),
+        'settings': {'shape': list(shape), 'batch_sizes': list(batch_sizes), 'repeats': repeats,
+                     'warmup': warmup, 'device': device, 'threads': threads},
+        'model': {'config': str(loaded.cfg.filename), 'checkpoint': loaded.checkpoint, 'arch': arch,
+                  'task': 'backbone' if backbone_only else loaded.task, 'macs': macs,
+                  'params': complexity['params'], 'timm_reference': f'repvit_{arch}'},
+        'rows': [asdict(r) for r in rows],
+        'targets': _targets(rows),
+    }
+
+
+@contextlib.contextmanager
+def _restore_inductor_config(active: bool):
+    """Undo the inductor settings the ``torch_compile`` path makes, when the benchmark ends."""
+    if not active:
+        yield
+        return
+    import torch._inductor.config as inductor_config
+    saved = inductor_config.save_config()
+    try:
+        yield
+    finally:
+        inductor_config.load_config(saved)
+
+
+def _num_classes(loaded: LoadedModel) -> int:
+    head = getattr(loaded.model, 'head', None)
+    return int(getattr(head, 'num_classes', 1000) or 1000)
+
+
+def _path_runner(path: str, unfused: nn.Module | None, fused: nn.Module, arch: str, num_classes: int,
+                 backbone_only: bool, shape: tuple[int, int], dev: torch.device, threads: int,
+                 tmp: str) -> Callable[[int], tuple[Callable[[], Any], str]]:
+    """``batch_size -> (zero-argument function running one forward pass, note)`` for ``path``. Set-up
+    (copying, compiling, exporting) happens lazily, once, on the first batch size."""
+    state: dict[str, Any] = {}
+
+    def batch(bs: int, channels_last: bool = False) -> torch.Tensor:
+        x = torch.randn(bs, 3, *shape, generator=torch.Generator().manual_seed(bs)).to(dev)
+        return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+    def eager(module: nn.Module | None, channels_last: bool = False):
+        def make(bs):
+            if module is None:
+                raise RuntimeError('the checkpoint is already fused: there is no unfused model to time')
+            if 'model' not in state:
+                state['model'] = copy.deepcopy(module).to(dev)
+                if channels_last:
+                    state['model'] = state['model'].to(memory_format=torch.channels_last)
+            model, x = state['model'], batch(bs, channels_last)
+            return lambda: model(x), ''
+        return make
+
+    if path == 'unfused':
+        return eager(unfused)
+    if path == 'fused':
+        return eager(fused)
+    if path == 'fused_channels_last':
+        return eager(fused, channels_last=True)
+    if path == 'timm_fused':
+        def make_timm(bs):
+            if 'model' not in state:
+                state['model'] = timm_reference(arch, num_classes, backbone_only).to(dev)
+            model, x = state['model'], batch(bs)
+            return lambda: model(x), f'timm {arch} after timm fuse()'
+        return make_timm
+    if path == 'torch_compile':
+        def make_compiled(bs):
+            import torch._inductor.config as inductor_config
+            if 'model' not in state:
+                # specialised per batch size (dynamic=False), as a deployment would be
+                state['model'] = torch.compile(copy.deepcopy(fused).to(dev), dynamic=False)
+            model, x = state['model'], batch(bs)
+            start = time.perf_counter()
+            # freezing: the weights are constants (inference only), so inductor folds them and
+            # pre-packs them for oneDNN (faster on CPU). Set for the whole run: graphs compile lazily.
+            inductor_config.freezing = True
+            with torch.inference_mode():
+                model(x)  # compiles for this input shape
+            return lambda: model(x), f'inductor, frozen weights, compiled in {time.perf_counter() - start:.0f} s'
+        return make_compiled
+    if path == 'onnxruntime':
+        def make_ort(bs):
+            if 'session' not in state:
+                from .export_onnx import export_tensor_model, ort_session
+                onnx_path = os.path.join(tmp, 'fused.onnx')
+                state['names'] = export_tensor_model(copy.deepcopy(fused).cpu(), onnx_path, shape)
+                state['session'] = ort_session(onnx_path, threads, device=dev.type)
+            session, names = state['session'], state['names']
+            feed = {'input': batch(bs).cpu().numpy()}
+            providers = ','.join(p.replace('ExecutionProvider', '') for p in session.get_providers())
+            return lambda: session.run(names, feed), f'{providers}, {threads} threads'
+        return make_ort
+    raise ValueError(f'unknown benchmark path {path!r}')
+
+
+def _ratios(rows: list[Row]) -> None:
+    reference = {r.batch_size: r.images_per_s for r in rows if r.path == 'timm_fused' and r.status == 'ok'}
+    for row in rows:
+        if row.status == 'ok' and reference.get(row.batch_size):
+            row.vs_timm = row.images_per_s / reference[row.batch_size]
+
+
+def _targets(rows: list[Row]) -> list[dict[str, Any]]:
+    results = []
+    for name, path, bs, minimum in TARGETS:
+        candidates = [r for r in rows if r.batch_size == bs and r.vs_timm is not None
+                      and (r.path in DEPLOY_PATHS if path == 'best' else r.path == path)]
+        if not candidates:
+            continue
+        best = max(candidates, key=lambda r: r.vs_timm)
+        results.append({'target': name, 'batch_size': bs, 'path': best.path, 'ratio': best.vs_timm,
+                        'minimum': minimum, 'met': best.vs_timm >= minimum})
+    return results
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The benchmark as a Markdown table, with the machine, the model and the targets."""
+    m, s, model = result['machine'], result['settings'], result['model']
+    h, w = s['shape']
+    lines = [
+        f"RepViT-{model['arch']} {model['task']}, {h}x{w}, {model['macs'] / 1e9:.3f} GMACs, "
+        f"{model['params'] / 1e6:.2f} M params (fused); device {s['device']}, {s['threads']} threads, "
+        f"{s['repeats']} timed runs after {s['warmup']} warm-up",
+        f"machine: {m.get('gpu') or m['cpu']} ({m['cpu_count']} cores), torch {m['torch']}, "
+        f"onnxruntime {m.get('onnxruntime', '-')}, timm {m.get('timm', '-')}",
+        '',
+        '| path | batch | median ms | p25-p75 ms | images/s | GFLOP/s | vs timm fused |',
+        '|---|---:|---:|---:|---:|---:|---:|',
+    ]
+    for r in result['rows']:
+        if r['status'] != 'ok':
+            lines.append(f"| {r['path']} | {r['batch_size']} | skipped: {r['note']} | | | | |")
+            continue
+        ratio = f"{r['vs_timm']:.2f}x" if r['vs_timm'] is not None else '-'
+        lines.append(f"| {r['path']} | {r['batch_size']} | {r['median_ms']:.2f} | "
+                     f"{r['p25_ms']:.2f}-{r['p75_ms']:.2f} | {r['images_per_s']:.1f} | "
+                     f"{r['gflops_per_s']:.1f} | {ratio} |")
+    if result['targets']:
+        lines.append('')
+        for t in result['targets']:
+            lines.append(f"target {t['target']} at batch {t['batch_size']}: {t['ratio']:.2f}x ({t['path']}) "
+                         f"{'met' if t['met'] else 'NOT met'}")
+    return '\n'.join(lines)

@@ -1,0 +1,176 @@
+"""Export the fused classifier or backbone to a Core ML ML Program (``.mlpackage``) for iPhone/Mac.
+
+The model takes an *image* (``ImageType``, RGB or BGR as trained) and applies the config's normalisation
+itself. Core ML's image preprocessing is ``scale * pixel + bias`` with one ``scale`` for all channels, so
+the bias subtracts the per-channel mean (``scale = 1``) and the per-channel ``1 / std`` is folded into the
+input channels of the first convolution. Zero padding commutes with that scaling, so the folded model is
+exactly the normalised one.
+
+Classifiers output class probabilities (softmax), as a labelled classifier when the class names are known
+(from the checkpoint or the config); ``backbone_only`` outputs the multi-scale feature maps
+``feat0..feat3`` (strides 4, 8, 16, 32). Conversion runs anywhere coremltools does (Linux included);
+running predictions needs macOS.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import os
+import sys
+import warnings
+from typing import Any
+
+import torch
+from mmengine.config import Config
+from torch import nn
+
+from ..utils.errors import UserInputError
+from .model import class_names, load_model, normalization, tensor_model
+from .outputs import atomic_output, check_output
+
+__all__ = ['export_coreml', 'fold_input_std', 'can_predict']
+
+PRECISIONS = ('float16', 'float32')
+
+
+class _ScaleChannels(nn.Module):
+    """``x * scale[c]``: the fallback when the input does not go straight into a convolution."""
+
+    def __init__(self, scale: torch.Tensor, inner: nn.Module) -> None:
+        super().__init__()
+        self.register_buffer('scale', scale.view(1, -1, 1, 1))
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x * self.scale)
+
+
+def _first_conv_on_input(module: nn.Module, example: torch.Tensor) -> nn.Conv2d | None:
+    """The convolution that receives the model's input tensor itself, if any."""
+    found: list[nn.Conv2d] = []
+
+    def hook(conv, args):
+        if not found and args and args[0] is example:
+            found.append(conv)
+
+    handles = [m.register_forward_pre_hook(hook) for m in module.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            module(example)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return found[0] if found else None
+
+
+@torch.no_grad()
+def fold_input_std(module: nn.Module, std: list[float], shape: tuple[int, int]) -> nn.Module:
+    """A copy of ``module`` that takes ``x - mean`` instead of ``(x - mean) / std``.
+
+    The per-channel ``1 / std`` goes into the input channels of the convolution applied to the input
+    (exact: zero padding is unchanged by the scaling); failing that, into a leading per-channel multiply.
+    """
+    module = copy.deepcopy(module).eval()
+    inv_std = 1.0 / torch.tensor(std, dtype=torch.float32)
+    conv = _first_conv_on_input(module, torch.zeros(1, 3, *shape))
+    if conv is not None and conv.groups == 1 and conv.in_channels == 3:
+        conv.weight.mul_(inv_std.view(1, 3, 1, 1).to(conv.weight.dtype))
+        return module
+    return _ScaleChannels(inv_std, module).eval()
+
+
+def can_predict() -> tuple[bool, str]:
+    """Whether coremltools can run predictions here (macOS with its native framework), and why not."""
+    if sys.platform != 'darwin':
+        return False, f'Core ML predictions need macOS (this is {sys.platform})'
+    try:
+        from coremltools.libcoremlpython import _MLModelProxy  # noqa: F401
+    except ImportError as err:
+        return False, f'coremltools has no native Core ML binding here ({err})'
+    return True, ''
+
+
+def export_coreml(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None,
+                  out: str | os.PathLike, *, shape: tuple[int, int] = (224, 224), backbone_only: bool = False,
+                  precision: str = 'float16', force: bool = False) -> dict[str, Any]:
+    """Fuse the checkpoint's model and convert it to an ML Program ``.mlpackage`` at ``out``.
+
+    Returns:
+        ``{'out', 'inputs', 'outputs', 'classes', 'precision'}``; plus ``'max_abs_diff'`` against
+        PyTorch when predictions can run (macOS), else ``'prediction_check'`` saying why not.
+    """
+    import coremltools as ct
+
+    if precision not in PRECISIONS:
+        raise UserInputError(f'unknown precision {precision!r}; choose one of {", ".join(PRECISIONS)}')
+    out_path = check_output(out, force, suffixes=('.mlpackage',))
+    loaded = load_model(config, checkpoint, fuse=True)
+    mean, std, rgb = normalization(loaded.cfg)
+    classes = None if backbone_only else class_names(loaded.cfg, loaded.meta)
+    module = tensor_model(loaded, backbone_only, softmax=not backbone_only)
+    folded = fold_input_std(module, std, shape)
+
+    # whole pixel values, so that the same picture can be handed to Core ML as an image
+    example = torch.randint(0, 256, (1, 3, *shape), generator=torch.Generator().manual_seed(0)).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch.jit.trace deprecation, tracer warnings
+        traced = torch.jit.trace(folded, example - torch.tensor(mean).view(1, 3, 1, 1))
+        with torch.no_grad():
+            sample = module((example - torch.tensor(mean).view(1, 3, 1, 1))
+                            / torch.tensor(std).view(1, 3, 1, 1))
+    names = ['probs'] if isinstance(sample, torch.Tensor) else [f'feat{i}' for i in range(len(sample))]
+    image = ct.ImageType(name='image', shape=(1, 3, *shape), scale=1.0, bias=[-m for m in mean],
+                         color_layout=ct.colorlayout.RGB if rgb else ct.colorlayout.BGR)
+    kwargs: dict[str, Any] = dict(
+        inputs=[image], convert_to='mlprogram',
+        compute_precision=ct.precision.FLOAT16 if precision == 'float16' else ct.precision.FLOAT32)
+    if classes:
+        kwargs['classifier_config'] = ct.ClassifierConfig(classes)
+    else:
+        kwargs['outputs'] = [ct.TensorType(name=n) for n in names]
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter('ignore')  # and coremltools' progress bars (stderr) are not for the user
+        try:
+            mlmodel = ct.convert(traced, **kwargs)
+        except Exception as err:  # coremltools reports unsupported ops etc. as assorted exception types
+            raise UserInputError(f'Core ML conversion of {loaded.cfg.filename} failed: {type(err).__name__}: '
+                                 f'{str(err).splitlines()[0] if str(err) else ""}') from err
+
+    arch = loaded.cfg.model.get('backbone', {}).get('arch', '?')
+    mlmodel.short_description = (f'RepViT-{arch} {"backbone features" if backbone_only else loaded.task} '
+                                 f'(repvit-mm, fused)')
+    mlmodel.input_description['image'] = (f'{"RGB" if rgb else "BGR"} image, {shape[1]}x{shape[0]}; '
+                                           'normalisation is part of the model')
+    mlmodel.user_defined_metadata.update({
+        'repvit_mm.mean': str(mean), 'repvit_mm.std': str(std), 'repvit_mm.config': str(loaded.cfg.filename),
+        'repvit_mm.checkpoint': str(checkpoint), 'repvit_mm.outputs': ','.join(names)})
+
+    result: dict[str, Any] = {'out': str(out_path), 'classes': classes, 'precision': precision,
+                              'inputs': {'image': [1, 3, *shape]},
+                              'outputs': {n: list(t.shape) for n, t in zip(
+                                  names, [sample] if isinstance(sample, torch.Tensor) else sample)}}
+    ok, why = can_predict()
+    if ok:
+        result['max_abs_diff'] = _prediction_diff(mlmodel, example, sample, names, classes, rgb)
+    else:
+        result['prediction_check'] = f'skipped: {why}'
+    with atomic_output(out_path) as tmp:
+        mlmodel.save(str(tmp))
+    return result
+
+
+def _prediction_diff(mlmodel, example: torch.Tensor, sample, names: list[str], classes, rgb: bool) -> float:
+    """Largest difference of Core ML's prediction on ``example`` (pixels in the model's channel order)
+    from PyTorch's outputs."""
+    import numpy as np
+    from PIL import Image
+    pixels = example[0].permute(1, 2, 0).to(torch.uint8).numpy()
+    if not rgb:  # a PIL image is RGB; Core ML hands the model BGR
+        pixels = np.ascontiguousarray(pixels[..., ::-1])
+    image = Image.fromarray(pixels)
+    pred = mlmodel.predict({'image': image})
+    if classes:
+        probs = sample[0].numpy()
+        return max(abs(float(pred['classLabel_probs'][c]) - float(p)) for c, p in zip(classes, probs))
+    return max(float(np.abs(np.asarray(pred[n]) - t.numpy()).max()) for n, t in zip(names, sample))

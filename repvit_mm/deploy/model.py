@@ -1,0 +1,272 @@
+"""Build any repvit-mm model from its config and load a checkpoint into it, strictly.
+
+The deploy tools accept classifiers (mmpretrain), detectors (mmdet) and segmentors (mmseg): the config's
+``default_scope`` picks the registry. Checkpoints may be training checkpoints (``state_dict`` + ``meta``),
+fused deploy checkpoints written by :func:`repvit_mm.deploy.fuse_checkpoint` (recognised by their keys
+fitting the fused model, so the training config loads them too) and, for classifiers, the authors'
+release files and timm state dicts (converted on the fly).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import os.path as osp
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from mmengine.config import Config
+from mmengine.registry import DefaultScope
+from torch import nn
+
+from ..utils.errors import UserInputError
+from ..utils.safe_checkpoint import safe_torch_load
+
+__all__ = ['TASKS', 'LoadedModel', 'read_config', 'task_of', 'build_model', 'read_checkpoint', 'load_model',
+           'fused_copy', 'ClassifierLogits', 'BackboneFeatures', 'tensor_model', 'normalization', 'class_names']
+
+#: ``default_scope`` -> task name used by the tools.
+TASKS = {'mmpretrain': 'classification', 'mmdet': 'detection', 'mmseg': 'segmentation'}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for inference (eval mode, CPU) and what the tools need to know about it."""
+    model: nn.Module
+    cfg: Config
+    task: str
+    fused: bool
+    checkpoint: str | None = None
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def scope(self) -> str:
+        return self.cfg.get('default_scope', 'mmpretrain')
+
+
+def read_config(config: str | os.PathLike | Config) -> Config:
+    """A private copy of ``config`` (a path is read with :func:`repvit_mm.apis.load_config`)."""
+    if isinstance(config, Config):
+        return copy.deepcopy(config)
+    from ..apis.config import load_config
+    return load_config(str(config))
+
+
+def task_of(cfg: Config) -> str:
+    """``'classification'``, ``'detection'`` or ``'segmentation'``, from the config's ``default_scope``."""
+    scope = cfg.get('default_scope')
+    if scope not in TASKS:
+        raise UserInputError(f'{cfg.filename}: default_scope is {scope!r}; the deploy tools handle '
+                             f'{", ".join(sorted(TASKS))} configs')
+    return TASKS[scope]
+
+
+def build_model(cfg: Config) -> nn.Module:
+    """Build ``cfg.model`` in the config's registry scope, for inference: no teacher, no pretrained
+    weights loaded (the caller loads a checkpoint), SyncBN replaced by BN, eval mode."""
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import MODELS
+
+    scope = cfg.get('default_scope', 'mmpretrain')
+    if task_of(cfg) == 'classification':
+        from .. import classification  # noqa: F401  (registers DistillationImageClassifier)
+    model_cfg = copy.deepcopy(cfg.model)
+    if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner does
+        model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
+    if 'teacher' in model_cfg:  # distillation teachers only matter for training
+        model_cfg.teacher = None
+    if model_cfg.get('pretrained') is not None:
+        model_cfg.pretrained = None
+    try:
+        with DefaultScope.overwrite_default_scope(scope):
+            model = MODELS.build(model_cfg)
+    except (UserInputError, FileNotFoundError):
+        raise
+    except Exception as err:  # a KeyError of the registry, a bad argument, ...
+        raise UserInputError(f'cannot build the model of {cfg.filename}: {type(err).__name__}: '
+                             f'{str(err).splitlines()[0] if str(err) else ""}') from err
+    model = revert_sync_batchnorm(model)
+    return model.eval()
+
+
+def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
+    """``(state_dict, meta)`` of a training, deploy or bare checkpoint (safely unpickled)."""
+    path = str(checkpoint)
+    if not osp.isfile(path):
+        raise UserInputError(f'checkpoint not found: {path}')
+    ckpt = safe_torch_load(path, map_location='cpu')
+    if not isinstance(ckpt, dict):
+        raise UserInputError(f'checkpoint {path}: expected a dict, found {type(ckpt).__name__}')
+    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
+    state = ckpt
+    for key in ('state_dict', 'model'):
+        if isinstance(ckpt.get(key), dict):
+            state = ckpt[key]
+            break
+    state = {k.removeprefix('module.'): v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    if not state:
+        raise UserInputError(f'checkpoint {path}: no tensors found (expected a state_dict)')
+    return state, meta
+
+
+def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
+    own = model.state_dict()
+    return {
+        'missing': sorted(set(own) - set(state)),
+        'unexpected': sorted(set(state) - set(own)),
+        'shape mismatch': sorted(f'{k} (checkpoint {list(state[k].shape)}, model {list(own[k].shape)})'
+                                 for k in set(own) & set(state) if own[k].shape != state[k].shape),
+    }
+
+
+def _describe(problems: dict[str, list[str]], limit: int = 4) -> str:
+    parts = []
+    for name, keys in problems.items():
+        if keys:
+            more = f' (+{len(keys) - limit} more)' if len(keys) > limit else ''
+            parts.append(f'{name} {len(keys)}: {", ".join(keys[:limit])}{more}')
+    return '; '.join(parts)
+
+
+def load_model(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None, *,
+               fuse: bool = False) -> LoadedModel:
+    """Build the config's model and load ``checkpoint`` strictly (every key, every shape).
+
+    A fused (deploy) checkpoint is loaded into the fused structure: the model is built from the config,
+    reparameterized, then loaded. ``fuse=True`` returns the reparameterized model in any case.
+    Without a checkpoint the model keeps its random initialisation (benchmarks, FLOPs).
+
+    Raises:
+        UserInputError: the checkpoint does not fit the config's model; the message lists the
+            missing, unexpected and wrongly shaped keys.
+    """
+    from ..models.reparam import switch_to_deploy
+
+    cfg = read_config(config)
+    task = task_of(cfg)
+    model = build_model(cfg)
+    meta: dict[str, Any] = {}
+    fused = False
+    if checkpoint is not None:
+        state, meta = read_checkpoint(_own_layout(str(checkpoint), cfg, task))
+        problems = _mismatch(model, state)
+        if any(problems.values()):
+            deployed = copy.deepcopy(model)
+            switch_to_deploy(deployed)
+            deploy_problems = _mismatch(deployed, state)
+            if any(deploy_problems.values()):
+                if meta.get('deploy'):
+                    problems = deploy_problems
+                kind = 'fused (deploy) checkpoint' if meta.get('deploy') else 'checkpoint'
+                raise UserInputError(f'{kind} {checkpoint} does not fit the model of {cfg.filename} '
+                                     f'(wrong config for this checkpoint?): {_describe(problems)}')
+            model, fused = deployed, True
+        model.load_state_dict(state, strict=True)
+    if fuse and not fused:
+        switch_to_deploy(model)
+        fused = True
+    model.eval()
+    if meta.get('dataset_meta'):
+        model.dataset_meta = dict(meta['dataset_meta'])
+    return LoadedModel(model=model, cfg=cfg, task=task, fused=fused,
+                       checkpoint=None if checkpoint is None else str(checkpoint), meta=meta)
+
+
+def _own_layout(checkpoint: str, cfg: Config, task: str) -> str:
+    """For classifiers: the authors' release files and timm state dicts, converted to our layout (a
+    temporary file); any other checkpoint unchanged."""
+    if task != 'classification' or not osp.isfile(checkpoint):
+        return checkpoint
+    from ..classification.released import resolve_released_checkpoint
+    return resolve_released_checkpoint(checkpoint, copy.deepcopy(cfg))
+
+
+def fused_copy(loaded: LoadedModel) -> LoadedModel:
+    """A reparameterized copy of ``loaded`` (``loaded`` itself is left as it is)."""
+    from ..models.reparam import switch_to_deploy
+    fused = copy.deepcopy(loaded)
+    if not fused.fused:
+        switch_to_deploy(fused.model)
+        fused.fused = True
+    fused.model.eval()
+    return fused
+
+
+# ----------------------------------------------------------------------------------------- tensor views
+class ClassifierLogits(nn.Module):
+    """Normalised images ``(N, 3, H, W)`` -> class logits ``(N, num_classes)``; ``softmax=True`` gives
+    probabilities instead."""
+
+    def __init__(self, classifier: nn.Module, softmax: bool = False) -> None:
+        super().__init__()
+        self.classifier = classifier
+        self.softmax = softmax
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(x, mode='tensor')
+        return logits.softmax(dim=1) if self.softmax else logits
+
+
+class BackboneFeatures(nn.Module):
+    """Normalised images -> the backbone's multi-scale feature maps (a tuple, strides 4 to 32)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.backbone(x))
+
+
+def tensor_model(loaded: LoadedModel, backbone_only: bool = False, softmax: bool = False) -> nn.Module:
+    """A plain tensor-in/tensor-out view for export and benchmarking: the classifier's logits, or the
+    backbone's features (detectors and segmentors only export their backbone).
+
+    For a classifier config, ``backbone_only`` switches the backbone to all four stages' outputs.
+    """
+    if loaded.task == 'classification' and not backbone_only:
+        return ClassifierLogits(loaded.model, softmax=softmax).eval()
+    if loaded.task != 'classification' and not backbone_only:
+        raise UserInputError(f'{loaded.cfg.filename} is a {loaded.task} config: only its backbone can be '
+                             'exported or benchmarked here (pass --backbone-only)')
+    backbone = loaded.model.backbone
+    if loaded.task == 'classification' and hasattr(backbone, 'out_indices'):
+        backbone = copy.copy(backbone)  # shares the weights; only the outputs differ
+        backbone.out_indices = _all_stages(backbone)
+    return BackboneFeatures(backbone).eval()
+
+
+def _all_stages(backbone: nn.Module) -> Any:
+    current = backbone.out_indices
+    num_stages = len(getattr(backbone, 'stages', [])) or 4
+    new = tuple(range(num_stages))
+    return type(current)(new) if isinstance(current, (list, tuple)) else new
+
+
+# ----------------------------------------------------------------------------------------- metadata
+def normalization(cfg: Config) -> tuple[list[float], list[float], bool]:
+    """``(mean, std, rgb)`` the model's data preprocessor applies: per-channel mean and std in 0-255
+    pixel units, and whether the model sees RGB (True) or the loaded BGR order (False)."""
+    dp = cfg.model.get('data_preprocessor') or cfg.get('data_preprocessor') or {}
+    mean = list(dp.get('mean') or [0.0, 0.0, 0.0])
+    std = list(dp.get('std') or [1.0, 1.0, 1.0])
+    rgb = bool(dp.get('to_rgb', dp.get('bgr_to_rgb', False)))
+    if len(mean) != 3 or len(std) != 3:
+        raise UserInputError(f'{cfg.filename}: data_preprocessor mean/std must have 3 values, got '
+                             f'{mean} / {std}')
+    return [float(m) for m in mean], [float(s) for s in std], rgb
+
+
+def class_names(cfg: Config, meta: dict | None = None) -> list[str] | None:
+    """Class names from the checkpoint's ``meta.dataset_meta``, else from the config's datasets."""
+    classes = ((meta or {}).get('dataset_meta') or {}).get('classes')
+    if classes:
+        return [str(c) for c in classes]
+    for split in ('test', 'val', 'train'):
+        dataset = (cfg.get(f'{split}_dataloader') or {}).get('dataset') or {}
+        while 'dataset' in dataset:  # wrappers (RepeatDataset, ClassBalancedDataset, ...)
+            dataset = dataset['dataset']
+        classes = dataset.get('classes') or (dataset.get('metainfo') or {}).get('classes')
+        if classes and not isinstance(classes, str):
+            return [str(c) for c in classes]
+    return None

@@ -1,0 +1,44 @@
+"""Run a checkpoint on one image and save the rendered prediction.
+
+    python tools/demo.py IMAGE CONFIG CHECKPOINT --out OUT.png [--task auto] [--force]
+                         [--topk 5] [--score-thr 0.3] [--resize N]
+
+classifier: the top-5 classes and scores; detector: boxes, masks and labels; segmentor: the colour overlay
+(task from the config's default_scope). Training and fused (deploy) checkpoints both work.
+"""
+import argparse
+
+from repvit_mm.apis import run_cli
+
+
+def parse_args(argv=None):
+    from repvit_mm.deploy.render import TASK_CHOICES
+    parser = argparse.ArgumentParser(description='Render a prediction on one image')
+    parser.add_argument('image', help='input image')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('checkpoint', help='training or fused checkpoint')
+    parser.add_argument('--out', required=True, help='output .png')
+    parser.add_argument('--task', choices=TASK_CHOICES, default='auto',
+                        help="default auto: from the config's default_scope")
+    parser.add_argument('--topk', type=int, default=5, help='classes listed by a classifier')
+    parser.add_argument('--score-thr', type=float, default=0.3, help='lowest detection score drawn')
+    parser.add_argument('--resize', type=int, default=None,
+                        help="classification: short edge of the picture (default: the image's size)")
+    parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import repvit_mm  # noqa: F401
+    from repvit_mm.deploy import render_prediction
+
+    info = render_prediction(args.image, args.config, args.checkpoint, args.out, task=args.task,
+                             force=args.force, topk=args.topk, score_thr=args.score_thr, resize=args.resize)
+    height, width = info['size']
+    print(info['summary'])
+    print(f"{info['task']} picture ({width}x{height}): {info['out']}")
+
+
+if __name__ == '__main__':
+    run_cli(main)

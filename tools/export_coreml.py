@@ -1,0 +1,48 @@
+"""Export a checkpoint's fused classifier or backbone to a Core ML ML Program (.mlpackage).
+
+    python tools/export_coreml.py CONFIG CHECKPOINT OUT.mlpackage [--shape H W] [--backbone-only]
+                                  [--precision float16|float32] [--force]
+
+Input: an image (normalisation built in). Classifiers output class probabilities (with the class labels
+when known); ``--backbone-only`` outputs the feature maps feat0..feat3 (strides 4 to 32). Converting works
+on Linux; predictions (and the check against PyTorch) need macOS.
+"""
+import argparse
+
+from repvit_mm.apis import run_cli
+from repvit_mm.deploy.cli import add_shape_argument, parse_shape
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Export a fused RepViT model to Core ML')
+    parser.add_argument('config', help='config file (classifier, detector or segmentor)')
+    parser.add_argument('checkpoint', help='training or fused checkpoint')
+    parser.add_argument('out', help='output .mlpackage')
+    add_shape_argument(parser, '224, 512 with --backbone-only')
+    parser.add_argument('--backbone-only', action='store_true', help='export the backbone: feature maps out')
+    parser.add_argument('--precision', choices=['float16', 'float32'], default='float16',
+                        help='compute precision of the ML Program (default float16, as on the Neural Engine)')
+    parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import repvit_mm  # noqa: F401
+    from repvit_mm.deploy import export_coreml
+
+    shape = parse_shape(args.shape, (512, 512) if args.backbone_only else (224, 224))
+    info = export_coreml(args.config, args.checkpoint, args.out, shape=shape, backbone_only=args.backbone_only,
+                         precision=args.precision, force=args.force)
+    outputs = ', '.join(f'{name} {shape_}' for name, shape_ in info['outputs'].items())
+    labels = f" ({len(info['classes'])} class labels)" if info['classes'] else ''
+    print(f"input: image {shape[1]}x{shape[0]}; outputs: {outputs}{labels}")
+    if 'max_abs_diff' in info:
+        print(f"core ml vs pytorch max abs diff: {info['max_abs_diff']:.3g}")
+    else:
+        print(f"prediction check {info['prediction_check']}")
+    print(f"core ml model: {info['out']}")
+
+
+if __name__ == '__main__':
+    run_cli(main)

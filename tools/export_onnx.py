@@ -1,0 +1,46 @@
+"""Export a checkpoint's fused classifier (logits) or backbone (multi-scale features) to ONNX.
+
+    python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--shape H W] [--backbone-only] [--opset N]
+                                [--exporter torchscript|dynamo] [--force]
+
+The batch axis is dynamic. The input is the normalised image (mean/std/channel order in the file's
+metadata). The file is checked with ONNX Runtime against the PyTorch model and written only if they agree;
+the largest absolute difference is printed. Detector/segmentor configs export their backbone.
+"""
+import argparse
+
+from repvit_mm.apis import run_cli
+from repvit_mm.deploy.cli import add_shape_argument, parse_shape
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Export a fused RepViT model to ONNX')
+    parser.add_argument('config', help='config file (classifier, detector or segmentor)')
+    parser.add_argument('checkpoint', help='training or fused checkpoint')
+    parser.add_argument('out', help='output .onnx file')
+    add_shape_argument(parser, '224, 512 with --backbone-only')
+    parser.add_argument('--backbone-only', action='store_true', help='export the backbone: feature maps out')
+    parser.add_argument('--opset', type=int, default=None,
+                        help='ONNX opset (default 17 with the torchscript exporter, 18 with dynamo)')
+    parser.add_argument('--exporter', choices=['torchscript', 'dynamo'], default='torchscript',
+                        help="torch's ONNX exporter (default torchscript: faster under ONNX Runtime)")
+    parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    import repvit_mm  # noqa: F401
+    from repvit_mm.deploy import export_onnx
+
+    shape = parse_shape(args.shape, (512, 512) if args.backbone_only else (224, 224))
+    info = export_onnx(args.config, args.checkpoint, args.out, shape=shape, backbone_only=args.backbone_only,
+                       opset=args.opset, exporter=args.exporter, force=args.force)
+    outputs = ', '.join(f"{name} {['N', *shape_[1:]]}" for name, shape_ in info['outputs'].items())
+    print(f"input: input [N, 3, {shape[0]}, {shape[1]}]; outputs: {outputs}")
+    print(f"onnxruntime vs pytorch max abs diff: {info['max_abs_diff']:.3g} (batch {info['check_batch']})")
+    print(f"onnx model: {info['out']}")
+
+
+if __name__ == '__main__':
+    run_cli(main)
