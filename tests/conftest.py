@@ -10,6 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
+# width of the last stage (the classifier head's input) per arch, as the paper and timm have them
+CHANNELS = {'m0_6': 320, 'm0_9': 384, 'm1_0': 448, 'm1_1': 512, 'm1_5': 512, 'm2_3': 640, 'm1': 384,
+            'm2': 512, 'm3': 512}
 
 
 @pytest.fixture(scope='session')

@@ -15,12 +15,10 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from conftest import randomize_bn_
+from conftest import CHANNELS, randomize_bn_
 import repvit_mm.models  # noqa: F401  (registration)
 from repvit_mm.models import RepViT, RepViTClsHead, switch_to_deploy
 
-CHANNELS = {'m0_6': 320, 'm0_9': 384, 'm1_0': 448, 'm1_1': 512, 'm1_5': 512, 'm2_3': 640, 'm1': 384,
-            'm2': 512, 'm3': 512}
 
 
 def build_classifier(arch: str, **head):
