@@ -235,6 +235,58 @@ def test_export_onnx_dynamo_exporter_agrees(work, cls_ckpt):
     assert got.shape == (5, 3)
 
 
+def _ort_optimized_ops(onnx_path: Path) -> list[tuple[str, str]]:
+    """(domain, op type) of every node of the graph ONNX Runtime runs on CPU after all optimisations."""
+    import onnx
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(onnx_path.with_suffix('.ort-optimized.onnx'))
+    options.log_severity_level = 3
+    ort.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
+    return [(n.domain, n.op_type) for n in onnx.load(options.optimized_model_filepath).graph.node]
+
+
+def test_onnx_squeeze_excite_rewrite_is_exact_and_keeps_blocked_layout(work):
+    """The exported SE (GlobalAveragePool, scale repeated by Resize) computes what the plain export does,
+    and ONNX Runtime then runs the whole backbone in its blocked CPU layout (no layout conversions but
+    for the output)."""
+    import onnx
+    import onnxruntime as ort
+
+    from conftest import randomize_bn_
+    from repvit_mm.deploy.export_onnx import export_tensor_model
+    from repvit_mm.models import RepViT, switch_to_deploy
+    torch.manual_seed(0)
+    # M0.9: every width a multiple of ONNX Runtime's channel block (16 with AVX-512; its blocked pooling
+    # needs that), unlike M0.6's 40 channels
+    model = switch_to_deploy(randomize_bn_(RepViT('m0_9', out_indices=(3, ))).eval())
+    num_se = sum(1 for m in model.modules() if type(m).__name__ == 'SqueezeExcite')
+    assert num_se == 1 + 1 + 7 + 1  # every other block of depths [2, 2, 14, 2]
+    plain, blocked = work / 'se_plain.onnx', work / 'se_blocked.onnx'
+    export_tensor_model(model, plain, (64, 96), blocked_layout=False)
+    export_tensor_model(model, blocked, (64, 96))
+
+    def ops(path):
+        return [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops(plain).count('ReduceMean') == num_se and 'Resize' not in ops(plain)
+    assert ops(blocked).count('GlobalAveragePool') == num_se and ops(blocked).count('Resize') == num_se
+    assert 'ReduceMean' not in ops(blocked)
+
+    x = torch.randn(3, 3, 64, 96, generator=torch.Generator().manual_seed(8))
+    with torch.no_grad():
+        expected = model(x)[0].numpy()
+    for path in (plain, blocked):
+        (got,) = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'input': x.numpy()})
+        assert np.abs(got - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max()))
+
+    plain_ops, blocked_ops = _ort_optimized_ops(plain), _ort_optimized_ops(blocked)
+    if any(domain == 'com.microsoft.nchwc' for domain, _ in plain_ops):  # CPUs with AVX2 / AVX-512 / NEON
+        conversions = {'ReorderInput', 'ReorderOutput'}
+        assert sum(op in conversions for _, op in plain_ops) >= 2 * num_se
+        assert sum(op in conversions for _, op in blocked_ops) == 1  # the backbone's output only
+
+
 # ----------------------------------------------------------------------------------------- Core ML
 def _mil_ops(spec):
     main = spec.mlProgram.functions['main']
@@ -339,6 +391,11 @@ def test_benchmark_json_has_every_row(work, cls_ckpt):
     assert result['model']['timm_reference'] == 'repvit_m0_9'
     assert 0.05e9 < result['model']['macs'] < 0.09e9  # M0.9 at 64x64: (64/224)^2 of 0.82 GMACs
     assert {t['batch_size'] for t in result['targets']} == {1}  # batch 32 was not run
+    assert {t['reference'] for t in result['targets']} == {'timm_fused', 'timm_onnxruntime'}
+    for t in result['targets']:
+        assert t['ratio'] == pytest.approx(rows[t['path'], 1]['images_per_s']
+                                           / rows[t['reference'], 1]['images_per_s'])
+        assert t['met'] == (t['ratio'] >= t['minimum'])
     assert result['machine']['cpu_count'] >= 1
 
 

@@ -180,6 +180,11 @@ def test_classifier_fusion_exact_and_deploy_checkpoint(arch):
         type='ImageClassifier', backbone=dict(type='RepViT', arch=arch, deploy=True),
         head=dict(type='RepViTClsHead', num_classes=1000, in_channels=CHANNELS[arch], deploy=True)))
     assert set(built.state_dict()) == set(model.state_dict())
+    # Same modules, in the same places: the wrappers are gone, each replaced by its bare conv/linear
+    # (as in timm's fused model: one module call per conv at inference).
+    assert [(n, type(m)) for n, m in built.named_modules()] == [(n, type(m)) for n, m in model.named_modules()]
+    kinds = {type(m).__name__ for m in model.backbone.modules()}
+    assert not kinds & {'ConvBN', 'RepVGGDW', 'BatchNorm2d'}, kinds
     built.load_state_dict(model.state_dict(), strict=True)
     built.eval()
     with torch.no_grad():

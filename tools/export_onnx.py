@@ -1,7 +1,7 @@
 """Export a checkpoint's fused classifier (logits) or backbone (multi-scale features) to ONNX.
 
     python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--shape H W] [--backbone-only] [--opset N]
-                                [--exporter torchscript|dynamo] [--force]
+                                [--exporter torchscript|dynamo] [--plain-se] [--force]
 
 The batch axis is dynamic. The input is the normalised image (mean/std/channel order in the file's
 metadata). The file is checked with ONNX Runtime against the PyTorch model and written only if they agree;
@@ -24,6 +24,9 @@ def parse_args(argv=None):
                         help='ONNX opset (default 17 with the torchscript exporter, 18 with dynamo)')
     parser.add_argument('--exporter', choices=['torchscript', 'dynamo'], default='torchscript',
                         help="torch's ONNX exporter (default torchscript: faster under ONNX Runtime)")
+    parser.add_argument('--plain-se', action='store_true',
+                        help='export squeeze-and-excitation as ReduceMean + broadcast Mul instead of the '
+                             'equivalent form that keeps ONNX Runtime in its blocked CPU layout')
     parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
     return parser.parse_args(argv)
 
@@ -35,7 +38,8 @@ def main(argv=None):
 
     shape = parse_shape(args.shape, (512, 512) if args.backbone_only else (224, 224))
     info = export_onnx(args.config, args.checkpoint, args.out, shape=shape, backbone_only=args.backbone_only,
-                       opset=args.opset, exporter=args.exporter, force=args.force)
+                       opset=args.opset, exporter=args.exporter, blocked_layout=not args.plain_se,
+                       force=args.force)
     outputs = ', '.join(f"{name} {['N', *shape_[1:]]}" for name, shape_ in info['outputs'].items())
     print(f"input: input [N, 3, {shape[0]}, {shape[1]}]; outputs: {outputs}")
     print(f"onnxruntime vs pytorch max abs diff: {info['max_abs_diff']:.3g} (batch {info['check_batch']})")

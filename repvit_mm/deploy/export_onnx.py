@@ -43,9 +43,11 @@ def output_names(module: nn.Module, example: torch.Tensor) -> list[str]:
 
 def export_tensor_model(module: nn.Module, path: str | os.PathLike, shape: tuple[int, int], *,
                         opset: int | None = None, exporter: str = 'torchscript',
-                        metadata: dict[str, str] | None = None) -> list[str]:
+                        metadata: dict[str, str] | None = None, blocked_layout: bool = True) -> list[str]:
     """Export ``module`` (images ``(N, 3, H, W)`` -> tensor or tuple of tensors) to ``path`` with a
-    dynamic batch axis; constants are folded. Returns the output names."""
+    dynamic batch axis; constants are folded. ``blocked_layout``: rewrite the squeeze-and-excitation
+    nodes so ONNX Runtime's CPU kernels keep their blocked layout through them
+    (:func:`~repvit_mm.deploy.onnx_layout.keep_blocked_layout`). Returns the output names."""
     if exporter not in EXPORTERS:
         raise UserInputError(f'unknown ONNX exporter {exporter!r}; choose one of {", ".join(EXPORTERS)}')
     opset = opset or DEFAULT_OPSET[exporter]
@@ -63,10 +65,13 @@ def export_tensor_model(module: nn.Module, path: str | os.PathLike, shape: tuple
                               optimize=True, verbose=False, input_names=['input'], output_names=names,
                               dynamic_shapes={'x': {0: torch.export.Dim('batch', min=1, max=4096)}},
                               external_data=False)
-    if metadata:
+    if metadata or blocked_layout:
         import onnx
         proto = onnx.load(str(path))
-        for key, value in metadata.items():
+        if blocked_layout:
+            from .onnx_layout import keep_blocked_layout
+            proto, _ = keep_blocked_layout(proto)
+        for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(path))
@@ -105,8 +110,8 @@ def _metadata(loaded: LoadedModel, shape: tuple[int, int], backbone_only: bool) 
 
 def export_onnx(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None,
                 out: str | os.PathLike, *, shape: tuple[int, int] = (224, 224), backbone_only: bool = False,
-                opset: int | None = None, exporter: str = 'torchscript', force: bool = False,
-                check_batch: int = 2, tolerance: float = 1e-4) -> dict[str, Any]:
+                opset: int | None = None, exporter: str = 'torchscript', blocked_layout: bool = True,
+                force: bool = False, check_batch: int = 2, tolerance: float = 1e-4) -> dict[str, Any]:
     """Fuse the checkpoint's model, export it to ``out`` and check it with ONNX Runtime.
 
     The check runs a random batch of ``check_batch`` images (a batch size other than the traced one, so
@@ -131,7 +136,8 @@ def export_onnx(config: str | os.PathLike | Config, checkpoint: str | os.PathLik
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
     with atomic_output(out_path) as tmp:
         names = export_tensor_model(module, tmp, shape, opset=opset, exporter=exporter,
-                                    metadata=_metadata(loaded, shape, backbone_only))
+                                    metadata=_metadata(loaded, shape, backbone_only),
+                                    blocked_layout=blocked_layout)
         session = ort_session(tmp)
         got = session.run(names, {'input': x.numpy()})
         diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))

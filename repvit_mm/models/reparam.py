@@ -1,8 +1,9 @@
 """Structural reparameterization (training structure -> fused inference structure).
 
-Every fusable RepViT module (``ConvBN``, ``RepVGGDW``, the backbone, the classification head) has a
-``switch_to_deploy()`` method that folds its BatchNorms and parallel branches into plain convolutions /
-linear layers, in place. :func:`switch_to_deploy` applies that to a whole model: an mmpretrain classifier,
+The RepViT backbone and classification head have a ``switch_to_deploy()`` method that folds their
+BatchNorms and parallel branches into plain convolutions / linear layers, in place: every fusable block
+(``ConvBN``, ``RepVGGDW``, ``BNLinear``) is replaced by the bare ``nn.Conv2d`` / ``nn.Linear`` its ``fuse()``
+returns, the structure a ``deploy=True`` build has. :func:`switch_to_deploy` applies that to a whole model: an mmpretrain classifier,
 an mmdet detector, an mmseg segmentor, or anything else whose sub-modules have ``switch_to_deploy()``.
 
 A reparameterized module is inference-only: its ``train(True)`` raises :class:`RuntimeError`

@@ -23,10 +23,10 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 from mmpretrain.registry import MODELS
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..reparam import DEPLOY_TRAIN_ERROR, InferenceOnlyMixin, fuse_bn
+from ..reparam import DEPLOY_TRAIN_ERROR, fuse_bn
 
-__all__ = ['RepViT', 'ConvBN', 'RepVGGDW', 'SqueezeExcite', 'RepViTFFN', 'RepViTBlock',
-           'RepViTDownsample', 'RepViTStage', 'normalize_arch_name']
+__all__ = ['RepViT', 'ConvBN', 'conv_bn', 'RepVGGDW', 'repvgg_dw', 'SqueezeExcite', 'RepViTFFN',
+           'RepViTBlock', 'RepViTDownsample', 'RepViTStage', 'normalize_arch_name']
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -34,76 +34,71 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
     return max(divisor, int(v + divisor / 2) // divisor * divisor)
 
 
-class ConvBN(InferenceOnlyMixin, nn.Module):
-    """Conv2d (no bias) followed by a norm layer; in deploy mode a single Conv2d with bias.
+def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
+    """A conv with ``conv``'s geometry holding ``weight`` and ``bias``."""
+    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                      conv.dilation, conv.groups, bias=True, device=weight.device, dtype=weight.dtype)
+    fused.weight.copy_(weight)
+    fused.bias.copy_(bias)
+    return fused
+
+
+class ConvBN(nn.Module):
+    """Conv2d (no bias) followed by a norm layer; :meth:`fuse` gives the equivalent single Conv2d.
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, groups: as ``nn.Conv2d``.
         bn_weight_init: initial value of the norm's weight (0 for the last BN of a residual FFN).
         norm_cfg: norm layer config (``build_norm_layer``). Defaults to ``dict(type='BN')``.
-        deploy: build the fused structure.
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
                  padding: int = 0, groups: int = 1, bn_weight_init: float = 1.0,
-                 norm_cfg: Optional[dict] = None, deploy: bool = False) -> None:
+                 norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
-        self.deploy = deploy
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups,
-                              bias=deploy)
-        if not deploy:
-            self.bn = build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1]
-            if getattr(self.bn, 'weight', None) is not None:
-                nn.init.constant_(self.bn.weight, bn_weight_init)
-                nn.init.constant_(self.bn.bias, 0)
+                              bias=False)
+        self.bn = build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1]
+        if getattr(self.bn, 'weight', None) is not None:
+            nn.init.constant_(self.bn.weight, bn_weight_init)
+            nn.init.constant_(self.bn.bias, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x)
-        if not self.deploy:
-            x = self.bn(x)
-        return x
+        return self.bn(self.conv(x))
 
     @torch.no_grad()
     def fused_params(self) -> Tuple[torch.Tensor, torch.Tensor]:
         """The ``(weight, bias)`` of the single conv equivalent to conv + BN (eval mode)."""
-        if self.deploy:
-            return self.conv.weight, self.conv.bias
         return fuse_bn(self.conv.weight, None, self.bn)
 
     @torch.no_grad()
-    def switch_to_deploy(self) -> None:
-        """Fold the BN into the conv, in place."""
-        if self.deploy:
-            return
-        w, b = self.fused_params()
-        c = self.conv
-        fused = nn.Conv2d(c.in_channels, c.out_channels, c.kernel_size, c.stride, c.padding,
-                          c.dilation, c.groups, bias=True, device=w.device, dtype=w.dtype)
-        fused.weight.copy_(w)
-        fused.bias.copy_(b)
-        self.conv = fused
-        del self.bn
-        self.deploy = True
+    def fuse(self) -> nn.Conv2d:
+        """The Conv2d (with bias) equal to this conv + BN in eval mode."""
+        return _conv_with(self.conv, *self.fused_params())
 
 
-class RepVGGDW(InferenceOnlyMixin, nn.Module):
+def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, padding: int = 0,
+            groups: int = 1, bn_weight_init: float = 1.0, norm_cfg: Optional[dict] = None,
+            deploy: bool = False) -> nn.Module:
+    """A :class:`ConvBN`, or with ``deploy`` the bare Conv2d (with bias) it fuses into."""
+    if deploy:
+        return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups)
+    return ConvBN(in_channels, out_channels, kernel_size, stride, padding, groups, bn_weight_init, norm_cfg)
+
+
+class RepVGGDW(nn.Module):
     """RepVGG-style depthwise token mixer: ``BN(dwconv_kxk_bn(x) + dwconv_1x1(x) + x)``.
 
     ``legacy=True`` (RepViT M1/M2/M3 of the first paper version): the 1x1 branch has its own BN and there
-    is no trailing BN. Deploy mode: one depthwise kxk conv with bias (``reparam_conv``).
+    is no trailing BN. :meth:`fuse` gives the equivalent single depthwise kxk conv.
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, legacy: bool = False,
-                 norm_cfg: Optional[dict] = None, deploy: bool = False) -> None:
+                 norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
-        self.channels = channels
         self.kernel_size = kernel_size
         self.legacy = legacy
-        self.deploy = deploy
         pad = (kernel_size - 1) // 2
-        if deploy:
-            self.reparam_conv = nn.Conv2d(channels, channels, kernel_size, 1, pad, groups=channels)
-            return
         self.conv = ConvBN(channels, channels, kernel_size, 1, pad, groups=channels, norm_cfg=norm_cfg)
         if legacy:
             self.conv1 = ConvBN(channels, channels, 1, 1, 0, groups=channels, norm_cfg=norm_cfg)
@@ -112,48 +107,35 @@ class RepVGGDW(InferenceOnlyMixin, nn.Module):
             self.bn = build_norm_layer(norm_cfg or dict(type='BN'), channels)[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.deploy:
-            return self.reparam_conv(x)
         x = self.conv(x) + self.conv1(x) + x
         if not self.legacy:
             x = self.bn(x)
         return x
 
     @torch.no_grad()
-    def fused_params(self) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(weight, bias)`` of the equivalent depthwise kxk conv (eval mode)."""
-        if self.deploy:
-            return self.reparam_conv.weight, self.reparam_conv.bias
+    def fuse(self) -> nn.Conv2d:
+        """The depthwise kxk Conv2d (with bias) equal to the three branches and the BN in eval mode."""
         w, b = self.conv.fused_params()
         if self.legacy:
             w1, b1 = self.conv1.fused_params()
         else:
             w1, b1 = self.conv1.weight, self.conv1.bias
         p = self.kernel_size // 2
-        w1 = F.pad(w1, [p, p, p, p])
         identity = torch.zeros_like(w)
         identity[:, 0, p, p] = 1.0
-        w = w + w1 + identity
+        w = w + F.pad(w1, [p, p, p, p]) + identity
         b = b + b1
         if not self.legacy:
             w, b = fuse_bn(w, b, self.bn)
-        return w, b
+        return _conv_with(self.conv.conv, w, b)
 
-    @torch.no_grad()
-    def switch_to_deploy(self) -> None:
-        if self.deploy:
-            return
-        w, b = self.fused_params()
-        pad = (self.kernel_size - 1) // 2
-        conv = nn.Conv2d(self.channels, self.channels, self.kernel_size, 1, pad, groups=self.channels,
-                         device=w.device, dtype=w.dtype)
-        conv.weight.copy_(w)
-        conv.bias.copy_(b)
-        for name in ('conv', 'conv1', 'bn'):
-            if hasattr(self, name):
-                delattr(self, name)
-        self.reparam_conv = conv
-        self.deploy = True
+
+def repvgg_dw(channels: int, kernel_size: int = 3, legacy: bool = False, norm_cfg: Optional[dict] = None,
+              deploy: bool = False) -> nn.Module:
+    """A :class:`RepVGGDW`, or with ``deploy`` the bare depthwise Conv2d it fuses into."""
+    if deploy:
+        return nn.Conv2d(channels, channels, kernel_size, 1, (kernel_size - 1) // 2, groups=channels)
+    return RepVGGDW(channels, kernel_size, legacy, norm_cfg)
 
 
 class SqueezeExcite(nn.Module):
@@ -178,10 +160,10 @@ class RepViTFFN(nn.Module):
     def __init__(self, channels: int, hidden_channels: int, act_cfg: dict, norm_cfg: Optional[dict] = None,
                  deploy: bool = False) -> None:
         super().__init__()
-        self.conv1 = ConvBN(channels, hidden_channels, 1, norm_cfg=norm_cfg, deploy=deploy)
+        self.conv1 = conv_bn(channels, hidden_channels, 1, norm_cfg=norm_cfg, deploy=deploy)
         self.act = build_activation_layer(act_cfg)
-        self.conv2 = ConvBN(hidden_channels, channels, 1, bn_weight_init=0., norm_cfg=norm_cfg,
-                            deploy=deploy)
+        self.conv2 = conv_bn(hidden_channels, channels, 1, bn_weight_init=0., norm_cfg=norm_cfg,
+                             deploy=deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.act(self.conv1(x)))
@@ -195,7 +177,7 @@ class RepViTBlock(nn.Module):
                  norm_cfg: Optional[dict] = None, with_cp: bool = False, deploy: bool = False) -> None:
         super().__init__()
         self.with_cp = with_cp
-        self.token_mixer = RepVGGDW(channels, kernel_size, legacy, norm_cfg=norm_cfg, deploy=deploy)
+        self.token_mixer = repvgg_dw(channels, kernel_size, legacy, norm_cfg=norm_cfg, deploy=deploy)
         self.se = SqueezeExcite(channels, 0.25) if use_se else nn.Identity()
         self.channel_mixer = RepViTFFN(channels, int(channels * mlp_ratio), act_cfg or dict(type='GELU'),
                                        norm_cfg=norm_cfg, deploy=deploy)
@@ -227,9 +209,9 @@ class RepViTDownsample(nn.Module):
         self.pre_block = RepViTBlock(in_channels, mlp_ratio, kernel_size, use_se=False, legacy=legacy,
                                      drop_path=drop_path[0], act_cfg=act_cfg, norm_cfg=norm_cfg,
                                      with_cp=with_cp, deploy=deploy)
-        self.spatial_downsample = ConvBN(in_channels, in_channels, kernel_size, 2, (kernel_size - 1) // 2,
-                                         groups=in_channels, norm_cfg=norm_cfg, deploy=deploy)
-        self.channel_downsample = ConvBN(in_channels, out_channels, 1, norm_cfg=norm_cfg, deploy=deploy)
+        self.spatial_downsample = conv_bn(in_channels, in_channels, kernel_size, 2, (kernel_size - 1) // 2,
+                                          groups=in_channels, norm_cfg=norm_cfg, deploy=deploy)
+        self.channel_downsample = conv_bn(in_channels, out_channels, 1, norm_cfg=norm_cfg, deploy=deploy)
         self.ffn = RepViTFFN(out_channels, int(out_channels * mlp_ratio), act_cfg, norm_cfg=norm_cfg,
                              deploy=deploy)
         self.drop_path = DropPath(drop_path[1]) if drop_path[1] > 0 else nn.Identity()
@@ -401,11 +383,11 @@ class RepViT(BaseBackbone):
         dpr = [drop_path_rate * i / max(num_ffn - 1, 1) for i in range(num_ffn)]
 
         self.stem = nn.Sequential()
-        self.stem.add_module('conv1', ConvBN(in_channels, channels[0] // 2, 3, 2, 1, norm_cfg=norm_cfg,
-                                             deploy=deploy))
+        self.stem.add_module('conv1', conv_bn(in_channels, channels[0] // 2, 3, 2, 1, norm_cfg=norm_cfg,
+                                              deploy=deploy))
         self.stem.add_module('act', build_activation_layer(act_cfg))
-        self.stem.add_module('conv2', ConvBN(channels[0] // 2, channels[0], 3, 2, 1, norm_cfg=norm_cfg,
-                                             deploy=deploy))
+        self.stem.add_module('conv2', conv_bn(channels[0] // 2, channels[0], 3, 2, 1, norm_cfg=norm_cfg,
+                                              deploy=deploy))
         stages = []
         cursor = 0
         prev = channels[0]
@@ -494,13 +476,19 @@ class RepViT(BaseBackbone):
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:
-        """Reparameterize every block in place (BN folding, RepVGG branch merging); sets eval mode."""
+        """Reparameterize in place: every :class:`RepVGGDW` and :class:`ConvBN` is replaced by the bare
+        Conv2d it fuses into (the structure ``deploy=True`` builds); sets eval mode."""
         if self.deploy:
             return
-        # Token mixers first: a RepVGGDW folds its own ConvBN branches.
-        for kind in (RepVGGDW, ConvBN):
-            for m in list(self.modules()):
-                if isinstance(m, kind):
-                    m.switch_to_deploy()
+        self.train(False)  # fusion uses the BN running statistics
+        _fuse_children(self)
         self.deploy = True
-        self.train(False)
+
+
+def _fuse_children(module: nn.Module) -> None:
+    """Replace, top-down, every fusable child by its fused conv (a RepVGGDW folds its own ConvBNs)."""
+    for name, child in module.named_children():
+        if isinstance(child, (RepVGGDW, ConvBN)):
+            setattr(module, name, child.fuse())
+        else:
+            _fuse_children(child)
