@@ -17,7 +17,7 @@ import torch
 
 import repvit_mm  # noqa: F401  (registration, safe checkpoint loading)
 import repvit_mm.deploy  # noqa: F401
-from conftest import CONFIGS, ROOT, assert_one_line_error, run_tool
+from conftest import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
 
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 DET_CFG = CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'
@@ -27,18 +27,6 @@ CLASSES = ['circle', 'square', 'triangle']
 
 
 # ----------------------------------------------------------------------------------------- helpers
-def _randomize_bn(model: torch.nn.Module, seed: int = 0) -> None:
-    """BN statistics and affine parameters unlike a fresh init, so that BN folding changes weights."""
-    gen = torch.Generator().manual_seed(seed)
-    for module in model.modules():
-        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-            n = module.num_features
-            module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-            module.running_var.copy_(torch.rand(n, generator=gen) + 0.5)
-            module.weight.data.copy_(torch.rand(n, generator=gen) + 0.5)
-            module.bias.data.copy_(torch.randn(n, generator=gen) * 0.2)
-
-
 def _assert_same(got: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5) -> None:
     """Equal up to float32 rounding: the largest difference within ``rel`` of the largest value."""
     assert got.shape == expected.shape
@@ -52,7 +40,7 @@ def _save_random_checkpoint(config: Path, path: Path, meta: dict | None = None) 
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = load_model(config).model
-    _randomize_bn(model)
+    randomize_bn_(model)
     torch.save({'state_dict': model.state_dict(), 'meta': meta or {}}, path)
     return path
 
@@ -254,7 +242,6 @@ def test_onnx_squeeze_excite_rewrite_is_exact_and_keeps_blocked_layout(work):
     import onnx
     import onnxruntime as ort
 
-    from conftest import randomize_bn_
     from repvit_mm.deploy.export_onnx import export_tensor_model
     from repvit_mm.models import RepViT, switch_to_deploy
     torch.manual_seed(0)
