@@ -294,7 +294,10 @@ def test_cli_round_trip_and_refusals(tmp_path):
     torch.manual_seed(0)
     tm = randomize_bn_(timm.create_model('repvit_m0_9', pretrained=False)).eval()
     src = tmp_path / 'repvit_m0_9_distill_300e.pth'
-    torch.save({'model': timm_to_official(tm)}, src)
+    # as the authors' DeiT-style training script saves it: its argparse options ride along
+    import argparse
+    torch.save({'model': timm_to_official(tm), 'epoch': 299,
+                'args': argparse.Namespace(model='repvit_m0_9', lr=1e-3, distillation_type='hard')}, src)
     dst = tmp_path / 'out' / 'repvit-m0.9.pth'
 
     proc = run_tool('convert_checkpoint.py', src, dst, '--arch', 'M0.9')

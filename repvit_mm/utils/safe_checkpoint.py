@@ -8,6 +8,7 @@ mmengine's local-file loader report any other global with one clear error.
 """
 from __future__ import annotations
 
+import argparse
 import os.path as osp
 import pickle
 import re
@@ -48,9 +49,11 @@ def _history_buffer_statistic(owner, name: str):
 
 
 #: Everything mmengine 0.10.7 (Runner checkpoints, including ``message_hub`` and ``meta``) pickles
-#: beyond what ``weights_only=True`` accepts by default.
+#: beyond what ``weights_only=True`` accepts by default; plus ``argparse.Namespace``, which DeiT-style
+#: training scripts (the authors' code) save their options in (``'args'``): a Namespace only holds
+#: attributes, it runs nothing when unpickled.
 MMENGINE_CHECKPOINT_GLOBALS: list = [HistoryBuffer, *_numpy_globals(),
-                                     (_history_buffer_statistic, 'builtins.getattr')]
+                                     (_history_buffer_statistic, 'builtins.getattr'), argparse.Namespace]
 
 _GLOBAL_IN_MESSAGE = re.compile(r'GLOBAL ([\w.]+(?:\(.*?\))?)')
 
