@@ -508,8 +508,9 @@ def test_released_and_timm_weights_evaluate_like_the_original_model(shapes_root,
             m.running_mean.normal_(0, 0.2)
             m.running_var.uniform_(0.5, 2.0)
     net.eval()
-    timm_file = tmp_path / 'repvit_m0_9_timm.pth'
-    torch.save(net.state_dict(), timm_file)
+    timm_file = tmp_path / 'model.safetensors'  # how timm weights come from the Hugging Face hub
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(timm_file))
     ours = convert_checkpoint(net.state_dict(), 'm0_9')
     authors = to_authors_layout(ours, 'm0_9')
     assert convert_checkpoint({'model': authors}, 'm0_9').keys() == ours.keys()

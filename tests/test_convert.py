@@ -18,6 +18,7 @@ import repvit_mm.models  # noqa: F401  (registration)
 from repvit_mm.models import RepViT
 from repvit_mm.models.convert import (CheckpointMismatchError, convert_checkpoint, convert_official,
                                       convert_timm)
+from repvit_mm.utils.errors import UserInputError
 
 TIMM_ARCHS = sorted(n[len('repvit_'):] for n in timm.list_models('repvit_*'))
 
@@ -324,8 +325,8 @@ def test_cli_round_trip_and_refusals(tmp_path):
         tool.main([str(src), str(other), '--arch', 'm1_1'])
     for fragment in ("arch 'm1_1'", "fits arch 'm0_9'", 'wrong shapes', str(src)):
         assert fragment in str(info.value)
-    assert not other.exists() and not any(p.name.endswith('.tmp') for p in tmp_path.iterdir())
-    with pytest.raises(FileExistsError):
+    assert not other.exists() and not any(p.name.startswith('.') for p in tmp_path.iterdir())
+    with pytest.raises(UserInputError, match='already exists'):
         tool.main([str(src), str(dst), '--arch', 'm0_9'])
     from safetensors.torch import save_file
     timm_src = tmp_path / 'model.safetensors'  # how timm weights come from the HF hub

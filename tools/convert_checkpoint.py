@@ -15,10 +15,10 @@ import torch
 
 import repvit_mm  # noqa: F401  (registers modules, safe checkpoint loading)
 from repvit_mm.apis.cli import run_cli
+from repvit_mm.deploy.outputs import atomic_output, check_output
 from repvit_mm.models.backbones.repvit import RepViT, normalize_arch_name
-from repvit_mm.models.convert import convert_checkpoint, detect_format, unwrap_state_dict
+from repvit_mm.models.convert import convert_checkpoint, detect_format, read_weights, unwrap_state_dict
 from repvit_mm.utils.errors import UserInputError
-from repvit_mm.utils.safe_checkpoint import safe_torch_load
 
 
 def parse_args(argv=None):
@@ -33,28 +33,17 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def load_source(path: str):
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'source checkpoint not found: {path}')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        try:
-            return load_file(path, device='cpu')
-        except Exception as err:  # noqa: BLE001 - any parse failure is a bad input file
-            raise UserInputError(f'{path}: not a readable safetensors file ({err})') from None
-    return safe_torch_load(path, map_location='cpu')
-
-
 def main(argv=None) -> None:
     args = parse_args(argv)
     arch = normalize_arch_name(args.arch)
     if arch not in RepViT.arch_zoo:
         raise UserInputError(f'unknown --arch {args.arch!r}; choose from {", ".join(RepViT.arch_zoo)}')
-    if osp.exists(args.dst) and not args.force:
-        raise FileExistsError(f'{args.dst} exists; pass --force to overwrite it')
     if osp.abspath(args.src) == osp.abspath(args.dst):
         raise UserInputError('SRC and DST are the same file')
-    ckpt = load_source(args.src)
+    if not osp.exists(args.dst):
+        os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
+    dst = check_output(args.dst, args.force)
+    ckpt = read_weights(args.src)
     try:
         state = unwrap_state_dict(ckpt)
         fmt = detect_format(state) if args.format == 'auto' else args.format
@@ -68,11 +57,8 @@ def main(argv=None) -> None:
                 distillation_head=any(k.startswith('head.head_dist.') for k in converted),
                 num_classes=int(converted['head.head.linear.weight'].shape[0])
                 if 'head.head.linear.weight' in converted else None)
-    dst_dir = osp.dirname(osp.abspath(args.dst))
-    os.makedirs(dst_dir, exist_ok=True)
-    tmp = osp.join(dst_dir, f'.{osp.basename(args.dst)}.tmp')
-    torch.save({'state_dict': converted, 'meta': meta}, tmp)
-    os.replace(tmp, args.dst)  # atomic: a failed save never leaves a half-written DST
+    with atomic_output(dst) as tmp:  # a failed save never leaves a half-written DST
+        torch.save({'state_dict': converted, 'meta': meta}, tmp)
     print(f'converted {fmt} checkpoint {args.src} (arch {arch}, {len(converted)} tensors) -> {args.dst}')
 
 

@@ -1,4 +1,5 @@
-"""Let ``tools/test.py`` evaluate the authors' released ``.pth`` files and timm state dicts.
+"""Let ``tools/test.py`` evaluate the authors' released ``.pth`` files and timm state dicts (``.pth`` or
+``.safetensors``).
 
 Our checkpoints hold ``{'state_dict': {'backbone.*', 'head.*'}}``. The authors' release files hold
 ``{'model': {'features.*', 'classifier.*'}}`` and timm's RepViT weights are bare ``{'stem.*', 'stages.*',
@@ -17,7 +18,6 @@ import torch
 from mmengine.config import Config
 
 from ..utils.errors import UserInputError
-from ..utils.safe_checkpoint import safe_torch_load
 
 __all__ = ['is_own_layout', 'resolve_released_checkpoint']
 
@@ -69,11 +69,12 @@ def resolve_released_checkpoint(checkpoint: str, cfg: Config) -> str:
         cfg.model.teacher = None
     if not _uses_repvit_classifier(cfg):
         return checkpoint
-    loaded = safe_torch_load(checkpoint, map_location='cpu')
+    from ..models.convert import convert_checkpoint, read_weights
+
+    loaded = read_weights(checkpoint)
     if is_own_layout(loaded):
         _check_heads(loaded['state_dict'], cfg, checkpoint)
         return checkpoint
-    from ..models.convert import convert_checkpoint
 
     arch = cfg.model.backbone.get('arch', 'm0_9')
     try:

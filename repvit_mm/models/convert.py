@@ -30,7 +30,7 @@ from ..utils.errors import UserInputError
 from .backbones.repvit import RepViT, normalize_arch_name
 
 __all__ = ['convert_official', 'convert_timm', 'convert_checkpoint', 'detect_format', 'check_state_dict',
-           'unwrap_state_dict', 'guess_arch', 'CheckpointMismatchError']
+           'unwrap_state_dict', 'guess_arch', 'read_weights', 'CheckpointMismatchError']
 
 StateDict = Dict[str, torch.Tensor]
 _SHOW = 12  # keys listed per category in an error message
@@ -188,6 +188,23 @@ def guess_arch(state: Mapping[str, torch.Tensor], extra_unexpected: Sequence[str
 
 
 # ----------------------------------------------------------------------------- input handling
+def read_weights(path: str):
+    """Load a weights file on the CPU: ``.safetensors`` (how timm weights come from the Hugging Face hub)
+    or a ``.pth`` checkpoint through the safe (weights-only) loader."""
+    import os.path as osp
+
+    from ..utils.safe_checkpoint import safe_torch_load
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    if str(path).endswith('.safetensors'):
+        from safetensors.torch import load_file
+        try:
+            return load_file(path, device='cpu')
+        except Exception as err:  # noqa: BLE001 - any parse failure is a bad input file
+            raise UserInputError(f'{path}: not a readable safetensors file ({err})') from None
+    return safe_torch_load(path, map_location='cpu')
+
+
 def unwrap_state_dict(ckpt) -> StateDict:
     """The state dict inside a loaded checkpoint (``state_dict``/``model`` entry or the dict itself);
     a ``module.`` prefix (DataParallel) is stripped."""
