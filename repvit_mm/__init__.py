@@ -4,7 +4,13 @@ Importing the package (configs do it with ``custom_imports=dict(imports=['repvit
 RepViT backbone, head and the project's transforms, hooks and model wrappers in the OpenMMLab registries,
 and makes mmengine load checkpoints with ``torch.load(weights_only=True)`` (see ``utils.safe_checkpoint``).
 """
-from .utils import safe_checkpoint as _safe_checkpoint
+import warnings
+
+# mmengine imports pkg_resources, whose deprecation notice would open every tool's output; setuptools is
+# pinned below 81 (mmcv's build imports it), so the notice asks nothing of our users.
+warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API', category=UserWarning)
+
+from .utils import safe_checkpoint as _safe_checkpoint  # noqa: E402
 
 _safe_checkpoint.install()
 

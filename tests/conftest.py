@@ -48,6 +48,7 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     """A user error: non-zero exit, a single ``error: ...`` line naming the problem, no traceback."""
     assert proc.returncode != 0, proc.stdout
     assert 'Traceback' not in proc.stderr, proc.stderr
+    assert 'pkg_resources is deprecated' not in proc.stderr, proc.stderr  # no noise before the error
     lines = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
     assert len(lines) == 1, proc.stderr
     for fragment in fragments:
