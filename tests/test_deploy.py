@@ -193,6 +193,16 @@ def test_export_onnx_classifier_matches_pytorch_with_dynamic_batch(work, cls_ckp
         assert got.shape == (batch, 3)
         assert np.abs(got - expected).max() < 1e-4
 
+    # --plain-se: the same model with squeeze-and-excitation as ReduceMean + broadcast Mul
+    plain = work / 'cls_plain_se.onnx'
+    run_tool('export_onnx.py', CLS_CFG, cls_ckpt, plain, '--shape', '64', '64', '--plain-se')
+    ops = {path: [n.op_type for n in onnx.load(str(path)).graph.node] for path in (out, plain)}
+    assert 'Resize' in ops[out] and 'Resize' not in ops[plain] and 'ReduceMean' in ops[plain]
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(9)).numpy()
+    (a,), (b,) = (ort.InferenceSession(str(p), providers=['CPUExecutionProvider']).run(None, {'input': x})
+                  for p in (out, plain))
+    assert np.abs(a - b).max() < 1e-5
+
 
 def test_export_onnx_detector_backbone_features(work, det_ckpt):
     import onnxruntime as ort
@@ -264,7 +274,8 @@ def test_onnx_squeeze_excite_rewrite_is_exact_and_keeps_blocked_layout(work):
     with torch.no_grad():
         expected = model(x)[0].numpy()
     for path in (plain, blocked):
-        (got,) = ort.InferenceSession(str(path), providers=['CPUExecutionProvider']).run(None, {'input': x.numpy()})
+        session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
+        (got,) = session.run(None, {'input': x.numpy()})
         assert np.abs(got - expected).max() <= 1e-5 * max(1.0, float(np.abs(expected).max()))
 
     plain_ops, blocked_ops = _ort_optimized_ops(plain), _ort_optimized_ops(blocked)

@@ -9,7 +9,8 @@ Paths (rows, one per batch size):
   one graph per batch size); skipped with a note if it cannot compile on this machine;
 - ``onnxruntime``: the fused graph exported by :func:`~repvit_mm.deploy.export_onnx.export_tensor_model`
   (constants folded, squeeze-and-excitation in ONNX Runtime's blocked layout) run by ONNX Runtime with
-  every graph optimisation on and one intra-op thread per core;
+  every graph optimisation on, one intra-op thread per core and, per batch size, a session with the
+  batch axis fixed;
 - ``timm_fused``: ``timm.create_model('repvit_<arch>')`` after timm's own ``fuse()``: the reference
   every ratio is taken against;
 - ``timm_onnxruntime``: that timm model exported by hand (``torch.onnx.export`` as is) and run by the
@@ -309,19 +310,19 @@ def _path_runner(path: str, unfused: nn.Module | None, fused: nn.Module, arch: s
         return make_compiled
     if path in ('onnxruntime', 'timm_onnxruntime'):
         def make_ort(bs):
-            if 'session' not in state:
-                from .export_onnx import export_tensor_model, ort_session
-                onnx_path = os.path.join(tmp, f'{path}.onnx')
+            from .export_onnx import export_tensor_model, ort_session
+            if 'onnx_path' not in state:
+                state['onnx_path'] = onnx_path = os.path.join(tmp, f'{path}.onnx')
                 if path == 'onnxruntime':
                     state['names'] = export_tensor_model(copy.deepcopy(fused).cpu(), onnx_path, shape)
                 else:  # timm's graph as torch exports it: no rewrite of ours
                     state['names'] = export_tensor_model(timm_reference(arch, num_classes, backbone_only),
                                                          onnx_path, shape, blocked_layout=False)
-                state['session'] = ort_session(onnx_path, threads, device=dev.type)
-            session, names = state['session'], state['names']
-            feed = {'input': batch(bs).cpu().numpy()}
+            # one session per batch size, the batch axis fixed (as torch_compile specialises per shape)
+            session = ort_session(state['onnx_path'], threads, device=dev.type, batch_size=bs)
+            names, feed = state['names'], {'input': batch(bs).cpu().numpy()}
             providers = ','.join(p.replace('ExecutionProvider', '') for p in session.get_providers())
-            return lambda: session.run(names, feed), f'{providers}, {threads} threads'
+            return lambda: session.run(names, feed), f'{providers}, {threads} threads, batch fixed'
         return make_ort
     raise ValueError(f'unknown benchmark path {path!r}')
 

@@ -78,9 +78,12 @@ def export_tensor_model(module: nn.Module, path: str | os.PathLike, shape: tuple
     return names
 
 
-def ort_session(path: str | os.PathLike, threads: int | None = None, device: str = 'cpu'):
+def ort_session(path: str | os.PathLike, threads: int | None = None, device: str = 'cpu',
+                batch_size: int | None = None):
     """An ONNX Runtime session tuned for throughput: every graph optimisation (constant folding, node
-    fusion, layout transforms), ``threads`` intra-op threads (default: all cores), sequential execution."""
+    fusion, layout transforms), ``threads`` intra-op threads (default: all cores), sequential execution.
+    ``batch_size`` fixes the file's dynamic ``batch`` axis for this session (ONNX Runtime's free dimension
+    override): it then plans memory once for that shape, a few percent faster than a dynamic batch."""
     import onnxruntime as ort
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -88,6 +91,8 @@ def ort_session(path: str | os.PathLike, threads: int | None = None, device: str
     options.intra_op_num_threads = threads or os.cpu_count() or 1
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    if batch_size is not None:
+        options.add_free_dimension_override_by_name('batch', batch_size)
     providers = ['CPUExecutionProvider']
     if device.startswith('cuda'):
         if 'CUDAExecutionProvider' not in ort.get_available_providers():
