@@ -2,11 +2,12 @@
 
 The RepViT backbone and classification head have a ``switch_to_deploy()`` method that folds their
 BatchNorms and parallel branches into plain convolutions / linear layers, in place: every fusable block
-(``ConvBN``, ``RepVGGDW``, ``BNLinear``) is replaced by the bare ``nn.Conv2d`` / ``nn.Linear`` its ``fuse()``
-returns, the structure a ``deploy=True`` build has. :func:`switch_to_deploy` applies that to a whole model: an mmpretrain classifier,
-an mmdet detector, an mmseg segmentor, or anything else whose sub-modules have ``switch_to_deploy()``.
+(``ConvBN``, ``RepVGGDW``, ``BNLinear``) is replaced by the bare ``nn.Conv2d`` / ``nn.Linear`` its
+``fuse()`` returns, the structure a ``deploy=True`` build has. :func:`switch_to_deploy` applies that to a
+whole model: an mmpretrain classifier, an mmdet detector, an mmseg segmentor, or anything else whose
+sub-modules have ``switch_to_deploy()``.
 
-A reparameterized module is inference-only: its ``train(True)`` raises :class:`RuntimeError`
+A reparameterized backbone or head is inference-only: its ``train(True)`` raises :class:`RuntimeError`
 (``eval()`` / ``train(False)`` keep working), so a fused model cannot be fine-tuned by accident.
 """
 from __future__ import annotations
@@ -18,24 +19,13 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from torch.nn.modules.batchnorm import _BatchNorm
 
-__all__ = ['switch_to_deploy', 'InferenceOnlyMixin', 'fuse_bn', 'DEPLOY_TRAIN_ERROR']
+__all__ = ['switch_to_deploy', 'fuse_bn', 'DEPLOY_TRAIN_ERROR']
 
 DEPLOY_TRAIN_ERROR = (
     '{name} has been reparameterized (deploy mode: BatchNorms and branches are fused into single '
     'convolutions/linear layers) and is inference-only; train(True) is refused because training the '
     'fused structure would silently change the model. Use eval()/train(False) for inference, or build '
     'the model with deploy=False and load the unfused checkpoint to train.')
-
-
-class InferenceOnlyMixin:
-    """Refuses ``train(True)`` once ``self.deploy`` is true (put it before ``nn.Module`` in the bases)."""
-
-    deploy: bool = False
-
-    def train(self, mode: bool = True):
-        if mode and getattr(self, 'deploy', False):
-            raise RuntimeError(DEPLOY_TRAIN_ERROR.format(name=type(self).__name__))
-        return super().train(mode)
 
 
 def fuse_bn(weight: torch.Tensor, bias: torch.Tensor | None,

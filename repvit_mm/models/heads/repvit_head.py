@@ -13,12 +13,12 @@ from mmpretrain.models.heads import ClsHead
 from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 
-from ..reparam import DEPLOY_TRAIN_ERROR, InferenceOnlyMixin, fuse_bn
+from ..reparam import DEPLOY_TRAIN_ERROR, fuse_bn
 
 __all__ = ['RepViTClsHead', 'BNLinear']
 
 
-class BNLinear(InferenceOnlyMixin, nn.Module):
+class BNLinear(nn.Module):
     """BatchNorm1d followed by Linear (the authors' ``BN_Linear``); ``fuse()`` returns one ``nn.Linear``."""
 
     def __init__(self, in_channels: int, out_channels: int, norm_cfg: Optional[dict] = None,
