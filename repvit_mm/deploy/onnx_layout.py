@@ -8,8 +8,8 @@ keeps the residual add after it from fusing into the convolution before.
 
 :func:`keep_blocked_layout` writes the same computation with nodes the layout pass does handle:
 ``GlobalAveragePool`` for the mean, and a nearest-neighbour ``Resize`` of the scale to ``(H, W)`` so that
-the ``Mul`` sees two tensors of one shape. The outputs are bit-identical (averaging and copying values);
-the graph stays standard ONNX for any runtime.
+the ``Mul`` sees two tensors of one shape. Nothing is approximated (the mean may round differently, the
+scale is copied), and the graph stays standard ONNX for any runtime.
 """
 from __future__ import annotations
 
