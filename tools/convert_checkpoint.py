@@ -15,10 +15,10 @@ import torch
 
 import repvit_mm  # noqa: F401  (registers modules, safe checkpoint loading)
 from repvit_mm.apis.cli import run_cli
-from repvit_mm.deploy.outputs import atomic_output, check_output
 from repvit_mm.models.backbones.repvit import RepViT, normalize_arch_name
 from repvit_mm.models.convert import convert_checkpoint, detect_format, read_weights, unwrap_state_dict
 from repvit_mm.utils.errors import UserInputError
+from repvit_mm.utils.outputs import atomic_output, check_output
 
 
 def parse_args(argv=None):

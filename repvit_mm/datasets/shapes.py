@@ -23,14 +23,14 @@ import colorsys
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from ..utils.outputs import atomic_output
 
 __all__ = [
     'SHAPES_CLASSES', 'SHAPES_PALETTE', 'SHAPES_SEG_CLASSES', 'SHAPES_SEG_PALETTE',
@@ -428,7 +428,9 @@ def make_shapes(out_dir: str | os.PathLike, *,
     written = {}
     for fmt in chosen:
         target = out / fmt
-        _write_atomically(target, lambda tmp, fmt=fmt: WRITERS[fmt](tmp, specs[fmt], seed))
+        with atomic_output(target) as tmp:  # an interrupted run never leaves half a dataset
+            tmp.mkdir()
+            WRITERS[fmt](tmp, specs[fmt], seed)
         written[fmt] = target
     return written
 
@@ -489,22 +491,3 @@ def _check_targets(out: Path, formats: list[str], overwrite: bool) -> None:
     if non_empty:
         raise FileExistsError(f'refusing to write into non-empty {", ".join(map(str, non_empty))}'
                               ' (overwrite=True / --force replaces it)')
-
-
-def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write`` into a sibling temp dir, then swap it in for ``target``."""
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{target.name}.tmp-', dir=target.parent))
-    try:
-        tmp.chmod(0o755)  # mkdtemp makes 0700; the dataset should look like a normal folder
-        write(tmp)
-        if target.exists():
-            # Move the old tree aside first: rename() cannot replace a non-empty directory.
-            old = Path(tempfile.mkdtemp(prefix=f'.{target.name}.old-', dir=target.parent))
-            os.replace(target, old / target.name)
-            os.replace(tmp, target)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

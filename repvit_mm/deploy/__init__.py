@@ -11,7 +11,7 @@ from .export_onnx import export_onnx
 from .flops import model_complexity
 from .fuse import fuse_checkpoint
 from .model import LoadedModel, load_model, tensor_model
-from .outputs import atomic_output, check_output
+from ..utils.outputs import atomic_output, check_output
 from .render import render_prediction
 
 __all__ = ['benchmark', 'export_coreml', 'export_onnx', 'model_complexity', 'fuse_checkpoint', 'LoadedModel',

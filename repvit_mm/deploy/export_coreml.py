@@ -27,7 +27,7 @@ from torch import nn
 
 from ..utils.errors import UserInputError
 from .model import class_names, load_model, normalization, tensor_model
-from .outputs import atomic_output, check_output
+from ..utils.outputs import atomic_output, check_output
 
 __all__ = ['export_coreml', 'fold_input_std', 'can_predict']
 

@@ -18,7 +18,7 @@ from mmengine.config import Config
 
 from ..utils.errors import UserInputError
 from .model import LoadedModel, fused_copy, load_model
-from .outputs import atomic_output, check_output
+from ..utils.outputs import atomic_output, check_output
 
 __all__ = ['fuse_checkpoint', 'deploy_cfg_options', 'max_output_diff']
 

@@ -22,7 +22,7 @@ from mmengine.config import Config
 
 from ..utils.errors import UserInputError
 from .model import LoadedModel, class_names, load_model, read_config, task_of
-from .outputs import atomic_output, check_output
+from ..utils.outputs import atomic_output, check_output
 
 __all__ = ['render_prediction', 'TASK_CHOICES']
 

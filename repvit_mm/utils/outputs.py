@@ -1,8 +1,8 @@
-"""Writing the tools' output files: refuse to overwrite without ``force``, never leave half-written files.
+"""Writing the tools' outputs: refuse to overwrite without ``force``, never leave half-written files.
 
-Every deploy tool first calls :func:`check_output` (cheap, before any model is built), then writes through
-:func:`atomic_output`: the result goes to a temporary sibling and replaces ``out`` only once complete, so
-a failed export leaves an existing file untouched.
+A tool first calls :func:`check_output` (cheap, before any model is built), then writes through
+:func:`atomic_output`: the result (a file or a directory) goes to a temporary sibling and replaces ``out``
+only once complete, so a failed export or an interrupted dataset build leaves an existing output untouched.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..utils.errors import UserInputError
+from .errors import UserInputError
 
 __all__ = ['check_output', 'atomic_output']
 
