@@ -10,19 +10,14 @@ on Linux; predictions (and the check against PyTorch) need macOS.
 import argparse
 
 from repvit_mm.apis import run_cli
-from repvit_mm.deploy.cli import add_shape_argument, parse_shape
+from repvit_mm.deploy.cli import add_export_arguments, export_shape
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Export a fused RepViT model to Core ML')
-    parser.add_argument('config', help='config file (classifier, detector or segmentor)')
-    parser.add_argument('checkpoint', help='training or fused checkpoint')
-    parser.add_argument('out', help='output .mlpackage')
-    add_shape_argument(parser, '224, 512 with --backbone-only')
-    parser.add_argument('--backbone-only', action='store_true', help='export the backbone: feature maps out')
+    add_export_arguments(parser, 'output .mlpackage')
     parser.add_argument('--precision', choices=['float16', 'float32'], default='float16',
                         help='compute precision of the ML Program (default float16, as on the Neural Engine)')
-    parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
     return parser.parse_args(argv)
 
 
@@ -31,7 +26,7 @@ def main(argv=None):
     import repvit_mm  # noqa: F401
     from repvit_mm.deploy import export_coreml
 
-    shape = parse_shape(args.shape, (512, 512) if args.backbone_only else (224, 224))
+    shape = export_shape(args)
     info = export_coreml(args.config, args.checkpoint, args.out, shape=shape, backbone_only=args.backbone_only,
                          precision=args.precision, force=args.force)
     outputs = ', '.join(f'{name} {shape_}' for name, shape_ in info['outputs'].items())

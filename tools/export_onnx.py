@@ -10,16 +10,12 @@ the largest absolute difference is printed. Detector/segmentor configs export th
 import argparse
 
 from repvit_mm.apis import run_cli
-from repvit_mm.deploy.cli import add_shape_argument, parse_shape
+from repvit_mm.deploy.cli import add_export_arguments, export_shape
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Export a fused RepViT model to ONNX')
-    parser.add_argument('config', help='config file (classifier, detector or segmentor)')
-    parser.add_argument('checkpoint', help='training or fused checkpoint')
-    parser.add_argument('out', help='output .onnx file')
-    add_shape_argument(parser, '224, 512 with --backbone-only')
-    parser.add_argument('--backbone-only', action='store_true', help='export the backbone: feature maps out')
+    add_export_arguments(parser, 'output .onnx file')
     parser.add_argument('--opset', type=int, default=None,
                         help='ONNX opset (default 17 with the torchscript exporter, 18 with dynamo)')
     parser.add_argument('--exporter', choices=['torchscript', 'dynamo'], default='torchscript',
@@ -27,7 +23,6 @@ def parse_args(argv=None):
     parser.add_argument('--plain-se', action='store_true',
                         help='export squeeze-and-excitation as ReduceMean + broadcast Mul instead of the '
                              'equivalent form that keeps ONNX Runtime in its blocked CPU layout')
-    parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
     return parser.parse_args(argv)
 
 
@@ -36,7 +31,7 @@ def main(argv=None):
     import repvit_mm  # noqa: F401
     from repvit_mm.deploy import export_onnx
 
-    shape = parse_shape(args.shape, (512, 512) if args.backbone_only else (224, 224))
+    shape = export_shape(args)
     info = export_onnx(args.config, args.checkpoint, args.out, shape=shape, backbone_only=args.backbone_only,
                        opset=args.opset, exporter=args.exporter, blocked_layout=not args.plain_se,
                        force=args.force)

@@ -70,7 +70,7 @@ def export_tensor_model(module: nn.Module, path: str | os.PathLike, shape: tuple
         proto = onnx.load(str(path))
         if blocked_layout:
             from .onnx_layout import keep_blocked_layout
-            proto, _ = keep_blocked_layout(proto)
+            proto = keep_blocked_layout(proto)
         for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value

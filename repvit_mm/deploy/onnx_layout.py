@@ -45,9 +45,9 @@ def _is_spatial_mean(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> 
     return sorted(int(a) % 4 for a in axes) == [2, 3]
 
 
-def keep_blocked_layout(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
+def keep_blocked_layout(model: onnx.ModelProto) -> onnx.ModelProto:
     """Return a copy of ``model`` with every SE-style spatial mean and channel-scale multiply rewritten
-    (see the module docstring), and the number of multiplies rewritten. Needs static H and W."""
+    (see the module docstring). Only multiplies over a static H and W are rewritten."""
     model = onnx.shape_inference.infer_shapes(copy.deepcopy(model))
     graph = model.graph
     infos = {v.name: v for v in [*graph.input, *graph.value_info, *graph.output]}
@@ -57,7 +57,6 @@ def keep_blocked_layout(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
 
     rewritten: list[onnx.NodeProto] = []
-    count = 0
     for index, node in enumerate(graph.node):
         if _is_spatial_mean(node, constants) and len(_dims(infos.get(node.input[0])) or []) == 4:
             rewritten.append(helper.make_node('GlobalAveragePool', [node.input[0]], list(node.output),
@@ -90,9 +89,7 @@ def keep_blocked_layout(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
         info = copy.deepcopy(infos[full_name])
         info.name = expanded
         graph.value_info.append(info)
-        count += 1
     del graph.node[:]
     graph.node.extend(rewritten)
     onnx.checker.check_model(model)
-    return model, count
-
+    return model

@@ -194,15 +194,16 @@ def read_weights(path: str):
     import os.path as osp
 
     from ..utils.safe_checkpoint import safe_torch_load
+    if not str(path).endswith('.safetensors'):
+        return safe_torch_load(path, map_location='cpu')  # checks the file exists, one-line errors
+    path = osp.expanduser(path)
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
-    if str(path).endswith('.safetensors'):
-        from safetensors.torch import load_file
-        try:
-            return load_file(path, device='cpu')
-        except Exception as err:  # noqa: BLE001 - any parse failure is a bad input file
-            raise UserInputError(f'{path}: not a readable safetensors file ({err})') from None
-    return safe_torch_load(path, map_location='cpu')
+    from safetensors.torch import load_file
+    try:
+        return load_file(path, device='cpu')
+    except Exception as err:  # noqa: BLE001 - any parse failure is a bad input file
+        raise UserInputError(f'{path}: not a readable safetensors file ({err})') from None
 
 
 def unwrap_state_dict(ckpt) -> StateDict:
