@@ -1,7 +1,8 @@
 """Evaluate a checkpoint on a repvit-mm config's test set (top-1/top-5, COCO AP or mIoU, as configured).
 
     python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--deploy] [--out RESULTS.pkl]
-                                           [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+                                           [--cfg-options k=v ...] [--strict-data]
+                                           [--launcher none|pytorch|slurm]
 """
 import argparse
 import json
@@ -23,6 +24,9 @@ def parse_args(argv=None):
     parser.add_argument('--out', help='also dump raw predictions to this .pkl file')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config settings, e.g. test_dataloader.batch_size=32')
+    parser.add_argument('--strict-data', action='store_true',
+                        help='stop on data the loaders would partly drop (e.g. invalid COCO boxes) instead of '
+                             'warning')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -32,7 +36,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     cfg = prepare_test_cfg(cfg, args.checkpoint, work_dir=args.work_dir, launcher=args.launcher,
-                           deploy=args.deploy, out=args.out)
+                           deploy=args.deploy, out=args.out, strict_data=args.strict_data)
     metrics = test(cfg)
     print('metrics: ' + json.dumps({k: round(float(v), 4) for k, v in metrics.items()
                                     if isinstance(v, numbers.Real)}))

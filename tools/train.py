@@ -1,7 +1,8 @@
 """Train a repvit-mm config (classification, detection or segmentation) with mmengine's Runner.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
-                                 [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+                                 [--cfg-options k=v ...] [--strict-data]
+                                 [--launcher none|pytorch|slurm]
 """
 import argparse
 
@@ -22,6 +23,9 @@ def parse_args(argv=None):
                         help='scale the lr to the actual total batch size (config auto_scale_lr)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config settings, e.g. train_dataloader.batch_size=32')
+    parser.add_argument('--strict-data', action='store_true',
+                        help='stop on data the loaders would partly drop (e.g. invalid COCO boxes) instead of '
+                             'warning')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -31,7 +35,8 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     cfg = prepare_train_cfg(cfg, work_dir=args.work_dir, resume=args.resume, amp=args.amp,
-                            launcher=args.launcher, auto_scale_lr=args.auto_scale_lr)
+                            launcher=args.launcher, auto_scale_lr=args.auto_scale_lr,
+                            strict_data=args.strict_data)
     runner = train(cfg)
     print(f'work dir: {runner.work_dir}\nlog: {runner.log_dir}')
 

@@ -25,6 +25,8 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=1e-6, power=0.9, by_epoch=False, begin=20, end=300),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=300, val_interval=100)
+# One process x 8 images; `tools/train.py --auto-scale-lr` rescales the lr for another total batch size.
+auto_scale_lr = dict(base_batch_size=8)
 default_hooks = dict(
     logger=dict(interval=10),
     checkpoint=dict(interval=100, max_keep_ckpts=1, save_best='mIoU', rule='greater'))

@@ -9,11 +9,12 @@ before any work dir is written or a model is built. Each task registers the chec
 from __future__ import annotations
 
 import os.path as osp
+import sys
 from typing import Callable, Iterator
 
 from mmengine.config import Config
 
-from ..utils.errors import UserInputError
+from ..utils.errors import DataWarning, UserInputError
 
 DataCheck = Callable[[dict], None]
 _DATA_CHECKS: dict[str, list[DataCheck]] = {}
@@ -57,13 +58,27 @@ def _check_evaluator_files(cfg: Config, split: str) -> None:
 
 def check_datasets(cfg: Config, splits: tuple[str, ...]) -> None:
     """Run the registered checks on ``{split}_dataloader.dataset`` for each split the config has, and check
-    the annotation files its evaluators read."""
+    the annotation files its evaluators read. A :class:`DataWarning` (data the loader would partly drop) is
+    printed as one ``warning:`` line, or raised when the config sets ``strict_data=True`` (``--strict-data``)."""
     for split in splits:
-        _check_evaluator_files(cfg, split)
         loader = cfg.get(f'{split}_dataloader')
-        if not loader or not loader.get('dataset'):
-            continue
-        for dataset_cfg in _leaf_datasets(loader['dataset']):
+        for dataset_cfg in _leaf_datasets(loader['dataset']) if loader and loader.get('dataset') else ():
             type_name = str(dataset_cfg.get('type', '')).split('.')[-1]
             for check in _DATA_CHECKS.get(type_name, []):
-                check(dataset_cfg)
+                try:
+                    check(dataset_cfg)
+                except DataWarning as err:
+                    if cfg.get('strict_data', False):
+                        raise UserInputError(f'{err} (strict data checking is on)') from None
+                    print(f'warning: {err} (--strict-data makes this an error)', file=sys.stderr)
+                except UserInputError as err:
+                    raise UserInputError(f'{err}{_shapes_hint(dataset_cfg, str(err))}') from None
+        _check_evaluator_files(cfg, split)
+
+
+def _shapes_hint(dataset_cfg: dict, message: str) -> str:
+    """How to make the Shapes data, when that is what is missing."""
+    root = osp.normpath(str(dataset_cfg.get('data_root') or ''))
+    if 'shapes' not in root.split(osp.sep) or 'not found' not in message:
+        return ''
+    return f'; make the Shapes data with: python tools/make_shapes.py {osp.dirname(root)}'

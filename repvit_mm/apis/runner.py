@@ -16,6 +16,7 @@ from mmengine.runner import Runner
 from ..utils.errors import UserInputError
 from ..utils.safe_checkpoint import safe_torch_load
 from .data_checks import check_datasets
+from .launchers import check_launcher_env, init_cpu_process_group
 
 
 def _default_work_dir(cfg: Config) -> str:
@@ -79,6 +80,7 @@ def _use_amp(cfg: Config) -> None:
 
 def _use_launcher(cfg: Config, launcher: str) -> None:
     cfg.launcher = launcher
+    check_launcher_env(launcher)
     if launcher == 'none' or torch.cuda.is_available():
         return
     # CPU-only distributed run (e.g. torchrun on a laptop or CI): gloo instead of nccl, and a DDP wrapper
@@ -90,12 +92,15 @@ def _use_launcher(cfg: Config, launcher: str) -> None:
 
 
 def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str | None = None,
-                      amp: bool = False, launcher: str = 'none', auto_scale_lr: bool = False) -> Config:
+                      amp: bool = False, launcher: str = 'none', auto_scale_lr: bool = False,
+                      strict_data: bool = False) -> Config:
     """Apply the ``tools/train.py`` options to a loaded config.
 
     Args:
         resume: ``'auto'`` resumes from the latest checkpoint in the work dir, a path resumes from that file.
         auto_scale_lr: scale the learning rate by (actual total batch) / ``auto_scale_lr.base_batch_size``.
+        strict_data: data the loaders would partly drop (invalid COCO boxes) is an error, not a warning
+            (also ``strict_data = True`` in the config).
     """
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
     if resume is not None:
@@ -111,22 +116,26 @@ def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str |
         _use_amp(cfg)
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise UserInputError(f'--auto-scale-lr: {cfg.filename} has no auto_scale_lr.base_batch_size')
+            raise UserInputError(f'--auto-scale-lr: {cfg.filename} has no auto_scale_lr.base_batch_size (the total '
+                                 'batch size its lr is meant for); add it with --cfg-options '
+                                 'auto_scale_lr.base_batch_size=N')
         cfg.auto_scale_lr.enable = True
     _use_launcher(cfg, launcher)
+    cfg.strict_data = strict_data or cfg.get('strict_data', False)
     check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') is not None else ('train',))
     _check_pretrained(cfg)  # init_weights runs before a checkpoint is loaded or resumed, too
     return cfg
 
 
 def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = None, launcher: str = 'none',
-                     deploy: bool = False, out: str | None = None) -> Config:
+                     deploy: bool = False, out: str | None = None, strict_data: bool = False) -> Config:
     """Apply the ``tools/test.py`` options to a loaded config.
 
     Args:
         deploy: evaluate the reparameterized (BN-fused) model: the checkpoint is loaded into the training
             structure and fused before the first test batch.
         out: also dump the raw predictions to this pickle file (mmengine ``DumpResults``).
+        strict_data: data the loaders would partly drop is an error, not a warning.
     """
     _check_checkpoint(checkpoint)
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
@@ -146,22 +155,14 @@ def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = Non
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         cfg.test_evaluator = [*evaluators, dump]
     _use_launcher(cfg, launcher)
+    cfg.strict_data = strict_data or cfg.get('strict_data', False)
     check_datasets(cfg, ('test',))
     return cfg
 
 
-def _init_cpu_process_group(cfg: Config) -> None:
-    """Join torchrun's process group with gloo ourselves when there is no GPU: mmengine's ``init_dist``
-    calls ``torch.cuda.set_device`` first, which fails on a CPU-only machine."""
-    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
-        return
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend='gloo')
-
-
 def build_runner(cfg: Config) -> Runner:
     """The Runner the config asks for (``runner_type``), else mmengine's default one."""
-    _init_cpu_process_group(cfg)
+    init_cpu_process_group(cfg.get('launcher', 'none'))
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
