@@ -115,7 +115,7 @@ def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str |
     if amp:
         _use_amp(cfg)
     if auto_scale_lr:
-        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
+        if not isinstance(cfg.get('auto_scale_lr'), dict) or not cfg.auto_scale_lr.get('base_batch_size'):
             raise UserInputError(f'--auto-scale-lr: {cfg.filename} has no auto_scale_lr.base_batch_size (the total '
                                  'batch size its lr is meant for); add it with --cfg-options '
                                  'auto_scale_lr.base_batch_size=N')
