@@ -107,7 +107,7 @@ def data_options(task: str, root: Path) -> list[str]:
 
 
 def random_checkpoint(task: str, path: Path) -> Path:
-    """The task's Shapes model, randomly initialised, saved as ``{'state_dict': ...}``."""
+    """The task's Shapes model, randomly initialised, saved as ``{'state_dict': ..., 'meta': ...}``."""
     from mmengine.registry import MODELS, DefaultScope
     config, scope = TASKS[task]
     cfg = Config.fromfile(config)
@@ -115,7 +115,9 @@ def random_checkpoint(task: str, path: Path) -> Path:
         cfg.model.backbone.init_cfg = None
     with DefaultScope.overwrite_default_scope(scope):
         model = MODELS.build(cfg.model)
-    torch.save({'state_dict': model.state_dict()}, path)
+    dataset = cfg.train_dataloader.dataset
+    meta = dict(dataset.get('metainfo') or {'classes': dataset.classes})
+    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': meta}}, path)
     return path
 
 
@@ -297,7 +299,7 @@ def test_mmpretrain_inferencer_on_shapes_and_imagenet_configs(checkpoints, demo_
     from mmpretrain import ImageClassificationInferencer
     result = ImageClassificationInferencer(str(CLS), pretrained=str(checkpoints['classification']),
                                            device='cpu')(demo_image)[0]
-    assert result['pred_class'] in ('circle', 'square', 'triangle')
+    assert result['pred_class'] in ('circle', 'square', 'triangle') and result['pred_scores'].shape == (3,)
     in1k = random_imagenet_checkpoint(tmp_path / 'in1k.pth')
     result = ImageClassificationInferencer(str(IN1K), pretrained=str(in1k), device='cpu')(demo_image)[0]
     assert 0 <= result['pred_label'] < 1000 and result['pred_scores'].shape == (1000,)
