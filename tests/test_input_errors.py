@@ -401,7 +401,8 @@ def test_slurm_launcher_trains_on_a_cpu_node(small_shapes, tmp_path, monkeypatch
                     *data_options('classification', small_shapes), 'default_hooks.checkpoint.save_best=None')
     assert (tmp_path / 'w' / 'iter_1.pth').is_file(), proc.stderr[-3000:]
     logs = ''.join(p.read_text() for p in (tmp_path / 'w').rglob('*.log'))
-    assert 'distributed: True' in logs and 'gloo' in logs
+    assert 'Distributed launcher: slurm' in logs and 'Distributed training: True' in logs
+    assert "dist_cfg: {'backend': 'gloo'}" in logs
 
 
 # --------------------------------------------------------------------------------------------- Shapes data
