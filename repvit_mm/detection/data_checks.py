@@ -129,7 +129,8 @@ def _invalid_annotations(doc: dict, ann_file: str) -> DataWarning | None:
 @register_data_check('CocoDataset')
 def check_coco_dataset(dataset_cfg: dict) -> None:
     """Raise :class:`UserInputError` naming the file if the annotation file is missing or not COCO JSON,
-    or an image it references is missing; :class:`DataWarning` if annotations would be dropped. Remote storage (``backend_args`` or a URL) is not checked."""
+    or an image it references is missing; :class:`DataWarning` if annotations would be dropped. Remote
+    storage (``backend_args`` or a URL) is not checked."""
     data_root = dataset_cfg.get('data_root') or ''
     ann_file = _resolve(data_root, dataset_cfg.get('ann_file') or '')
     prefix = dataset_cfg.get('data_prefix') or {}

@@ -18,18 +18,9 @@ import os.path as osp
 from mmcv.transforms import LoadImageFromFile
 from mmengine.registry import Registry
 
-from .errors import UserInputError
+from .errors import UserInputError, one_line
 
-__all__ = ['LoadImageFromFileOrFail', 'UnreadableImageError', 'register_checked_loading', 'one_line']
-
-
-def one_line(message: str) -> str:
-    """The original message of an error re-raised from a DataLoader worker process, which carries the
-    worker's whole traceback (``Caught ... in DataLoader worker process N.\\nOriginal Traceback ...``)."""
-    if 'Original Traceback' in message:
-        last = message.strip().splitlines()[-1]  # "<module>.<ErrorClass>: <message>"
-        message = last.split(': ', 1)[1] if ': ' in last else last
-    return message
+__all__ = ['LoadImageFromFileOrFail', 'UnreadableImageError', 'register_checked_loading', 'unreadable']
 
 
 class UnreadableImageError(UserInputError):
