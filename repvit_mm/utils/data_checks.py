@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 
 from mmengine.config import Config
 
-from ..utils.errors import UserInputError
+from .errors import UserInputError
 
 DataCheck = Callable[[dict], None]
 _DATA_CHECKS: dict[str, list[DataCheck]] = {}
