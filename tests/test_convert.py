@@ -13,7 +13,7 @@ from mmpretrain.registry import MODELS
 from timm.layers import SqueezeExcite as TimmSE
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from conftest import CHANNELS, randomize_bn_
+from helpers import CHANNELS, randomize_bn_
 import repvit_mm.models  # noqa: F401  (registration)
 from repvit_mm.models import RepViT
 from repvit_mm.models.convert import (CheckpointMismatchError, convert_checkpoint, convert_official,
