@@ -289,7 +289,7 @@ def test_pretrained_init_cfg_with_prefix(tmp_path):
 
 
 def test_cli_round_trip_and_refusals(tmp_path):
-    from conftest import assert_one_line_error, run_tool
+    from helpers import assert_one_line_error, run_tool
     from mmengine.runner import load_checkpoint
 
     torch.manual_seed(0)
