@@ -180,7 +180,7 @@ def test_valid_keys_pass_including_new_runner_sections(cached_configs):
 def test_kwargs_are_followed_to_the_parent_class():
     from mmseg.datasets import ADE20KDataset
 
-    from repvit_mm.apis.option_targets import init_keywords
+    from repvit_mm.utils.option_targets import init_keywords
     from repvit_mm.segmentation import CheckedLoadAnnotations
     assert {'data_root', 'pipeline', 'reduce_zero_label', 'img_suffix'} <= init_keywords(ADE20KDataset)
     assert {'num_classes', 'imdecode_backend', 'backend_args'} <= init_keywords(CheckedLoadAnnotations)

@@ -5,7 +5,7 @@ import os
 import sys
 from typing import Callable
 
-from ..utils.errors import UserInputError, one_line
+from ..utils.errors import UserInputError
 from ..utils.safe_checkpoint import UnsafeCheckpointError
 
 #: Errors whose message already says what is wrong with the user's input.
@@ -20,5 +20,15 @@ def run_cli(main: Callable[[], object]) -> None:
     except USER_ERRORS as err:
         if os.environ.get('REPVIT_MM_DEBUG'):
             raise
-        print(f'error: {one_line(str(err))}', file=sys.stderr)
+        print(f'error: {_own_message(err)}', file=sys.stderr)
         sys.exit(2)
+
+
+def _own_message(err: BaseException) -> str:
+    """The error's message; for one re-raised from a DataLoader worker (which carries the worker's whole
+    traceback in its message), the original error's message only."""
+    message = str(err)
+    if 'Original Traceback' in message:
+        last = message.rstrip().splitlines()[-1]
+        message = last.split(': ', 1)[1] if ': ' in last else last
+    return message

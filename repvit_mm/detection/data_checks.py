@@ -18,7 +18,7 @@ import os.path as osp
 from collections import defaultdict
 from typing import Any
 
-from ..apis.data_checks import register_data_check
+from ..utils.data_checks import register_data_check
 from ..utils.errors import DataWarning, UserInputError
 
 #: Annotation ids quoted in the invalid-annotation warning.

@@ -1,4 +1,7 @@
 """Errors caused by what the user gave (paths, configs, options); the tools print them as one line."""
+from __future__ import annotations
+
+__all__ = ['DataWarning', 'UserInputError', 'original_message']
 
 
 class UserInputError(ValueError):
@@ -10,10 +13,15 @@ class DataWarning(UserInputError):
     print the message as one ``warning:`` line, or stop with it as an ``error:`` under ``--strict-data``."""
 
 
-def one_line(message: str) -> str:
-    """The original message of an error re-raised from a DataLoader worker process, which carries the
-    worker's whole traceback (``Caught ... in DataLoader worker process N.\nOriginal Traceback ...``)."""
-    if 'Original Traceback' in message:
-        last = message.strip().splitlines()[-1]  # "<module>.<ErrorClass>: <message>"
-        message = last.split(': ', 1)[1] if ': ' in last else last
-    return message
+def original_message(err: BaseException | str) -> str:
+    """The message of an error, without the traceback a DataLoader worker wraps around it.
+
+    A worker process re-raises an exception in the main process as ``type(err)('Caught ... in DataLoader
+    worker process N.\\nOriginal Traceback ...\\n<module>.<Class>: <message>')``; the original one-line
+    message is the last line's text after the class name.
+    """
+    message = str(err)
+    if 'Original Traceback' not in message:
+        return message
+    last = message.rstrip().splitlines()[-1]
+    return last.split(': ', 1)[1] if ': ' in last else last

@@ -18,7 +18,7 @@ import os.path as osp
 from mmcv.transforms import LoadImageFromFile
 from mmengine.registry import Registry
 
-from .errors import UserInputError, one_line
+from .errors import UserInputError, original_message
 
 __all__ = ['LoadImageFromFileOrFail', 'UnreadableImageError', 'register_checked_loading', 'unreadable']
 
@@ -28,7 +28,7 @@ class UnreadableImageError(UserInputError):
     line when a DataLoader worker re-raises it in the main process."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(one_line(message))
+        super().__init__(original_message(message))
 
 
 def unreadable(filename: str, what: str = 'image') -> UnreadableImageError:
