@@ -224,20 +224,51 @@ def test_auto_scale_lr_without_base_batch_size_says_how_to_add_it(capsys, cached
 
 
 # --------------------------------------------------------------------------------------------- images
-def test_checked_loading_is_what_every_config_builds():
-    """Every image-loading step of every config resolves to the checked loader, under the upstream name."""
+def _own_keys_rejected(node, path: list[str], scope: str, parent=None) -> list[str]:
+    """Keys a config sets that the --cfg-options check would not accept as new keys."""
+    from repvit_mm.utils.option_targets import accepted_keys
+    rejected = []
+    if isinstance(node, dict):
+        if path:
+            try:
+                accepted = accepted_keys(tuple(path), node, scope, parent)
+            except KeyError:
+                accepted = None
+            extra = set(map(str, node)) - (accepted or set(map(str, node))) - {'_scope_', '_delete_'}
+            rejected += [f"{'.'.join(path)}.{key}" for key in sorted(extra)]
+        for key, value in node.items():
+            rejected += _own_keys_rejected(value, [*path, str(key)], scope, node)
+    elif isinstance(node, (list, tuple)):
+        for index, value in enumerate(node):
+            rejected += _own_keys_rejected(value, [*path, str(index)], scope, node)
+    return rejected
+
+
+ALL_CONFIGS = sorted(p for task in ('classification', 'detection', 'segmentation')
+                     for p in (CONFIGS / task).glob('*.py'))
+#: One config of each kind runs in the quick test selection; the others with the slow tests.
+QUICK_CONFIGS = {CLS, DET, SEG, IN1K, CONFIGS / 'detection' / 'mask-rcnn_repvit-m1.1_fpn_1x_coco.py',
+                 CONFIGS / 'segmentation' / 'fpn_repvit-m1.1_8xb4-40k_ade20k-512x512.py',
+                 CONFIGS / 'classification' / 'repvit-m1.1_8xb256-distill-300e_in1k.py'}
+
+
+@pytest.mark.parametrize('config', [pytest.param(p, id=p.stem, marks=() if p in QUICK_CONFIGS else pytest.mark.slow)
+                                    for p in ALL_CONFIGS])
+def test_config_loads_images_checked_and_passes_its_own_key_check(config):
+    """Every image-loading step of the config resolves to the checked loader under the upstream name, and
+    every key the config sets is one the --cfg-options check accepts (no valid key is refused)."""
     from mmengine.registry import TRANSFORMS, DefaultScope
 
     import repvit_mm  # noqa: F401
     from repvit_mm.utils.image_loading import LoadImageFromFileOrFail
-    for config in sorted(p for task in ('classification', 'detection', 'segmentation')
-                         for p in (CONFIGS / task).glob('*.py')):
-        cfg = Config.fromfile(config)
-        for split in ('train', 'val', 'test'):
-            pipeline = cfg[f'{split}_dataloader'].dataset.pipeline
-            assert pipeline[0].type == 'LoadImageFromFile', (config, split)
-            with DefaultScope.overwrite_default_scope(cfg.default_scope):
-                assert type(TRANSFORMS.build(pipeline[0])) is LoadImageFromFileOrFail, (config, split)
+    assert len(ALL_CONFIGS) > 30 and QUICK_CONFIGS <= set(ALL_CONFIGS)
+    cfg = Config.fromfile(config)
+    for split in ('train', 'val', 'test'):
+        pipeline = cfg[f'{split}_dataloader'].dataset.pipeline
+        assert pipeline[0].type == 'LoadImageFromFile', split
+        with DefaultScope.overwrite_default_scope(cfg.default_scope):
+            assert type(TRANSFORMS.build(pipeline[0])) is LoadImageFromFileOrFail, split
+    assert not _own_keys_rejected(cfg._cfg_dict.to_dict(), [], cfg.default_scope)
 
 
 @pytest.mark.parametrize('task', list(TASKS))

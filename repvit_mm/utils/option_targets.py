@@ -186,7 +186,9 @@ def accepted_keys(path: tuple[str, ...], node: dict, scope: str, parent: Any = N
     if path == ('optim_wrapper', 'paramwise_cfg'):
         return _paramwise_keys(node, scope, parent or {})
     if 'type' in node:
-        return _typed_keys(node, scope)
+        keys = _typed_keys(node, scope)
+        # mmcv's build_norm_layer takes requires_grad itself and gives the rest to the norm class
+        return keys | {'requires_grad'} if keys is not None and path[-1].endswith('norm_cfg') else keys
     if len(path) == 1:
         return None  # another top-level section: its reader is not known here
     raise KeyError(path)
