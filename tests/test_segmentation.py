@@ -224,7 +224,9 @@ def test_data_check_refuses_wrong_label_encodings(shapes_copy):
     from repvit_mm.utils import UserInputError
     png = shapes_copy / 'annotations' / 'training' / 'ADE_train_00000005.png'
     labels = np.asarray(Image.open(png))
-    Image.fromarray(np.array([[1, 2], [300, 4]], np.uint16)).save(png)  # mmseg would wrap 300 to 44
+    wide = labels.astype(np.uint16)
+    wide[1, 0] = 300
+    Image.fromarray(wide).save(png)  # mmseg would wrap 300 to 44
     with pytest.raises(UserInputError, match=r'ADE_train_00000005\.png: label value\(s\) 300 out of range'):
         check_seg_dataset(shapes_dataset_cfg(shapes_copy))
     Image.fromarray(np.stack([labels] * 3, axis=-1)).save(png)
