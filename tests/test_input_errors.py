@@ -21,7 +21,7 @@ import torch
 from mmengine.config import Config
 from PIL import Image
 
-from conftest import CONFIGS, ROOT, assert_one_line_error, run_tool
+from helpers import CONFIGS, ROOT, assert_one_line_error, run_tool
 
 CLS = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 DET = CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'
@@ -175,6 +175,20 @@ def test_valid_keys_pass_including_new_runner_sections(cached_configs):
     assert cfg.auto_scale_lr.base_batch_size == 256 and cfg.env_cfg.dist_cfg.backend == 'gloo'
     cfg = load_config(str(IN1K), {'optim_wrapper.paramwise_cfg.norm_decay_mult': 0.0, 'randomness.seed': 1})
     assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0
+
+
+def test_runner_sections_a_config_leaves_out_are_added_field_by_field():
+    from repvit_mm.utils import UserInputError
+    from repvit_mm.utils.config import check_cfg_options
+    cfg = Config(dict(default_scope='mmpretrain', model=dict(type='ImageClassifier')))
+    options = {'auto_scale_lr.base_batch_size': 256, 'env_cfg.mp_cfg.opencv_num_threads': 0, 'randomness.seed': 3}
+    check_cfg_options(cfg, options)
+    cfg.merge_from_dict(options)
+    assert cfg.auto_scale_lr.base_batch_size == 256 and cfg.env_cfg.mp_cfg.opencv_num_threads == 0
+    for bad, suggestion in (('auto_scale_lr.base_bs', 'base_batch_size'), ('env_cfg.mp_cfg.threads', 'valid:'),
+                            ('randomness.sed', "'seed'")):
+        with pytest.raises(UserInputError, match=suggestion):
+            check_cfg_options(Config(dict(default_scope='mmpretrain')), {bad: 1})
 
 
 def test_kwargs_are_followed_to_the_parent_class():

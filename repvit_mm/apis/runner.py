@@ -13,9 +13,9 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from ..utils.data_checks import check_datasets
 from ..utils.errors import UserInputError
 from ..utils.safe_checkpoint import safe_torch_load
-from ..utils.data_checks import check_datasets
 from .launchers import check_launcher_env, init_cpu_process_group
 
 

@@ -6,7 +6,7 @@ import inspect
 import os.path as osp
 from typing import Any
 
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 from mmengine.runner import Runner
 
 from .errors import UserInputError
