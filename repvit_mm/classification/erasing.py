@@ -25,7 +25,7 @@ class _EraseThenMix:
         self._eraser(torch.device('cpu'))  # a bad argument fails when the model is built
 
     def _eraser(self, device: torch.device):
-        from timm.data import RandomErasing
+        from timm.data.random_erasing import RandomErasing
         try:
             return RandomErasing(**self.erasing, device=device)
         except TypeError as err:
@@ -41,7 +41,9 @@ class _EraseThenMix:
 class ErasingClsDataPreprocessor(ClsDataPreprocessor):
     """:class:`mmpretrain.models.ClsDataPreprocessor` that applies timm's ``RandomErasing`` to the training
     batch after normalising it and before its batch augments (Mixup/CutMix), the order of the authors' timm
-    transform and DeiT loop. Validation and test batches are not erased.
+    transform and DeiT loop. Validation and test batches are not erased. Like mmpretrain's batch augments, it
+    sets ``to_onehot`` (training labels become one-hot ``gt_score``), since mmpretrain applies the batch step
+    only to batches with scores.
 
     Args:
         random_erasing: keyword arguments of ``timm.data.RandomErasing``; the authors' ``--reprob 0.25
@@ -54,3 +56,6 @@ class ErasingClsDataPreprocessor(ClsDataPreprocessor):
         super().__init__(**kwargs)
         if random_erasing is not None:
             self.batch_augments = _EraseThenMix(dict(random_erasing), self.batch_augments)
+            # mmpretrain runs its batch step only on batches with label scores; it turns to_onehot on for
+            # Mixup/CutMix for the same reason, and a one-hot score is the same target as its label
+            self.to_onehot = True

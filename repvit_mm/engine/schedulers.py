@@ -53,7 +53,7 @@ class EpochEndCosineLR(LRSchedulerMixin, _ParamScheduler):
             raise ValueError('EpochEndCosineLR is an epoch schedule (by_epoch=True)')
         self.t_initial, self.warmup_t = t_initial, warmup_t
         self.warmup_lr_init, self.lr_min = warmup_lr_init, lr_min
-        super().__init__(optimizer, 'lr', begin=begin, end=end, last_step=last_step, by_epoch=by_epoch,
+        super().__init__(optimizer, begin=begin, end=end, last_step=last_step, by_epoch=by_epoch,
                          verbose=verbose)
 
     def timm_value(self, t: int, lr_max: float) -> float:
