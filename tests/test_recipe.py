@@ -393,6 +393,7 @@ def test_ema_is_off_by_default():
         assert not any(h.type == 'EMAHook' for h in hooks), config
 
 
+@pytest.mark.slow
 def test_ema_fragment_trains_and_is_kept_in_the_checkpoint(shapes_root, tmp_path):
     """The Shapes classifier with the EMA fragment in its _base_: 3 iterations, then the checkpoint holds
     the averaged weights as its state_dict (what load_checkpoint reads) and the raw ones beside them."""
@@ -406,8 +407,9 @@ def test_ema_fragment_trains_and_is_kept_in_the_checkpoint(shapes_root, tmp_path
     data = str(shapes_root / 'imagenet')
     cfg = load_config(str(config), {
         'train_dataloader.dataset.data_root': data, 'val_dataloader.dataset.data_root': data,
-        'train_dataloader.batch_size': 4, 'train_cfg.max_iters': 3, 'train_cfg.val_interval': 3,
-        'default_hooks.checkpoint.interval': 3, 'param_scheduler.1.end': 3})
+        'train_dataloader.batch_size': 4, 'train_cfg.max_iters': 3, 'train_cfg.val_interval': 10,
+        'default_hooks.checkpoint.interval': 3, 'param_scheduler.0.end': 2, 'param_scheduler.1.begin': 2,
+        'param_scheduler.1.end': 3})
     runner = train(prepare_train_cfg(cfg, work_dir=str(tmp_path / 'work')))
     [ema_hook] = [h for h in runner.hooks if isinstance(h, EMAHook)]
     assert ema_hook.ema_model.momentum == pytest.approx(1 - 0.99996) and ema_hook.ema_model.update_buffers
@@ -424,8 +426,7 @@ def test_ema_fragment_trains_and_is_kept_in_the_checkpoint(shapes_root, tmp_path
         torch.testing.assert_close(ckpt['state_dict'][key], ema_hook.ema_model.module.state_dict()[key])
         moved += raw.is_floating_point() and not torch.equal(ckpt['state_dict'][key], raw)
     assert moved > 10  # three steps moved the weights; the average (decay 0.99996) barely followed
-    loaded = load_checkpoint(runner.model, str(tmp_path / 'work' / 'iter_3.pth'), map_location='cpu')
-    assert loaded['state_dict'].keys() == model_state.keys()
-    torch.testing.assert_close(runner.model.state_dict()['head.head.l.weight'] if 'head.head.l.weight' in
-                               model_state else next(iter(runner.model.state_dict().values())),
-                               ckpt['state_dict'].get('head.head.l.weight', next(iter(ckpt['state_dict'].values()))))
+    model = runner.model
+    load_checkpoint(model, str(tmp_path / 'work' / 'iter_3.pth'), map_location='cpu')
+    for key, value in model.state_dict().items():  # a plain load gets the averaged weights
+        torch.testing.assert_close(value, ckpt['state_dict'][key])
