@@ -145,7 +145,7 @@ def test_imagenet_configs_ask_for_mixed_precision_and_fall_back_to_fp32_on_cpu(m
     from mmengine.logging import MMLogger
     from mmengine.optim import build_optim_wrapper
 
-    from repvit_mm.classification import AGCOptimWrapper
+    from repvit_mm.classification import AGCOptimWrapper, AmpAGCOptimWrapper
     cfg = Config.fromfile(str(CLS / 'repvit-m0.9_8xb256-distill-450e_in1k.py'))
     opt = cfg.optim_wrapper
     assert (opt.type, opt.loss_scale, opt.dtype) == ('AmpAGCOptimWrapper', 'dynamic', 'float16')
@@ -165,6 +165,15 @@ def test_imagenet_configs_ask_for_mixed_precision_and_fall_back_to_fp32_on_cpu(m
     lines = [r.getMessage() for r in records if 'fp32' in r.getMessage()]
     assert len(lines) == 1 and 'AmpAGCOptimWrapper' in lines[0], lines
     assert [r.levelno for r in records if 'fp32' in r.getMessage()] == [logging.WARNING]
+
+    # where CUDA is present the same config builds the mixed-precision wrapper (mmengine's CUDA check and
+    # torch's are both answered yes here; nothing runs on the device)
+    import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_module
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(amp_module, 'is_cuda_available', lambda: True)
+    wrapper = build_optim_wrapper(_Toy(), cfg.optim_wrapper)
+    assert type(wrapper) is AmpAGCOptimWrapper and wrapper.cast_dtype == torch.float16
+    assert wrapper.clip_grad_kwargs == {'clip_factor': 0.02}
 
 
 def test_no_amp_and_amp_options():
