@@ -2,6 +2,7 @@
 epoch (timm's scheduler stepped as their main.py steps it), mixed precision with adaptive clipping of the
 unscaled gradients, random erasing on normalised images before Mixup/CutMix, the COCO warm-up and seed,
 the ADE20K poly decay, and the optional model EMA."""
+
 from __future__ import annotations
 
 import argparse
@@ -12,12 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CONFIGS
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
 from torch import nn
-
-from helpers import CONFIGS
 
 import repvit_mm  # noqa: F401  (registration)
 
@@ -32,7 +32,7 @@ STD = torch.tensor([58.395, 57.12, 57.375]).view(3, 1, 1)
 
 def rel_diff(ours: list[float], theirs: list[float]) -> float:
     assert len(ours) == len(theirs)
-    return max(abs(a - b) / abs(b) for a, b in zip(ours, theirs))
+    return max(abs(a - b) / abs(b) for a, b in zip(ours, theirs, strict=True))
 
 
 # ------------------------------------------------------------------------------------------ ImageNet lr
@@ -40,9 +40,23 @@ def authors_epoch_lrs(epochs: int, total_batch: int) -> list[float]:
     """The learning rate of every epoch in the authors' main.py: ``args.lr = 1e-3 * batch / 512``, timm's
     ``create_scheduler(args, optimizer)`` with their defaults, ``lr_scheduler.step(epoch)`` after each epoch."""
     from timm.scheduler import create_scheduler
-    args = argparse.Namespace(sched='cosine', epochs=epochs, lr=1e-3 * total_batch / 512, lr_noise=None,
-                              lr_noise_pct=0.67, lr_noise_std=1.0, warmup_lr=1e-6, min_lr=1e-5, decay_epochs=30,
-                              warmup_epochs=5, cooldown_epochs=10, patience_epochs=10, decay_rate=0.1, seed=0)
+
+    args = argparse.Namespace(
+        sched='cosine',
+        epochs=epochs,
+        lr=1e-3 * total_batch / 512,
+        lr_noise=None,
+        lr_noise_pct=0.67,
+        lr_noise_std=1.0,
+        warmup_lr=1e-6,
+        min_lr=1e-5,
+        decay_epochs=30,
+        warmup_epochs=5,
+        cooldown_epochs=10,
+        patience_epochs=10,
+        decay_rate=0.1,
+        seed=0,
+    )
     optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=args.lr)
     lr_scheduler, _ = create_scheduler(args, optimizer)
     lrs = []
@@ -75,16 +89,24 @@ def runner_epoch_lrs(config: Path, total_batch: int, tmp_path: Path, iters_per_e
     """Train a toy model with the config's optimizer, schedule, epochs and ``auto_scale_lr`` (enabled, as
     ``--auto-scale-lr`` does) in mmengine's Runner; the rate of every epoch, checked constant within it."""
     from mmengine.runner import Runner
+
     cfg = Config.fromfile(str(config))
-    loader = torch.utils.data.DataLoader(range(iters_per_epoch * total_batch), batch_size=total_batch,
-                                         collate_fn=lambda _: dict(inputs=torch.ones(1, 2)))
+    loader = torch.utils.data.DataLoader(
+        range(iters_per_epoch * total_batch), batch_size=total_batch, collate_fn=lambda _: dict(inputs=torch.ones(1, 2))
+    )
     recorder = _RecordLR()
-    runner = Runner(model=_Toy(), work_dir=str(tmp_path), experiment_name=f'{config.stem}-{total_batch}',
-                    train_dataloader=loader, optim_wrapper=cfg.optim_wrapper, param_scheduler=cfg.param_scheduler,
-                    train_cfg=dict(by_epoch=True, max_epochs=cfg.train_cfg.max_epochs, val_interval=10**6),
-                    auto_scale_lr=dict(cfg.auto_scale_lr, enable=True),
-                    default_hooks=dict(checkpoint=None, logger=dict(type='LoggerHook', interval=10**6)),
-                    custom_hooks=[recorder])
+    runner = Runner(
+        model=_Toy(),
+        work_dir=str(tmp_path),
+        experiment_name=f'{config.stem}-{total_batch}',
+        train_dataloader=loader,
+        optim_wrapper=cfg.optim_wrapper,
+        param_scheduler=cfg.param_scheduler,
+        train_cfg=dict(by_epoch=True, max_epochs=cfg.train_cfg.max_epochs, val_interval=10**6),
+        auto_scale_lr=dict(cfg.auto_scale_lr, enable=True),
+        default_hooks=dict(checkpoint=None, logger=dict(type='LoggerHook', interval=10**6)),
+        custom_hooks=[recorder],
+    )
     runner.train()
     epochs = cfg.train_cfg.max_epochs
     assert len(recorder.lrs) == epochs * iters_per_epoch
@@ -111,16 +133,25 @@ def test_imagenet_warmup_values_named_in_the_recipe():
     then the cosine at its fifth epoch (just under the 4e-3 peak)."""
     from mmengine.optim.scheduler import CosineAnnealingLR  # noqa: F401  (mmengine's schedulers registered)
     from mmengine.registry import PARAM_SCHEDULERS
+
     cfg = Config.fromfile(str(CLS / 'repvit-m1.1_8xb256-distill-300e_in1k.py'))
     optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=cfg.optim_wrapper.optimizer.lr)
-    [scheduler] = [PARAM_SCHEDULERS.build(dict(s, optimizer=optimizer, end=cfg.train_cfg.max_epochs))
-                   for s in cfg.param_scheduler]
+    [scheduler] = [
+        PARAM_SCHEDULERS.build(dict(s, optimizer=optimizer, end=cfg.train_cfg.max_epochs)) for s in cfg.param_scheduler
+    ]
     lrs = []
     for _ in range(7):
         lrs.append(optimizer.param_groups[0]['lr'])
         scheduler.step()
-    expected = [1e-6, 1e-6, 8.008e-4, 1.6006e-3, 2.4004e-3, 3.2002e-3,
-                1e-5 + 0.5 * (4e-3 - 1e-5) * (1 + math.cos(math.pi * 5 / 300))]
+    expected = [
+        1e-6,
+        1e-6,
+        8.008e-4,
+        1.6006e-3,
+        2.4004e-3,
+        3.2002e-3,
+        1e-5 + 0.5 * (4e-3 - 1e-5) * (1 + math.cos(math.pi * 5 / 300)),
+    ]
     assert lrs == pytest.approx(expected, rel=1e-9)
 
 
@@ -130,6 +161,7 @@ def test_epoch_end_cosine_matches_timm_for_other_settings(warmup_t):
     from timm.scheduler import CosineLRScheduler
 
     from repvit_mm.engine import EpochEndCosineLR
+
     theirs_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     ours_opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     timm_sched = CosineLRScheduler(theirs_opt, t_initial=20, lr_min=1e-4, warmup_t=warmup_t, warmup_lr_init=1e-3)
@@ -146,6 +178,7 @@ def test_imagenet_configs_ask_for_mixed_precision_and_fall_back_to_fp32_on_cpu(m
     from mmengine.optim import build_optim_wrapper
 
     from repvit_mm.classification import AGCOptimWrapper, AmpAGCOptimWrapper
+
     cfg = Config.fromfile(str(CLS / 'repvit-m0.9_8xb256-distill-450e_in1k.py'))
     opt = cfg.optim_wrapper
     assert (opt.type, opt.loss_scale, opt.dtype) == ('AmpAGCOptimWrapper', 'dynamic', 'float16')
@@ -169,6 +202,7 @@ def test_imagenet_configs_ask_for_mixed_precision_and_fall_back_to_fp32_on_cpu(m
     # where CUDA is present the same config builds the mixed-precision wrapper (mmengine's CUDA check and
     # torch's are both answered yes here; nothing runs on the device)
     import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_module
+
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
     monkeypatch.setattr(amp_module, 'is_cuda_available', lambda: True)
     wrapper = build_optim_wrapper(_Toy(), cfg.optim_wrapper)
@@ -178,6 +212,7 @@ def test_imagenet_configs_ask_for_mixed_precision_and_fall_back_to_fp32_on_cpu(m
 
 def test_no_amp_and_amp_options():
     from repvit_mm.apis.runner import _use_fp32
+
     cfg = Config.fromfile(str(CLS / 'repvit-m0.9_8xb256-distill-300e_in1k.py'))
     _use_fp32(cfg)  # what prepare_train_cfg(amp=False), i.e. tools/train.py --no-amp, does
     assert cfg.optim_wrapper.type == 'AGCOptimWrapper'
@@ -185,6 +220,7 @@ def test_no_amp_and_amp_options():
     assert cfg.optim_wrapper.clip_grad.clip_factor == 0.02 and cfg.optim_wrapper.optimizer.lr == 4e-3
 
     import importlib.util
+
     spec = importlib.util.spec_from_file_location('train_tool', CONFIGS.parent / 'tools' / 'train.py')
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
@@ -203,9 +239,13 @@ def _amp_agc_wrapper(monkeypatch, model: nn.Module, scale: float):
     import mmengine.optim.optimizer.amp_optimizer_wrapper as amp_module
 
     from repvit_mm.classification import AmpAGCOptimWrapper
+
     monkeypatch.setattr(amp_module, 'is_cuda_available', lambda: True)
-    wrapper = AmpAGCOptimWrapper(optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
-                                 clip_grad=dict(type='agc', clip_factor=0.02), loss_scale='dynamic')
+    wrapper = AmpAGCOptimWrapper(
+        optimizer=torch.optim.SGD(model.parameters(), lr=1.0),
+        clip_grad=dict(type='agc', clip_factor=0.02),
+        loss_scale='dynamic',
+    )
     wrapper.loss_scaler = torch.amp.GradScaler('cpu', init_scale=scale)
     return wrapper
 
@@ -214,6 +254,7 @@ def test_agc_clips_the_unscaled_gradients_under_mixed_precision(monkeypatch):
     """One step with a loss scaled by 2**12 ends where an fp32 step with AGC on the true gradients ends
     (what timm's NativeScaler does: unscale_, clip, step); clipping the scaled gradients would not."""
     from timm.utils import adaptive_clip_grad
+
     torch.manual_seed(0)
     x = torch.randn(8, 4)
     target = torch.randn(8, 3) * 50  # large gradients: AGC clips most rows
@@ -234,7 +275,7 @@ def test_agc_clips_the_unscaled_gradients_under_mixed_precision(monkeypatch):
         for p in reference.parameters():
             p -= p.grad
 
-    scale = 2.0 ** 12
+    scale = 2.0**12
     wrapper = _amp_agc_wrapper(monkeypatch, scaled, scale)
     wrapper.backward(loss_of(scaled))
     torch.testing.assert_close(scaled.weight.grad, true_grad * scale)  # the backward pass saw the scaled loss
@@ -255,6 +296,7 @@ def test_agc_clips_the_unscaled_gradients_under_mixed_precision(monkeypatch):
 def _preprocessor(**overrides):
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
+
     cfg = Config.fromfile(str(CLS / 'repvit-m0.9_8xb256-distill-300e_in1k.py'))
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         return MODELS.build(dict(cfg.data_preprocessor, num_classes=3, **overrides))
@@ -262,6 +304,7 @@ def _preprocessor(**overrides):
 
 def _batch(n: int, size: int, seed: int = 0) -> dict:
     from mmpretrain.structures import DataSample
+
     gen = torch.Generator().manual_seed(seed)
     images = torch.randint(0, 256, (n, 3, size, size), generator=gen, dtype=torch.uint8)
     return dict(inputs=images, data_samples=[DataSample().set_gt_label(i % 3) for i in range(n)])
@@ -273,6 +316,7 @@ def _normalised(batch: dict) -> torch.Tensor:
 
 def test_random_erasing_config_is_the_authors():
     from repvit_mm.classification import ErasingClsDataPreprocessor
+
     cfg = Config.fromfile(str(CLS / 'repvit-m0.9_8xb256-distill-300e_in1k.py'))
     assert cfg.data_preprocessor.random_erasing == dict(probability=0.25, mode='pixel', max_count=1)
     assert not any(t.type == 'RandomErasing' for t in cfg.train_dataloader.dataset.pipeline)
@@ -291,9 +335,9 @@ def test_random_erasing_fills_normalised_pixels_with_unclipped_standard_normals(
     erased = preprocessor(dict(batch, inputs=batch['inputs'].clone()), training=True)['inputs']
     changed = (erased != plain).any(1)  # (N, H, W): pixels replaced by the erasing
     fills = []
-    for image, mask in zip(erased, changed):
+    for image, mask in zip(erased, changed, strict=True):
         rows, cols = mask.any(1).nonzero()[:, 0], mask.any(0).nonzero()[:, 0]
-        box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+        box = mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
         assert box.all() and box.sum() == mask.sum()  # one rectangle per image
         assert 0.01 < box.numel() / mask.numel() < 0.4  # 2-33 % of the image, up to rounding
         fills.append(image[:, mask].flatten())
@@ -321,6 +365,7 @@ def test_random_erasing_probability_is_per_image():
 def test_random_erasing_comes_before_mixup(monkeypatch):
     """The mix receives the erased, normalised batch, and its output is what the model gets."""
     from mmpretrain.models.utils.batch_augments import Mixup
+
     seen = {}
     original = Mixup.__call__
 
@@ -331,8 +376,10 @@ def test_random_erasing_comes_before_mixup(monkeypatch):
 
     monkeypatch.setattr(Mixup, '__call__', spy)
     random.seed(2), torch.manual_seed(2)
-    preprocessor = _preprocessor(random_erasing=dict(probability=1.0, mode='pixel', max_count=1),
-                                 batch_augments=dict(augments=[dict(type='Mixup', alpha=0.8)]))
+    preprocessor = _preprocessor(
+        random_erasing=dict(probability=1.0, mode='pixel', max_count=1),
+        batch_augments=dict(augments=[dict(type='Mixup', alpha=0.8)]),
+    )
     batch = _batch(16, 32, seed=2)
     plain = _normalised(batch)
     out = preprocessor(batch, training=True)
@@ -354,6 +401,7 @@ def drive_iter_schedule(cfg: Config, iters_per_epoch: int, epochs: int, base_lr:
 
     from mmengine.hooks import ParamSchedulerHook
     from mmengine.registry import PARAM_SCHEDULERS
+
     optimizer = torch.optim.AdamW([nn.Parameter(torch.zeros(1))], lr=base_lr)
     schedulers = [PARAM_SCHEDULERS.build(dict(s, optimizer=optimizer)) for s in cfg.param_scheduler]
     hook, runner = ParamSchedulerHook(), SimpleNamespace(param_schedulers=schedulers)
@@ -394,8 +442,12 @@ def test_ade20k_schedule_is_the_authors_poly():
 
 # ------------------------------------------------------------------------------------------ model EMA
 def test_ema_is_off_by_default():
-    for config in (CLS / 'repvit-m0.9_8xb256-distill-300e_in1k.py', CLS / 'repvit-m0.9_8xb256-300e_in1k.py',
-                   COCO_CFG, ADE20K_CFG):
+    for config in (
+        CLS / 'repvit-m0.9_8xb256-distill-300e_in1k.py',
+        CLS / 'repvit-m0.9_8xb256-300e_in1k.py',
+        COCO_CFG,
+        ADE20K_CFG,
+    ):
         hooks = Config.fromfile(str(config)).get('custom_hooks') or []
         assert not any(h.type == 'EMAHook' for h in hooks), config
 
@@ -409,14 +461,24 @@ def test_ema_fragment_trains_and_is_kept_in_the_checkpoint(shapes_root, tmp_path
 
     from repvit_mm.apis import load_config, prepare_train_cfg, train
     from repvit_mm.utils import safe_torch_load
+
     config = tmp_path / 'shapes_ema.py'
     config.write_text(f'_base_ = [{str(SHAPES_CFG)!r}, {str(EMA_FRAGMENT)!r}]\n')
     data = str(shapes_root / 'imagenet')
-    cfg = load_config(str(config), {
-        'train_dataloader.dataset.data_root': data, 'val_dataloader.dataset.data_root': data,
-        'train_dataloader.batch_size': 4, 'train_cfg.max_iters': 3, 'train_cfg.val_interval': 10,
-        'default_hooks.checkpoint.interval': 3, 'param_scheduler.0.end': 2, 'param_scheduler.1.begin': 2,
-        'param_scheduler.1.end': 3})
+    cfg = load_config(
+        str(config),
+        {
+            'train_dataloader.dataset.data_root': data,
+            'val_dataloader.dataset.data_root': data,
+            'train_dataloader.batch_size': 4,
+            'train_cfg.max_iters': 3,
+            'train_cfg.val_interval': 10,
+            'default_hooks.checkpoint.interval': 3,
+            'param_scheduler.0.end': 2,
+            'param_scheduler.1.begin': 2,
+            'param_scheduler.1.end': 3,
+        },
+    )
     runner = train(prepare_train_cfg(cfg, work_dir=str(tmp_path / 'work')))
     [ema_hook] = [h for h in runner.hooks if isinstance(h, EMAHook)]
     assert ema_hook.ema_model.momentum == pytest.approx(1 - 0.99996) and ema_hook.ema_model.update_buffers

@@ -14,9 +14,9 @@ from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
 from ..engine.precision import amp_twin, fp32_optim_wrapper
+from ..utils.data_checks import check_datasets
 from ..utils.errors import UserInputError
 from ..utils.safe_checkpoint import safe_torch_load
-from ..utils.data_checks import check_datasets
 
 
 def _default_work_dir(cfg: Config) -> str:

@@ -5,6 +5,7 @@ the batch afterwards, so with ``--remode pixel`` every erased pixel is N(0, 1) i
 clipped to the uint8 range) and the mix sees the erased images. In mmpretrain normalisation happens in the
 data preprocessor, right before its batch augments (Mixup/CutMix), so erasing belongs there too.
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,11 +27,14 @@ class _EraseThenMix:
 
     def _eraser(self, device: torch.device):
         from timm.data.random_erasing import RandomErasing
+
         try:
             return RandomErasing(**self.erasing, device=device)
         except TypeError as err:
-            raise UserInputError(f'data_preprocessor.random_erasing: {err} (it takes the arguments of '
-                                 "timm's RandomErasing, e.g. probability, mode, max_count)") from None
+            raise UserInputError(
+                f'data_preprocessor.random_erasing: {err} (it takes the arguments of '
+                "timm's RandomErasing, e.g. probability, mode, max_count)"
+            ) from None
 
     def __call__(self, inputs: torch.Tensor, batch_score: torch.Tensor | None):
         self._eraser(inputs.device)(inputs)  # a 4-D batch: each image is erased or not on its own

@@ -8,6 +8,7 @@ and in fp32 on a CPU, saying so in one log line::
     optim_wrapper = dict(type='AmpAGCOptimWrapper', loss_scale='dynamic', dtype='float16',
                          constructor='AmpWhereCUDAOptimWrapperConstructor', optimizer=dict(...))
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,7 +46,10 @@ class AmpWhereCUDAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         wrapper_type = self.optim_wrapper_cfg.get('type', 'OptimWrapper')
         if wrapper_type.startswith('Amp') and not torch.cuda.is_available():
             self.optim_wrapper_cfg = fp32_optim_wrapper(self.optim_wrapper_cfg)
-            print_log(f'no CUDA device: training in fp32 ({self.optim_wrapper_cfg["type"]}); the config asks for '
-                      f'mixed precision ({wrapper_type}), which needs a GPU', logger='current',
-                      level=logging.WARNING)
+            print_log(
+                f'no CUDA device: training in fp32 ({self.optim_wrapper_cfg["type"]}); the config asks for '
+                f'mixed precision ({wrapper_type}), which needs a GPU',
+                logger='current',
+                level=logging.WARNING,
+            )
         return super().__call__(model)

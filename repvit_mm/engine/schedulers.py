@@ -1,4 +1,5 @@
 """Learning-rate schedules that reproduce other training loops exactly."""
+
 from __future__ import annotations
 
 import math
@@ -38,23 +39,34 @@ class EpochEndCosineLR(LRSchedulerMixin, _ParamScheduler):
         begin, end, last_step, by_epoch, verbose: as in every mmengine scheduler.
     """
 
-    def __init__(self, optimizer, t_initial: int | None = None, warmup_t: int = 0, warmup_lr_init: float = 0.0,
-                 lr_min: float = 0.0, begin: int = 0, end: int = INF, last_step: int = -1, by_epoch: bool = True,
-                 verbose: bool = False) -> None:
+    def __init__(
+        self,
+        optimizer,
+        t_initial: int | None = None,
+        warmup_t: int = 0,
+        warmup_lr_init: float = 0.0,
+        lr_min: float = 0.0,
+        begin: int = 0,
+        end: int = INF,
+        last_step: int = -1,
+        by_epoch: bool = True,
+        verbose: bool = False,
+    ) -> None:
         if t_initial is None:
             if end == INF:
                 raise ValueError('EpochEndCosineLR needs t_initial or end')
             t_initial = end - begin
         if t_initial <= 0 or not 0 <= warmup_t < t_initial or lr_min < 0 or warmup_lr_init < 0:
-            raise ValueError(f'EpochEndCosineLR needs t_initial > warmup_t >= 0 and lr_min, warmup_lr_init >= 0; '
-                             f'got t_initial={t_initial}, warmup_t={warmup_t}, lr_min={lr_min}, '
-                             f'warmup_lr_init={warmup_lr_init}')
+            raise ValueError(
+                f'EpochEndCosineLR needs t_initial > warmup_t >= 0 and lr_min, warmup_lr_init >= 0; '
+                f'got t_initial={t_initial}, warmup_t={warmup_t}, lr_min={lr_min}, '
+                f'warmup_lr_init={warmup_lr_init}'
+            )
         if not by_epoch:
             raise ValueError('EpochEndCosineLR is an epoch schedule (by_epoch=True)')
         self.t_initial, self.warmup_t = t_initial, warmup_t
         self.warmup_lr_init, self.lr_min = warmup_lr_init, lr_min
-        super().__init__(optimizer, begin=begin, end=end, last_step=last_step, by_epoch=by_epoch,
-                         verbose=verbose)
+        super().__init__(optimizer, begin=begin, end=end, last_step=last_step, by_epoch=by_epoch, verbose=verbose)
 
     def timm_value(self, t: int, lr_max: float) -> float:
         """timm's ``CosineLRScheduler._get_lr(t)`` for one group whose base rate is ``lr_max``."""
