@@ -16,3 +16,5 @@ optim_wrapper = dict(optimizer=dict(_delete_=True, type='AdamW', lr=2e-4, weight
 # 8 GPUs x 2 images; `tools/train.py --auto-scale-lr` keeps the recipe with another total batch size.
 train_dataloader = dict(batch_size=2)
 auto_scale_lr = dict(base_batch_size=16)
+# Checkpoints saved crash-proof (temporary file, flush, rename; old ones removed after the new one is complete).
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
