@@ -59,7 +59,9 @@ def main(argv=None) -> None:
     except UserInputError as err:
         raise UserInputError(str(err) if args.src in str(err) else f'{args.src}: {err}') from None
     task = TASK_OF_LAYOUT[ckpt.layout]
-    meta = dict(arch=arch, task=task, source_format=ckpt.layout, converted_from=osp.basename(args.src))
+    fmt = next(name for name, layout in FORMATS.items() if layout == ckpt.layout) \
+        if ckpt.layout in FORMATS.values() else ckpt.layout
+    meta = dict(arch=arch, task=task, source_format=fmt, converted_from=osp.basename(args.src))
     if task == 'classification':
         meta.update(distillation_head=any(k.startswith('head.head_dist.') for k in converted),
                     num_classes=int(converted['head.head.linear.weight'].shape[0])
@@ -68,8 +70,8 @@ def main(argv=None) -> None:
         meta['dataset_meta'] = ckpt.dataset_meta
     with atomic_output(dst) as tmp:  # a failed save never leaves a half-written DST
         torch.save({'state_dict': converted, 'meta': meta}, tmp)
-    print(f'converted {LAYOUTS[ckpt.layout]} {args.src} ({task}, arch {arch}, {len(converted)} tensors) '
-          f'-> {args.dst}')
+    print(f'converted {fmt} checkpoint {args.src} ({LAYOUTS[ckpt.layout]}; {task}, arch {arch}, '
+          f'{len(converted)} tensors) -> {args.dst}')
 
 
 if __name__ == '__main__':
