@@ -5,7 +5,6 @@ these functions only apply the command-line choices the tools offer.
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
 
 import torch
@@ -38,7 +37,7 @@ def _check_train_checkpoints(cfg: Config) -> None:
     if not (resume_from or load_from or pretrained or teacher):
         return
     with keep_reads():
-        model = build_model(cfg, teacher=True)  # the teacher's weights are loaded (and checked) here
+        model = build_model(cfg, teacher=bool(teacher))  # the teacher's weights are loaded (and checked) here
         if pretrained:
             model.init_weights()  # init_cfg Pretrained: strict, heads of another shape re-initialised
         if resume_from:

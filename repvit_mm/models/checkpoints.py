@@ -246,9 +246,7 @@ def fit_checkpoint(model: nn.Module, checkpoint, *, prefix: str | None = None, f
     """
     ckpt = as_checkpoint(checkpoint)
     backbone = _repvit_in(model)
-    if backbone is None and ckpt.layout != 'repvit-mm':
-        raise UserInputError(f'{ckpt.source} is an {LAYOUTS[ckpt.layout]}: it only loads into models with '
-                             f'a RepViT backbone, not {type(model).__name__}')
+    # Layouts are RepViT's: any other model (a distillation teacher) takes the keys as they are.
     state, unmapped = to_repvit_mm(ckpt, backbone.arch_settings) if backbone is not None \
         else (dict(ckpt.state), [])
     state = _select(state, prefix, model, ckpt.source)
@@ -280,7 +278,7 @@ def fit_checkpoint(model: nn.Module, checkpoint, *, prefix: str | None = None, f
         if any(k.startswith('backbone.') or isinstance(model, RepViT)
                for k in [*missing, *unexpected, *(m[0] for m in mismatched)]):
             what += _fits_arch(ckpt, backbone)
-    layout = '' if ckpt.layout == 'repvit-mm' else f' ({LAYOUTS[ckpt.layout]})'
+    layout = '' if ckpt.layout == 'repvit-mm' or backbone is None else f' ({LAYOUTS[ckpt.layout]})'
     raise CheckpointMismatchError(
         f'{ckpt.source}{layout} does not fit the model ({what}): '
         f'{describe_mismatch(missing, unexpected, mismatched)}{_hint(missing, unexpected)}',
