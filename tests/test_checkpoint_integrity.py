@@ -3,6 +3,7 @@ upstream APIs), weights-only loading on every scheme, crash-proof saves, and the
 release layouts."""
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -133,7 +134,7 @@ def test_empty_numpy_arrays_load_and_bytes_stays_narrow(tmp_path):
     torch.save({'message_hub': {'log_scalars': {'val/loss': HistoryBuffer()}},
                 'meta': {'empty': np.zeros((0, 3), dtype=np.float32)}}, path)
     loaded = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
-    assert len(loaded['message_hub']['log_scalars']['val/loss']) == 0
+    assert loaded['message_hub']['log_scalars']['val/loss'].data[0].size == 0
     assert loaded['meta']['empty'].shape == (0, 3)
     torch.save({'x': _Bytes()}, tmp_path / 'bytes.pth')
     with pytest.raises(UnsafeCheckpointError, match=r'builtins\.bytes'):
@@ -211,8 +212,17 @@ def test_distillation_head_mismatch_names_the_config_to_use(cls_files):
         fit_checkpoint(distill, read_checkpoint(str(cls_files['ours'])))
 
 
-def test_finetuning_to_other_classes_reinitialises_only_the_named_heads(cls_files, shapes_root, tmp_path,
-                                                                        capsys):
+class _Collect(logging.Handler):
+    def __init__(self, records: list) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record) -> None:
+        self.records.append(record.getMessage())
+
+
+def test_finetuning_to_other_classes_reinitialises_only_the_named_heads(cls_files, shapes_root, tmp_path):
+    from mmengine.logging import MMLogger
     from mmengine.runner import load_checkpoint
 
     from repvit_mm.apis import prepare_train_cfg
@@ -224,10 +234,13 @@ def test_finetuning_to_other_classes_reinitialises_only_the_named_heads(cls_file
         fit_checkpoint(model, ckpt)  # testing / resuming: strict
     assert fit_checkpoint(model, ckpt, finetune=True).reinitialised == ['head.head.linear']
     head_before = model.head.head.linear.weight.clone()
+    logger = MMLogger.get_instance('reinit-test')
+    records = []
+    logger.addHandler(_Collect(records))
     with allow_head_reinit():  # as tools/train.py loads load_from
-        load_checkpoint(model, str(cls_files['ours']))
-    out = capsys.readouterr().out
-    assert 'heads re-initialised for another number of classes (shapes differ): head.head.linear' in out
+        load_checkpoint(model, str(cls_files['ours']), logger=logger)
+    assert [r for r in records if 'heads re-initialised for another number of classes (shapes differ): '
+            'head.head.linear' in r] == [records[-1]]
     assert torch.equal(model.head.head.linear.weight, head_before)
     saved = torch.load(cls_files['ours'], weights_only=True)['state_dict']
     assert torch.equal(model.backbone.stem.conv1.conv.weight, saved['backbone.stem.conv1.conv.weight'])

@@ -142,6 +142,8 @@ def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str |
     if resume is not None:
         cfg.resume = True
         cfg.load_from = None if resume == 'auto' else resume
+    if cfg.get('load_from') and '://' not in cfg.load_from and not osp.isfile(cfg.load_from):
+        raise UserInputError(f'checkpoint not found: {cfg.load_from}')  # before the (slower) data checks
     if amp:
         _use_amp(cfg)
     if auto_scale_lr:

@@ -100,8 +100,9 @@ def load_model(config: str | os.PathLike | Config, checkpoint: str | os.PathLike
         meta = dict(ckpt.meta)
         try:
             fused = load_checkpoint_into(model, ckpt, accept_fused=True).fused
-        except UserInputError as err:
-            raise UserInputError(f'{err} (config {cfg.filename})') from None
+        except UserInputError as err:  # say which config; keep the error's type and key lists
+            err.args = (f'{err} (config {cfg.filename})', *err.args[1:])
+            raise
         if ckpt.dataset_meta:
             meta['dataset_meta'] = ckpt.dataset_meta
     if fuse and not fused:
