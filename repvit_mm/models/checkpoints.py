@@ -102,13 +102,15 @@ def read_checkpoint(filename: str | os.PathLike) -> Checkpoint:
     """Read a checkpoint once, safely (weights-only, any scheme: path, ``https://``, ``torchvision://``, ...).
 
     Raises:
-        UserInputError: the file does not exist, is refused as unsafe or is no checkpoint.
+        FileNotFoundError: there is no such file.
+        UnsafeCheckpointError: the file is refused as unsafe, or is no readable checkpoint.
+        UserInputError: it holds no tensors.
     """
     name = str(filename)
     try:
         raw = read_checkpoint_file(name)
-    except FileNotFoundError as err:
-        raise UserInputError(str(err) if name in str(err) else f'checkpoint not found: {name}') from None
+    except FileNotFoundError as err:  # the tools print it as one error line, as a UserInputError
+        raise FileNotFoundError(str(err) if name in str(err) else f'checkpoint not found: {name}') from None
     except KeyError as err:  # a model name missing from mmengine's URL tables (torchvision://nope)
         raise UserInputError(f'{name}: unknown model name {err}') from None
     return as_checkpoint(raw, name)
