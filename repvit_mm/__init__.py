@@ -13,12 +13,12 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API', category=UserWarning)
 
 from .utils import safe_checkpoint as _safe_checkpoint  # noqa: E402
+from .version import __version__  # noqa: E402,F401
 
 _safe_checkpoint.install()
 
-from . import classification, datasets, detection, engine, models, segmentation  # noqa: E402,F401  (registration)
+from . import classification, datasets, engine, models  # noqa: E402,F401  (registration)
 from .models import mmengine_loading as _mmengine_loading  # noqa: E402
 
 _mmengine_loading.install()
 
-__version__ = '0.1.0'

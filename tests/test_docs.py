@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONFIGS, ROOT
+from helpers import CONFIGS, ROOT
 
 README = (ROOT / 'README.md').read_text()
 METAFILE = yaml.safe_load((ROOT / 'model-index.yml').read_text())
