@@ -12,8 +12,7 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-
-from conftest import CONFIGS, ROOT, _tool_env, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool, tool_env
 from test_convert import timm_to_official
 
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
@@ -228,8 +227,7 @@ def test_finetuning_to_other_classes_reinitialises_only_the_named_heads(cls_file
     from mmengine.runner import load_checkpoint
 
     from repvit_mm.apis import prepare_train_cfg
-    from repvit_mm.models.checkpoints import (CheckpointMismatchError, allow_head_reinit, fit_checkpoint,
-                                              read_checkpoint)
+    from repvit_mm.models.checkpoints import CheckpointMismatchError, allow_head_reinit, fit_checkpoint, read_checkpoint
     model = build(CLS_CFG, **{'model.head.num_classes': 5})
     ckpt = read_checkpoint(str(cls_files['ours']))
     with pytest.raises(CheckpointMismatchError, match='head.head.linear.weight'):
@@ -310,8 +308,7 @@ def _outputs(model, x: torch.Tensor) -> list[torch.Tensor]:
 
 
 def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    assert len(a) == len(b)
-    return max((x - y).abs().max().item() for x, y in zip(a, b))
+    return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
 
 
 @pytest.mark.parametrize('task', ['detection', 'segmentation'])
@@ -433,7 +430,7 @@ def test_kill_during_a_save_keeps_the_last_complete_checkpoint(shapes_root, tmp_
     driver = tmp_path / 'crash.py'
     driver.write_text(_CRASH_DRIVER)
     proc = subprocess.run([sys.executable, str(driver), str(ROOT / 'tools' / 'train.py'), str(CLS_CFG),
-                           '--work-dir', str(work), *options], env=_tool_env(), capture_output=True, text=True,
+                           '--work-dir', str(work), *options], env=tool_env(), capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 137, proc.stderr[-3000:]
 
