@@ -311,6 +311,7 @@ def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
     return max((x - y).abs().max().item() for x, y in zip(a, b, strict=True))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['detection', 'segmentation'])
 def test_authors_dense_releases_load_convert_and_match(task, tmp_path):
     from repvit_mm.deploy import load_model
