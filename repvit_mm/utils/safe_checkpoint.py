@@ -270,7 +270,7 @@ def source_of(state) -> str | None:
 
 def _reading_once(loader):
     def load(filename: str, map_location=None, *args, **kwargs):
-        key = f'{filename}\0{map_location}'
+        key = str(filename)  # kept objects are on the CPU; mmengine moves what it loads where it belongs
         if key in _kept:
             return _kept.pop(key)
         loaded = loader(filename, map_location, *args, **kwargs)
