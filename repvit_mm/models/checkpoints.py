@@ -159,7 +159,10 @@ def to_repvit_mm(checkpoint: Checkpoint, arch) -> tuple[dict[str, torch.Tensor],
     The authors' dense-prediction releases differ from ours in the backbone only: their
     ``backbone.features.<n>`` is the classification release's ``features.<n>`` (the same ``RepViT`` feature
     list, without classifier). The neck, RPN, RoI and decode heads of Mask R-CNN / FPN (mmdet 2.28 ->
-    3.3) and Semantic FPN (mmseg 0.30 -> 1.2) keep their key names and shapes, so they pass unchanged.
+    3.3) and Semantic FPN (mmseg 0.30 -> 1.2) keep their key names and shapes, so they pass unchanged:
+    mmdet 3.3's own model index serves its Mask R-CNN R50-FPN with the file mmdet 2 trained
+    (``mmdetection/v2.0/mask_rcnn/..._20200205-d4b0c5d6.pth``), and mmseg 1.2's serves Semantic FPN with
+    mmseg 0.x files (``mmsegmentation/v0.5/sem_fpn/...``).
     """
     layout, state = checkpoint.layout, checkpoint.state
     if layout == 'authors-classification':
