@@ -57,6 +57,16 @@ def call(capsys, name: str, *argv) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(args=[name, *argv], returncode=code, stdout=out, stderr=err)
 
 
+@pytest.fixture(autouse=True)
+def _fresh_loggers():
+    """mmengine's loggers keep the stream they were made with: a Runner started in-process by an earlier test
+    would log into that test's closed capture stream (a '--- Logging error ---' traceback on stderr)."""
+    from mmengine.logging import MMLogger
+    MMLogger._instance_dict.clear()
+    yield
+    MMLogger._instance_dict.clear()
+
+
 @pytest.fixture
 def cached_configs(monkeypatch):
     """Parse each config file once per test session (``Config.fromfile`` takes seconds for mmdet/mmseg
