@@ -2,7 +2,9 @@
 
 Importing the package (configs do it with ``custom_imports=dict(imports=['repvit_mm'])``) registers the
 RepViT backbone, head and the project's transforms, hooks and model wrappers in the OpenMMLab registries,
-and makes mmengine load checkpoints with ``torch.load(weights_only=True)`` (see ``utils.safe_checkpoint``).
+our classifiers in mmpretrain's model hub (``list_models('*repvit*')``, ``get_model(name)``; see
+``models.hub``), and makes mmengine load checkpoints with ``torch.load(weights_only=True)`` (see
+``utils.safe_checkpoint``).
 """
 import warnings
 
@@ -15,5 +17,7 @@ from .utils import safe_checkpoint as _safe_checkpoint  # noqa: E402
 _safe_checkpoint.install()
 
 from . import classification, datasets, detection, engine, models, segmentation  # noqa: E402,F401  (registration)
+
+models.hub.register_model_index()
 
 __version__ = '0.1.0'
