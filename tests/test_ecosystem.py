@@ -103,7 +103,7 @@ def prefill_hub_cache(url: str, source: Path) -> Path:
 
 # ------------------------------------------------------------------------------------ upstream inferencers
 def test_classification_apis(checkpoints, images):
-    from mmpretrain import ImageClassificationInferencer, inference_model, init_model
+    from mmpretrain import ImageClassificationInferencer, get_model, inference_model
 
     inferencer = ImageClassificationInferencer(str(CLS_CONFIG), pretrained=str(checkpoints['classification']),
                                                device='cpu')
@@ -111,7 +111,8 @@ def test_classification_apis(checkpoints, images):
     assert result['pred_class'] in ('circle', 'square', 'triangle')
     assert abs(sum(result['pred_scores']) - 1) < 1e-4
 
-    model = init_model(str(CLS_CONFIG), str(checkpoints['classification']), device='cpu')
+    # inference_model finds its inferencer through the model hub's task metadata: our configs are there
+    model = get_model('repvit-m0.9_shapes-64px', pretrained=str(checkpoints['classification']), device='cpu')
     again = inference_model(model, str(images['classification']))
     assert again['pred_label'] == result['pred_label']
     assert abs(again['pred_score'] - result['pred_score']) < 1e-5
@@ -152,12 +153,12 @@ def test_distill_config_needs_no_teacher_file_at_inference(release_m0_9, images,
     """An ImageNet -distill- config (whose teacher file data/teachers/... does not exist here) with an
     authors' release file converted by tools/convert_checkpoint.py: mmpretrain's APIs build it, the
     checkpoint loads strictly, and the prediction is the mean of both heads."""
-    from mmpretrain import ImageClassificationInferencer, inference_model, init_model
+    from mmpretrain import ImageClassificationInferencer, get_model, inference_model
 
     config = CONFIGS / 'classification' / f'{DISTILL_NAME}.py'
     converted = tmp_path / 'repvit-m0.9_in1k.pth'
     run_tool('convert_checkpoint.py', release_m0_9[0], converted, '--arch', 'm0_9')
-    model = init_model(str(config), str(converted), device='cpu')
+    model = get_model(DISTILL_NAME, pretrained=str(converted), device='cpu')
     with pytest.raises(UserInputError, match='teacher checkpoint not found'):
         model.teacher_logits(torch.zeros(1, 3, 224, 224))  # training would still need it
     state = model.state_dict()
@@ -475,3 +476,69 @@ def test_readme_python_api_snippet_runs(index, task, checkpoints, images, releas
     else:
         drawn = list((tmp_path / 'work_dirs').rglob(images[task].name))
         assert len(drawn) == 1, drawn
+
+
+# ------------------------------------------------------------------------------------------------ mim
+@pytest.fixture(scope='session')
+def mim_install(tmp_path_factory) -> Path:
+    """This tree installed as pip installs it from a wheel (package data included), into a folder of its
+    own (dependencies come from the test environment)."""
+    import subprocess
+    import sys
+    site = tmp_path_factory.mktemp('site')
+    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation', '--no-index',
+                    '--target', str(site), str(ROOT)], check=True, capture_output=True)
+    return site
+
+
+def run_mim(site: Path, *args, cwd: Path, check: bool = True):
+    """``mim ARGS`` in a fresh interpreter that sees the installed copy (not this source tree)."""
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS='1',
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', '')]))
+    proc = subprocess.run([sys.executable, '-m', 'mim', *map(str, args)], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f'mim {" ".join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n'
+                             f'{proc.stderr[-5000:]}')
+    return proc
+
+
+def test_package_installs_in_mims_layout(mim_install):
+    mim_root = mim_install / 'repvit_mm' / '.mim'
+    assert (mim_root / 'model-index.yml').is_file() and not (mim_root / 'model-index.yml').is_symlink()
+    assert (mim_root / 'tools' / 'train.py').is_file() and (mim_root / 'tools' / 'test.py').is_file()
+    assert (mim_root / 'configs' / 'classification' / 'metafile.yml').is_file()
+    shipped = {p.relative_to(mim_root / 'configs') for p in (mim_root / 'configs').rglob('*.py')}
+    assert shipped == {p.relative_to(CONFIGS) for p in CONFIGS.rglob('*.py')}
+    # the source tree (and so an editable install) has the same layout through links
+    assert (ROOT / 'repvit_mm' / '.mim' / 'configs' / 'classification' / 'metafile.yml').is_file()
+
+
+@pytest.mark.slow
+def test_mim_search_download_train_test(mim_install, shapes_root, release_m0_9, tmp_path):
+    out = run_mim(mim_install, 'search', 'repvit_mm', cwd=tmp_path).stdout
+    for name in (DISTILL_NAME, 'mask-rcnn_repvit-m1.1_fpn_1x_coco', 'fpn_repvit-m2.3_8xb4-40k_ade20k-512x512'):
+        assert name in out
+    fields = run_mim(mim_install, 'search', 'repvit_mm', '--field', 'epochs', 'weight', cwd=tmp_path).stdout
+    assert 'repvit_m0_9_distill_300e.pth' in fields
+
+    # download: the file is already at the destination (no network here), the config is written next to it
+    dest = tmp_path / 'checkpoints'
+    dest.mkdir()
+    (dest / 'repvit_m0_9_distill_300e.pth').write_bytes(release_m0_9[0].read_bytes())
+    run_mim(mim_install, 'download', 'repvit_mm', '--config', DISTILL_NAME, '--dest', dest, cwd=tmp_path)
+    assert (dest / f'{DISTILL_NAME}.py').is_file()
+
+    # train and test through mim: the installed tools/train.py and tools/test.py, our command-line options
+    options = [f'{k}={v}' for k, v in shapes_options('classification', shapes_root).items()]
+    work = tmp_path / 'work'
+    run_mim(mim_install, 'train', 'repvit_mm', 'repvit-m0.9_shapes-64px.py', '--work-dir', work, '--cfg-options',
+            *options, 'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
+            'train_dataloader.batch_size=4', cwd=tmp_path)
+    assert (work / 'iter_2.pth').is_file()
+    proc = run_mim(mim_install, 'test', 'repvit_mm', CLS_CONFIG, '--checkpoint', work / 'iter_2.pth',
+                   '--work-dir', work, '--cfg-options', *options, cwd=tmp_path)
+    assert 'metrics: {"accuracy/top1"' in proc.stdout
