@@ -13,11 +13,10 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API', category=UserWarning)
 
 from .utils import safe_checkpoint as _safe_checkpoint  # noqa: E402
+from .version import __version__  # noqa: E402,F401
 
 _safe_checkpoint.install()
 
 from . import classification, datasets, detection, engine, models, segmentation  # noqa: E402,F401  (registration)
 
 models.hub.register_model_index()
-
-__version__ = '0.1.0'

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import CONFIGS, assert_one_line_error, run_tool
+from helpers import CONFIGS, assert_one_line_error, run_tool
 
 import repvit_mm  # noqa: F401  (registration)
 import repvit_mm.classification  # noqa: F401  (until repvit_mm/__init__ imports it)

@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import repvit_mm.detection  # noqa: F401  (registers the COCO data check)
-from conftest import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
+from helpers import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
 
 DET_CONFIGS = CONFIGS / 'detection'
 SHAPES_CFG = DET_CONFIGS / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'

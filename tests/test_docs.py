@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONFIGS, ROOT
+from helpers import CONFIGS, ROOT
 
 README = (ROOT / 'README.md').read_text()
 # model-index.yml imports one metafile per task

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
+from helpers import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
 
 import repvit_mm  # noqa: F401  (registers RepViT)
 import repvit_mm.segmentation  # noqa: F401  (registers our transforms and the data check)

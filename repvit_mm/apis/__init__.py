@@ -1,5 +1,5 @@
 from .cli import run_cli
-from .data_checks import check_datasets, register_data_check
+from ..utils.data_checks import check_datasets, register_data_check
 from .config import check_cfg_options, load_config
 from .runner import build_runner, prepare_test_cfg, prepare_train_cfg, test, train
 

@@ -15,7 +15,7 @@ from mmengine.runner import Runner
 
 from ..utils.errors import UserInputError
 from ..utils.safe_checkpoint import safe_torch_load
-from .data_checks import check_datasets
+from ..utils.data_checks import check_datasets
 
 
 def _default_work_dir(cfg: Config) -> str:
