@@ -60,13 +60,27 @@ def browse_dataset(cfg: Config, out_dir: str | os.PathLike, *, phase: str = 'tra
         if scope == 'mmpretrain':
             picture = visualizer.visualize_cls(image, sample, draw_pred=False, resize=max(256, min(image.shape[:2])))
         else:
-            visualizer.add_datasample(name, image, sample.numpy(), draw_gt=True, draw_pred=False, show=False)
+            sample = sample.numpy() if scope == 'mmseg' else _plain_instances(sample.numpy())
+            visualizer.add_datasample(name, image, sample, draw_gt=True, draw_pred=False, show=False)
             picture = visualizer.get_image()
         path = out / f'{osp.splitext(name)[0]}.png'
         from PIL import Image
         Image.fromarray(np.ascontiguousarray(picture)).save(path)
         written.append(path)
     return written
+
+
+def _plain_instances(sample):
+    """mmdet's visualizer draws tensors and arrays: the packed box and mask structures, unwrapped."""
+    from mmdet.structures.bbox import BaseBoxes
+    from mmdet.models.utils import mask2ndarray
+
+    instances = sample.gt_instances
+    if isinstance(instances.get('bboxes'), BaseBoxes):
+        instances.bboxes = instances.bboxes.tensor
+    if instances.get('masks') is not None:
+        instances.masks = mask2ndarray(instances.masks).astype(bool)
+    return sample
 
 
 # ----------------------------------------------------------------------------------------- training logs
