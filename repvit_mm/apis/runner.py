@@ -128,11 +128,11 @@ def _show_predictions(cfg: Config, show_dir: str) -> None:
     hooks = cfg.setdefault('default_hooks', {})
     scope = cfg.get('default_scope')
     if scope == 'mmpretrain':
-        hooks['visualization'] = dict(type='VisualizationHook', enable=True, out_dir=show_dir)
+        hooks['visualization'] = dict(type='VisualizationHook', enable=True, interval=1, out_dir=show_dir)
     elif scope == 'mmdet':
-        hooks['visualization'] = dict(type='DetVisualizationHook', draw=True, test_out_dir=show_dir)
+        hooks['visualization'] = dict(type='DetVisualizationHook', draw=True, interval=1, test_out_dir=show_dir)
     elif scope == 'mmseg':
-        hooks['visualization'] = dict(type='SegVisualizationHook', draw=True)
+        hooks['visualization'] = dict(type='SegVisualizationHook', draw=True, interval=1)
         cfg.visualizer['save_dir'] = show_dir
     else:
         raise UserInputError(f'--show-dir: no visualization hook known for default_scope {scope!r}')
