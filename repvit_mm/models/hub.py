@@ -1,6 +1,6 @@
 """The authors' released weights by URL, and our models in mmpretrain's model hub.
 
-- :func:`load_release_checkpoint` is registered with mmengine's ``CheckpointLoader`` for the URLs of the
+- :func:`load_from_release` is registered with mmengine's ``CheckpointLoader`` for the URLs of the
   authors' GitHub releases, so every mmengine loading path (``load_checkpoint``, ``load_from``,
   ``init_cfg=dict(type='Pretrained', checkpoint=URL)``, mmpretrain's ``get_model(..., pretrained=True)``)
   downloads the file once into torch.hub's cache (``$TORCH_HOME/hub/checkpoints``, as ``torch.hub`` and
@@ -21,7 +21,7 @@ from mmengine.runner import CheckpointLoader
 
 from ..utils.errors import UserInputError
 
-__all__ = ['RELEASE_URL_PREFIXES', 'MIM_ROOT', 'hub_cache_path', 'load_release_checkpoint',
+__all__ = ['RELEASE_URL_PREFIXES', 'MIM_ROOT', 'hub_cache_path', 'load_from_release',
            'register_model_index']
 
 #: Where the authors publish weights (the v1 M1/M2/M3 files are still under the authors' former account).
@@ -61,7 +61,7 @@ def _download(url: str) -> str:
     return cached
 
 
-def load_release_checkpoint(filename: str, map_location=None) -> dict:
+def load_from_release(filename: str, map_location=None) -> dict:
     """Load one of the authors' release files by URL, converted to repvit-mm's layout.
 
     Returns ``{'state_dict': ..., 'meta': {'converted_from': URL, 'dataset_meta': ImageNet classes}}``, the
@@ -87,7 +87,7 @@ def load_release_checkpoint(filename: str, map_location=None) -> dict:
     return {'state_dict': state, 'meta': meta}
 
 
-CheckpointLoader.register_scheme(RELEASE_URL_PREFIXES, load_release_checkpoint, force=True)
+CheckpointLoader.register_scheme(RELEASE_URL_PREFIXES, load_from_release, force=True)
 
 _registered: set[str] = set()
 
