@@ -57,10 +57,10 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
         torch.manual_seed(0)
         model = randomize_bn_(build_model(cfg))
         dataset = cfg.test_dataloader.dataset
-        classes = dataset.get('classes') or dataset.metainfo['classes']
+        # what the Runner saves: the dataset's metainfo (class names; palette for detection / segmentation)
+        meta = {'classes': list(dataset.classes)} if 'classes' in dataset else dict(dataset.metainfo)
         paths[task] = folder / f'{task}.pth'
-        torch.save({'state_dict': model.state_dict(),
-                    'meta': {'dataset_meta': {'classes': list(classes)}}}, paths[task])
+        torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': meta}}, paths[task])
     return paths
 
 
