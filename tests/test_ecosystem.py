@@ -559,8 +559,11 @@ def test_mim_search_download_train_test(mim_install, shapes_root, release_m0_9, 
     out = run_mim(mim_install, 'search', 'repvit_mm', cwd=tmp_path).stdout
     for name in (DISTILL_NAME, 'mask-rcnn_repvit-m1.1_fpn_1x_coco', 'fpn_repvit-m2.3_8xb4-40k_ade20k-512x512'):
         assert name in out
-    fields = run_mim(mim_install, 'search', 'repvit_mm', '--field', 'epochs', 'weight', cwd=tmp_path).stdout
-    assert 'repvit_m0_9_distill_300e.pth' in fields
+    one = run_mim(mim_install, 'search', 'repvit_mm', '--config', DISTILL_NAME, cwd=tmp_path).stdout
+    for key, value in (('imagenet-1k/top_1_accuracy', '78.7'), ('epochs', '300'), ('batch_size', '2048'),
+                       ('parameters', '5100000'), ('flops', '800000000'), ('training_data', 'imagenet-1k'),
+                       ('weight', 'https://github.com/THU-MIG/RepViT/')):
+        assert re.search(rf'^{re.escape(key)}\s+{re.escape(value)}', one, re.M), (key, one)
 
     # download: the file is already at the destination (no network here), the config is written next to it
     dest = tmp_path / 'checkpoints'
