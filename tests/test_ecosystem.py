@@ -582,3 +582,20 @@ def test_mim_search_download_train_test(mim_install, shapes_root, release_m0_9, 
     proc = run_mim(mim_install, 'test', 'repvit_mm', CLS_CONFIG, '--checkpoint', work / 'iter_2.pth',
                    '--work-dir', work, '--cfg-options', *options, cwd=tmp_path)
     assert 'metrics: {"accuracy/top1"' in proc.stdout
+
+
+def test_demo_device_option(checkpoints, images, tmp_path):
+    from PIL import Image
+
+    from repvit_mm.deploy import render_prediction
+    out = tmp_path / 'cls.png'
+    info = render_prediction(images['classification'], CLS_CONFIG, checkpoints['classification'], out, device='cpu')
+    assert Image.open(out).size[::-1] == info['size']
+    if not torch.cuda.is_available():
+        proc = run_tool('demo.py', images['classification'], CLS_CONFIG, checkpoints['classification'], '--out',
+                        tmp_path / 'gpu.png', '--device', 'cuda', check=False)
+        assert_one_line_error(proc, '--device cuda', 'no CUDA GPU')
+        assert not (tmp_path / 'gpu.png').exists()
+    proc = run_tool('demo.py', images['classification'], CLS_CONFIG, checkpoints['classification'], '--out',
+                    tmp_path / 'x.png', '--device', 'tpu', check=False)
+    assert_one_line_error(proc, '--device')
