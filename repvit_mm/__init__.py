@@ -17,6 +17,6 @@ from .version import __version__  # noqa: E402,F401
 
 _safe_checkpoint.install()
 
-from . import classification, datasets, detection, engine, models, segmentation  # noqa: E402,F401  (registration)
+from . import classification, datasets, engine, models  # noqa: E402,F401  (registration)
 
 models.hub.register_model_index()
