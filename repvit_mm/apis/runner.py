@@ -13,9 +13,10 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from ..engine.precision import amp_twin, fp32_optim_wrapper
+from ..utils.data_checks import check_datasets
 from ..utils.errors import UserInputError
 from ..utils.safe_checkpoint import safe_torch_load
-from ..utils.data_checks import check_datasets
 
 
 def _default_work_dir(cfg: Config) -> str:
@@ -69,12 +70,16 @@ def _use_amp(cfg: Config) -> None:
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper.startswith('Amp'):
         return
-    amp_wrapper = 'AmpOptimWrapper' if wrapper == 'OptimWrapper' else f'Amp{wrapper}'
-    if OPTIM_WRAPPERS.get(amp_wrapper) is None:
+    if OPTIM_WRAPPERS.get(amp_twin(wrapper)) is None:
         raise UserInputError(f'--amp: the config\'s optim_wrapper {wrapper} has no mixed-precision '
-                             f'variant ({amp_wrapper} is not registered)')
-    cfg.optim_wrapper.type = amp_wrapper
+                             f'variant ({amp_twin(wrapper)} is not registered)')
+    cfg.optim_wrapper.type = amp_twin(wrapper)
     cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def _use_fp32(cfg: Config) -> None:
+    """Swap a mixed-precision optim wrapper for its fp32 twin (``AmpAGCOptimWrapper`` -> ``AGCOptimWrapper``)."""
+    cfg.optim_wrapper = fp32_optim_wrapper(cfg.optim_wrapper)
 
 
 def _use_launcher(cfg: Config, launcher: str) -> None:
@@ -90,11 +95,13 @@ def _use_launcher(cfg: Config, launcher: str) -> None:
 
 
 def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str | None = None,
-                      amp: bool = False, launcher: str = 'none', auto_scale_lr: bool = False) -> Config:
+                      amp: bool | None = None, launcher: str = 'none', auto_scale_lr: bool = False) -> Config:
     """Apply the ``tools/train.py`` options to a loaded config.
 
     Args:
         resume: ``'auto'`` resumes from the latest checkpoint in the work dir, a path resumes from that file.
+        amp: ``True`` trains in mixed precision (needs a GPU), ``False`` in fp32, ``None`` as the config says
+            (the ImageNet configs: mixed precision where CUDA is present, fp32 on a CPU).
         auto_scale_lr: scale the learning rate by (actual total batch) / ``auto_scale_lr.base_batch_size``.
     """
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
@@ -109,6 +116,8 @@ def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str |
         _check_checkpoint(cfg.load_from)
     if amp:
         _use_amp(cfg)
+    elif amp is False:
+        _use_fp32(cfg)
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise UserInputError(f'--auto-scale-lr: {cfg.filename} has no auto_scale_lr.base_batch_size')

@@ -48,7 +48,7 @@ def read_config(config: str | os.PathLike | Config) -> Config:
     """A private copy of ``config`` (a path is read with :func:`repvit_mm.apis.load_config`)."""
     if isinstance(config, Config):
         return copy.deepcopy(config)
-    from ..apis.config import load_config
+    from ..utils.config import load_config
     return load_config(str(config))
 
 

@@ -1,4 +1,7 @@
 from .ddp import CPUDistributedDataParallel
 from .hooks import ReparameterizeHook
+from .precision import AmpWhereCUDAOptimWrapperConstructor, amp_twin, fp32_optim_wrapper
+from .schedulers import EpochEndCosineLR
 
-__all__ = ['CPUDistributedDataParallel', 'ReparameterizeHook']
+__all__ = ['AmpWhereCUDAOptimWrapperConstructor', 'CPUDistributedDataParallel', 'EpochEndCosineLR',
+           'ReparameterizeHook', 'amp_twin', 'fp32_optim_wrapper']
