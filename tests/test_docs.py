@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from helpers import CONFIGS, ROOT
 
 README = (ROOT / 'README.md').read_text()

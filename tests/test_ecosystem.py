@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
+
 from repvit_mm.utils.errors import UserInputError
 
 CLS_CONFIG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
@@ -237,10 +237,11 @@ def test_model_hub_lists_ours_and_runs_the_authors_release(release_m0_9, torch_h
                                                            inferencers_know_checked_loading):
     """mmpretrain's get_model(name, pretrained=True) takes the authors' file from torch.hub's cache (a
     download with a network), converts it in memory, and inference_model runs it, no teacher needed."""
-    import repvit_mm  # noqa: F401  (registers the model index)
     from mmpretrain import get_model, inference_model, list_models
     from mmpretrain.apis import ModelHub
     from mmpretrain.datasets.categories import IMAGENET_CATEGORIES
+
+    import repvit_mm  # noqa: F401  (registers the model index)
 
     names = list_models('*repvit*')
     assert DISTILL_NAME in names and 'repvit-m0.9_shapes-64px' in names and len(names) == 9 * 3 + 1

@@ -72,8 +72,8 @@ def browse_dataset(cfg: Config, out_dir: str | os.PathLike, *, phase: str = 'tra
 
 def _plain_instances(sample):
     """mmdet's visualizer draws tensors and arrays: the packed box and mask structures, unwrapped."""
-    from mmdet.structures.bbox import BaseBoxes
     from mmdet.models.utils import mask2ndarray
+    from mmdet.structures.bbox import BaseBoxes
 
     instances = sample.gt_instances
     if isinstance(instances.get('bboxes'), BaseBoxes):
@@ -134,11 +134,11 @@ def plot_curves(logs: list[str | os.PathLike], keys: list[str], out: str | os.Pa
     if missing:
         raise UserInputError(f'--keys {" ".join(missing)}: not in the log(s); they have: {", ".join(available)}')
     fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.5), squeeze=False)
-    for ax, key in zip(axes[0], keys):
-        for name, run in zip(names, runs):
+    for ax, key in zip(axes[0], keys, strict=True):
+        for name, run in zip(names, runs, strict=True):
             points = [(_x(r), r[key]) for r in run if key in r and _x(r) is not None]
             if points:
-                xs, ys = zip(*points)
+                xs, ys = zip(*points, strict=True)
                 ax.plot(xs, ys, 'o-' if len(points) < 10 else '-', label=name, markersize=3)
         ax.set_xlabel('iteration')
         ax.set_title(key)

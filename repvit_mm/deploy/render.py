@@ -21,8 +21,8 @@ import torch
 from mmengine.config import Config
 
 from ..utils.errors import UserInputError
-from .model import LoadedModel, class_names, load_model, read_config, task_of
 from ..utils.outputs import atomic_output, check_output
+from .model import LoadedModel, class_names, load_model, read_config, task_of
 
 __all__ = ['render_prediction', 'TASK_CHOICES']
 
@@ -57,9 +57,9 @@ def _inject(base: type, model: torch.nn.Module) -> type:
 
 def _classify(loaded: LoadedModel, image: str, topk: int, resize: int | None,
               device: str = 'cpu') -> tuple[np.ndarray, str]:
+    from mmcv import imread
     from mmpretrain.apis import ImageClassificationInferencer
     from mmpretrain.visualization import UniversalVisualizer
-    from mmcv import imread
 
     classes = class_names(loaded.cfg, loaded.meta)
     loaded.model._config = loaded.cfg  # what mmpretrain's inferencer reads its pipeline from
