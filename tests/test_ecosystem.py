@@ -369,7 +369,10 @@ def test_publish_model_strips_training_state_and_hashes_the_name(trained_log, tm
                                          ('segmentation', SEG_CONFIG)])
 def test_test_tool_show_dir_writes_prediction_pictures(task, config, checkpoints, shapes_root, tmp_path):
     from repvit_mm.apis import load_config, prepare_test_cfg, test
-    options = {**shapes_options(task, shapes_root), 'test_dataloader.dataset.indices': 2}
+    # mmengine keeps visualizers by name for the whole process: a name of its own, so that this test's Runner
+    # does not get the visualizer an earlier test built under mmdet's / mmseg's default name 'visualizer'
+    options = {**shapes_options(task, shapes_root), 'test_dataloader.dataset.indices': 2,
+               'visualizer.name': f'show-dir-{task}'}
     cfg = prepare_test_cfg(load_config(str(config), options), str(checkpoints[task]),
                            work_dir=str(tmp_path / 'work'), show_dir=str(tmp_path / 'show'))
     test(cfg)
