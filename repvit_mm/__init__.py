@@ -1,10 +1,11 @@
 """repvit-mm: RepViT (Revisiting Mobile CNN From ViT Perspective) on OpenMMLab 2.x.
 
 Importing the package (configs do it with ``custom_imports=dict(imports=['repvit_mm'])``) registers the
-RepViT backbone, head and the project's transforms, hooks and model wrappers in the OpenMMLab registries,
-our classifiers in mmpretrain's model hub (``list_models('*repvit*')``, ``get_model(name)``; see
-``models.hub``), and makes mmengine load checkpoints with ``torch.load(weights_only=True)`` (see
-``utils.safe_checkpoint``).
+RepViT backbone, head and the project's transforms, hooks and model wrappers in the OpenMMLab registries;
+makes mmengine load checkpoints of every scheme with ``torch.load(weights_only=True)`` (see
+``utils.safe_checkpoint``); and makes mmengine's loading strict, layout-converting, for models with a
+RepViT inside (see ``models.mmengine_loading``); and adds our classifiers to mmpretrain's model hub
+(``list_models('*repvit*')``, ``get_model(name)``; see ``models.hub``).
 """
 import warnings
 
@@ -18,5 +19,8 @@ from .version import __version__  # noqa: E402,F401
 _safe_checkpoint.install()
 
 from . import classification, datasets, engine, models  # noqa: E402,F401  (registration)
+from .models import mmengine_loading as _mmengine_loading  # noqa: E402
+
+_mmengine_loading.install()
 
 models.hub.register_model_index()

@@ -450,25 +450,6 @@ def to_authors_layout(state: dict, arch: str) -> dict:
     return out
 
 
-def test_checkpoint_heads_must_match_the_config(tmp_path):
-    """A distilled checkpoint (two heads) evaluated with a one-head config, or the reverse, is refused."""
-    from repvit_mm.classification import resolve_released_checkpoint
-    from repvit_mm.utils import UserInputError
-    one_head = {'backbone.stem.conv1.conv.weight': torch.zeros(1),
-                'head.head.linear.weight': torch.zeros(3, 384), 'head.head.bn.weight': torch.zeros(384)}
-    two_heads = {**one_head, 'head.head_dist.linear.weight': torch.zeros(3, 384)}
-    for state, config, fragment in ((two_heads, 'repvit-m0.9_8xb256-300e_in1k.py', 'has a distillation head'),
-                                    (one_head, DISTILL_300E.name, 'has no distillation head')):
-        path = tmp_path / 'model.pth'
-        torch.save({'state_dict': state}, path)
-        cfg = load_cfg(CLS / config)
-        with pytest.raises(UserInputError, match=fragment):
-            resolve_released_checkpoint(str(path), cfg)
-        assert cfg.model.get('teacher') is None  # testing never builds the teacher
-    torch.save({'state_dict': two_heads}, path)
-    assert resolve_released_checkpoint(str(path), load_cfg(DISTILL_300E)) == str(path)
-
-
 def _dumped_scores(path: Path) -> dict[str, torch.Tensor]:
     import pickle
     with open(path, 'rb') as f:
@@ -524,7 +505,7 @@ def test_released_and_timm_weights_evaluate_like_the_original_model(shapes_root,
         assert scores.keys() == expected.keys(), name
         for image, probs in expected.items():
             torch.testing.assert_close(scores[image], probs, atol=1e-4, rtol=1e-3, msg=f'{name} {image}')
-    # the converted copies were temporary files, removed when tools/test.py exited
+    # converted in memory: no converted copy was written anywhere
     assert not list(Path(tempfile.gettempdir()).glob(f'{release_file.stem}-converted-*.pth'))
 
 

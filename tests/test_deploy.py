@@ -459,8 +459,8 @@ def test_wrong_config_for_checkpoint_names_keys_and_writes_nothing(work, cls_ckp
     wrong.write_text(f"_base_ = '{CLS_CFG}'\nmodel = dict(backbone=dict(arch='m0_6'), head=dict(in_channels=320))\n")
     out = work / 'never.pth'
     proc = run_tool('fuse.py', wrong, cls_ckpt, out, check=False)
-    assert_one_line_error(proc, 'does not fit the model of', 'wrong config', 'shape mismatch',
-                          'backbone.')
+    assert_one_line_error(proc, str(cls_ckpt), "does not fit the model (ImageClassifier with RepViT arch 'm0_6'",
+                          "fits arch 'm0_9'", 'keys with wrong shapes', 'backbone.', str(wrong))
     assert not out.exists()
 
 

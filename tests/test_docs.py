@@ -50,6 +50,7 @@ def test_every_config_builds_its_model(config: Path):
 
     import repvit_mm  # noqa: F401
     cfg = Config.fromfile(str(config))
+    assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'  # crash-proof checkpoint saves
     scope = cfg.default_scope
     init_default_scope(scope)
     registry = {'mmpretrain': 'mmpretrain.registry', 'mmdet': 'mmdet.registry',

@@ -13,8 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-__all__ = ['ArgumentParser', 'add_cfg_options', 'add_shape_argument', 'cfg_options', 'existing_file',
-           'parse_shape', 'run_cli', 'user_error']
+__all__ = ['ArgumentParser', 'add_cfg_options', 'add_export_arguments', 'add_shape_argument', 'cfg_options',
+           'existing_file', 'export_shape', 'parse_shape', 'run_cli', 'user_error']
 
 #: Standard errors whose message already names the file at fault.
 _OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -32,7 +32,9 @@ class ArgumentParser(argparse.ArgumentParser):
 
 
 def existing_file(path: str, what: str) -> str:
-    """``path`` if it is a readable file; else a :class:`UsageError` naming it."""
+    """``path`` if it is a readable file (or a URL, which the library reads); else a :class:`UsageError`."""
+    if '://' in path:
+        return path
     if not osp.isfile(path):
         raise UsageError(f'{what} not found: {path}')
     if not os.access(path, os.R_OK):
@@ -71,6 +73,21 @@ def parse_shape(values: Sequence[int] | None, default: tuple[int, int] | None) -
     if len(values) not in (1, 2) or min(values) < 1:
         raise UsageError(f'--shape takes one or two positive numbers (H W), got {list(values)}')
     return (values[0], values[0]) if len(values) == 1 else (values[0], values[1])
+
+
+def add_export_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """CONFIG CHECKPOINT OUT, ``--shape``, ``--backbone-only`` and ``--force``: what every exporter takes."""
+    parser.add_argument('config', help='config file (classifier, detector or segmentor)')
+    parser.add_argument('checkpoint', help='training or fused checkpoint')
+    parser.add_argument('out', help=out_help)
+    add_shape_argument(parser, '224, 512 with --backbone-only')
+    parser.add_argument('--backbone-only', action='store_true', help='export the backbone: feature maps out')
+    parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
+
+
+def export_shape(args: argparse.Namespace) -> tuple[int, int]:
+    """The export resolution: ``--shape``, else 224 for a classifier and 512 for a dense backbone."""
+    return parse_shape(args.shape, (512, 512) if args.backbone_only else (224, 224))
 
 
 def user_error(err: BaseException) -> bool:

@@ -25,3 +25,5 @@ randomness = dict(seed=0)
 # 8 GPUs x 2 images; `tools/train.py --auto-scale-lr` keeps the recipe with another total batch size.
 train_dataloader = dict(batch_size=2)
 auto_scale_lr = dict(base_batch_size=16)
+# Checkpoints saved crash-proof (temporary file, flush, rename; old ones removed after the new one is complete).
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))

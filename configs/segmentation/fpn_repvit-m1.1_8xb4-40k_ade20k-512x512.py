@@ -17,3 +17,5 @@ param_scheduler = [dict(type='PolyLR', eta_min=1e-6, power=0.9, begin=0, end=400
 # 8 GPUs x 4 images; `tools/train.py --auto-scale-lr` keeps the recipe with another total batch size.
 train_dataloader = dict(batch_size=4)
 auto_scale_lr = dict(enable=False, base_batch_size=32)
+# Checkpoints saved crash-proof (temporary file, flush, rename; old ones removed after the new one is complete).
+default_hooks = dict(checkpoint=dict(type='AtomicCheckpointHook'))
