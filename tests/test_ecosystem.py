@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from urllib.parse import urlparse
 
 import pytest
 import torch
@@ -93,9 +94,9 @@ def torch_home(tmp_path, monkeypatch) -> Path:
 
 
 def prefill_hub_cache(url: str, source: Path) -> Path:
-    """Put ``source`` where torch.hub would download ``url`` to, so no network is needed."""
-    from repvit_mm.models.hub import hub_cache_path
-    cached = Path(hub_cache_path(url))
+    """Put ``source`` where torch.hub (and mmengine's http loader) would download ``url`` to, so no network
+    is needed."""
+    cached = Path(torch.hub.get_dir()) / 'checkpoints' / Path(urlparse(url).path).name
     cached.parent.mkdir(parents=True, exist_ok=True)
     cached.write_bytes(source.read_bytes())
     return cached
@@ -257,21 +258,23 @@ def test_model_hub_lists_ours_and_runs_the_authors_release(release_m0_9, torch_h
     assert result['pred_class'] == IMAGENET_CATEGORIES[result['pred_label']]
 
 
-def test_release_loader_refuses_unsafe_and_foreign_files(release_m0_9, torch_home, tmp_path):
-    from mmengine.runner import CheckpointLoader
+def test_model_hub_refuses_foreign_and_unsafe_release_files(release_m0_9, torch_home, tmp_path):
+    """What is in torch.hub's cache under a release's name is checked like any checkpoint: M0.9 weights
+    under the M1.1 name are a mismatch naming the arch they fit, a file that pickles an arbitrary object is
+    never unpickled."""
+    from mmpretrain import get_model
+    from mmpretrain.apis import ModelHub
 
     from repvit_mm.utils.safe_checkpoint import UnsafeCheckpointError
-    url = 'https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_m1_1_distill_300e.pth'
-    # M0.9 weights under an M1.1 name: a mismatch listing the keys, not a partial load
-    prefill_hub_cache(url, release_m0_9[0])
-    with pytest.raises(UserInputError, match='m1_1'):
-        CheckpointLoader.load_checkpoint(url, map_location='cpu')
-    # a file that pickles an arbitrary object is never unpickled
+    name = 'repvit-m1.1_8xb256-distill-300e_in1k'
+    prefill_hub_cache(ModelHub.get(name).weights, release_m0_9[0])
+    with pytest.raises(UserInputError, match="m0_9"):
+        get_model(name, pretrained=True)
     unsafe = tmp_path / 'unsafe.pth'
     torch.save({'model': {}, 'where': Path('/etc')}, unsafe)
-    prefill_hub_cache(url, unsafe)
+    prefill_hub_cache(ModelHub.get(name).weights, unsafe)
     with pytest.raises(UnsafeCheckpointError, match='refused'):
-        CheckpointLoader.load_checkpoint(url, map_location='cpu')
+        get_model(name, pretrained=True)
 
 
 # ------------------------------------------------------------------------------------------ tools
@@ -473,6 +476,7 @@ def test_own_data_from_a_whole_trained_model_reinitialises_the_heads(task, shape
     """``load_from`` a detector / segmentor trained on other classes (here: the 3- and 4-class Shapes
     checkpoints): everything but the class-specific head layers is taken over; those start fresh."""
     from repvit_mm.apis import build_runner, load_config, prepare_train_cfg
+    from repvit_mm.models.checkpoints import allow_head_reinit
     config, make, classes = OWN_DATA[task]
     make(shapes_root, tmp_path / 'data')
     options = {f'{s}_dataloader.dataset.data_root': str(tmp_path / 'data') + '/' for s in ('train', 'val', 'test')}
@@ -481,7 +485,8 @@ def test_own_data_from_a_whole_trained_model_reinitialises_the_heads(task, shape
         options['val_evaluator.ann_file'] = str(tmp_path / 'data' / 'annotations' / 'val.json')
     cfg = prepare_train_cfg(load_config(str(config), options), work_dir=str(tmp_path / 'work'))
     runner = build_runner(cfg)
-    runner.load_checkpoint(cfg.load_from)  # what runner.train() does first
+    with allow_head_reinit():  # as repvit_mm.apis.train (tools/train.py) loads load_from
+        runner.load_checkpoint(cfg.load_from)
     trained = torch.load(checkpoints[task], weights_only=True)['state_dict']
     state = runner.model.state_dict()
     reinitialised = sorted(k for k in state if state[k].shape != trained[k].shape)
