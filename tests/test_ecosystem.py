@@ -350,6 +350,7 @@ def test_analyze_logs_plots_curves_and_training_time(trained_log, tmp_path, caps
     assert not (tmp_path / 'x.png').exists()
 
 
+@pytest.mark.slow
 def test_publish_model_strips_training_state_and_hashes_the_name(trained_log, tmp_path):
     import hashlib
 
@@ -603,6 +604,7 @@ def test_mim_search_download_train_test(mim_install, shapes_root, release_m0_9, 
     assert 'metrics: {"accuracy/top1"' in proc.stdout
 
 
+@pytest.mark.slow
 def test_demo_device_option(checkpoints, images, tmp_path):
     from PIL import Image
 
