@@ -103,38 +103,6 @@ def prefill_hub_cache(url: str, source: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------ upstream inferencers
-@pytest.fixture
-def inferencers_know_checked_loading(monkeypatch):
-    """Until the checked loading transforms (``LoadImageFromFileOrFail``, ``CheckedLoadAnnotations``) take
-    the in-memory images the inferencers hand them, let mmpretrain's and mmseg's inferencers strip them as they
-    strip ``LoadImageFromFile`` / ``LoadAnnotations``. Test setup only: the transforms are another change's."""
-    import mmpretrain.datasets
-    from mmseg.apis import MMSegInferencer
-
-    remove_transform = mmpretrain.datasets.remove_transform
-
-    def remove_either(pipeline, name):
-        pipeline = remove_transform(pipeline, name)
-        return remove_transform(pipeline, 'LoadImageFromFileOrFail') if name == 'LoadImageFromFile' else pipeline
-
-    find = MMSegInferencer._get_transform_idx
-
-    def find_either(self, pipeline, name):
-        index = find(self, pipeline, name)
-        return find(self, pipeline, f'Checked{name}') if index == -1 and name == 'LoadAnnotations' else index
-
-    import mmseg.apis.inference
-    prepare = mmseg.apis.inference._preprare_data
-
-    def prepare_without_checked(imgs, model):
-        model.cfg.test_pipeline = [t for t in model.cfg.test_pipeline if t['type'] != 'CheckedLoadAnnotations']
-        return prepare(imgs, model)
-
-    monkeypatch.setattr(mmpretrain.datasets, 'remove_transform', remove_either)
-    monkeypatch.setattr(MMSegInferencer, '_get_transform_idx', find_either)
-    monkeypatch.setattr(mmseg.apis.inference, '_preprare_data', prepare_without_checked)
-
-
 def test_classification_apis(checkpoints, images):
     from mmpretrain import ImageClassificationInferencer, get_model, inference_model
 
@@ -167,7 +135,7 @@ def test_detection_apis(checkpoints, images):
     assert tuple(model.dataset_meta['classes']) == ('circle', 'square', 'triangle')
 
 
-def test_segmentation_apis(checkpoints, images, inferencers_know_checked_loading):
+def test_segmentation_apis(checkpoints, images):
     import numpy as np
     from mmseg.apis import MMSegInferencer, inference_model, init_model
 
@@ -182,8 +150,7 @@ def test_segmentation_apis(checkpoints, images, inferencers_know_checked_loading
     assert np.array_equal(sample.pred_sem_seg.data[0].numpy(), prediction)
 
 
-def test_distill_config_needs_no_teacher_file_at_inference(release_m0_9, images, tmp_path,
-                                                           inferencers_know_checked_loading):
+def test_distill_config_needs_no_teacher_file_at_inference(release_m0_9, images, tmp_path):
     """An ImageNet -distill- config (whose teacher file data/teachers/... does not exist here) with an
     authors' release file converted by tools/convert_checkpoint.py: mmpretrain's APIs build it, the
     checkpoint loads strictly, and the prediction is the mean of both heads."""
@@ -234,8 +201,7 @@ def test_model_index_has_one_collection_per_task_with_metadata():
     assert paper['fpn_repvit-m2.3_8xb4-40k_ade20k-512x512'] == {'mIoU': 46.1}
 
 
-def test_model_hub_lists_ours_and_runs_the_authors_release(release_m0_9, torch_home, images,
-                                                           inferencers_know_checked_loading):
+def test_model_hub_lists_ours_and_runs_the_authors_release(release_m0_9, torch_home, images):
     """mmpretrain's get_model(name, pretrained=True) takes the authors' file from torch.hub's cache (a
     download with a network), converts it in memory, and inference_model runs it, no teacher needed."""
     from mmpretrain import get_model, inference_model, list_models
@@ -515,7 +481,7 @@ def readme_python_snippets() -> list[str]:
 
 @pytest.mark.parametrize('index,task', [(0, 'classification'), (1, 'detection'), (2, 'segmentation')])
 def test_readme_python_api_snippet_runs(index, task, checkpoints, images, release_m0_9, torch_home, tmp_path,
-                                        monkeypatch, capsys, inferencers_know_checked_loading):
+                                        monkeypatch, capsys):
     """Each snippet of the README's "Python API" section, run as written; only the values of its
     ``config``, ``checkpoint`` and ``image`` lines are this test's files."""
     code = readme_python_snippets()[index]
