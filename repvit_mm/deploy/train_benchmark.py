@@ -165,9 +165,16 @@ def _bare_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[
 def _runner_step(model: nn.Module, cfg: Config, data: dict[str, Any], compile: bool = False) -> Callable[[], None]:
     """``model.train_step(data, optim_wrapper)`` with the config's optim wrapper, as the Runner's train loop
     calls it; ``compile`` applies mmengine's ``compile=True`` (``Runner._maybe_compile('train_step')``)."""
+    from mmengine.logging import MMLogger
     from mmengine.optim import build_optim_wrapper
 
-    optim_wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    logger = MMLogger.get_current_instance()
+    level = logger.level
+    logger.setLevel('WARNING')  # not one line per parameter group for every row
+    try:
+        optim_wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
+    finally:
+        logger.setLevel(level)
     if compile:
         model.train_step = torch.compile(model.train_step)
 

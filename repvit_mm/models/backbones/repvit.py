@@ -331,10 +331,13 @@ class RepViT(BaseBackbone):
         drop_path_rate (float): stochastic depth, linearly increasing over the residual FFNs.
             Defaults to 0.
         with_cp (bool): gradient checkpointing of every block. Defaults to False.
-        channels_last (bool): keep the weights and run the features in channels-last memory format (the
-            input is converted on entry; the outputs are channels-last too). The same numbers, a faster
-            training step with oneDNN on CPUs and with cuDNN on GPUs (``--cfg-options
-            model.backbone.channels_last=True``). Defaults to False.
+        channels_last (bool, optional): memory format of the features (the numbers are the same in both).
+            True: weights and features channels-last on every device (the input is converted on entry, the
+            outputs are channels-last), e.g. for mixed-precision training on GPUs
+            (``--cfg-options model.backbone.channels_last=True``). None: channels-last features while
+            training on a CPU, where oneDNN's depthwise convolutions and their backward run several times
+            faster in that layout, the input's layout otherwise (inference and export are unaffected).
+            False: the input's layout always. Defaults to None.
         deploy (bool): build the reparameterized (fused) structure, e.g. to load a fused checkpoint; the
             model is then inference-only. Defaults to False.
         init_cfg (dict | list[dict], optional): initialization config, e.g.
@@ -376,7 +379,7 @@ class RepViT(BaseBackbone):
                  act_cfg: dict = dict(type='GELU'),
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
-                 channels_last: bool = False,
+                 channels_last: Optional[bool] = None,
                  deploy: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg)
@@ -442,7 +445,7 @@ class RepViT(BaseBackbone):
             self.train(False)
 
     def _set_memory_format(self) -> None:
-        if self.channels_last:
+        if self.channels_last is True:
             # in place: the Parameter objects (and any optimizer holding them) stay the same
             self.to(memory_format=torch.channels_last)
 
@@ -474,7 +477,7 @@ class RepViT(BaseBackbone):
                     mlp_ratio=arch.get('mlp_ratio', 2), kernel_size=k)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        if self.channels_last:
+        if self.channels_last or (self.channels_last is None and self.training and x.device.type == 'cpu'):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         outs = []
