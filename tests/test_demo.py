@@ -7,7 +7,7 @@ import math
 import pytest
 from PIL import Image
 
-from conftest import run_tool
+from helpers import run_tool
 
 
 @pytest.mark.slow

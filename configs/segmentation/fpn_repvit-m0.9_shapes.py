@@ -27,6 +27,7 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=300, val_interval=100)
 default_hooks = dict(
     logger=dict(interval=10),
-    checkpoint=dict(interval=100, max_keep_ckpts=1, save_best='mIoU', rule='greater'))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=100, max_keep_ckpts=1, save_best='mIoU',
+                    rule='greater'))
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)
