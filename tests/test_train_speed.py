@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from conftest import CONFIGS, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
 
 from repvit_mm.models.backbones.repvit import ConvBN, RepViT, RepVGGDW
 
@@ -169,7 +170,7 @@ def test_train_benchmark_cli_rows_and_json(tmp_path):
         assert row['vs_bare'] == pytest.approx(rows['bare']['median_ms'] / row['median_ms'])
         assert f"| {path} | {row['median_ms']:.1f} |" in proc.stdout
     assert rows['timm_bare']['note'] == 'timm repvit_m0_9'
-    assert rows['runner']['note'] == 'optim wrapper OptimWrapper'
+    assert rows['runner']['note'] in ('OptimWrapper', 'AGCOptimWrapper')  # fp32 on a CPU
     assert rows['runner_amp']['status'] == 'skipped' and 'CUDA' in rows['runner_amp']['note']
     assert {t['target'] for t in result['targets']} == {'bare >= 1.15x timm_bare', 'runner within 5% of bare'}
     assert result['settings']['batch_size'] == 2 and result['model']['arch'] == 'm0_9'
@@ -240,6 +241,21 @@ def test_train_benchmark_dense_configs_runner_rows(config):
 ])
 def test_train_benchmark_bad_options(args, fragment):
     assert_one_line_error(run_tool('benchmark.py', CLS_SHAPES, *args, check=False), fragment)
+
+
+def test_tool_lists_the_library_paths():
+    import importlib.util
+
+    from repvit_mm.deploy.benchmark import PATHS
+    from repvit_mm.deploy.train_benchmark import TRAIN_PATHS
+    spec = importlib.util.spec_from_file_location('benchmark_tool', ROOT / 'tools' / 'benchmark.py')
+    tool = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(ROOT / 'tools'))
+    try:
+        spec.loader.exec_module(tool)
+    finally:
+        sys.path.remove(str(ROOT / 'tools'))
+    assert tool.PATHS == PATHS and tool.TRAIN_PATHS == TRAIN_PATHS
 
 
 @pytest.mark.parametrize('kwargs, fragment', [

@@ -14,16 +14,17 @@ Training rows (``--train``, synthetic batches, ``--iters`` timed steps per row):
 bare, runner, runner_channels_last, runner_compile and, on a GPU, runner_amp; see
 :mod:`repvit_mm.deploy.train_benchmark`. Detector/segmentor configs get the runner rows.
 """
-import argparse
+from cli import ArgumentParser, UsageError, add_shape_argument, existing_file, parse_shape, run_cli
 
-from repvit_mm.apis import run_cli
-from repvit_mm.deploy.cli import add_shape_argument, parse_shape
+# The rows of repvit_mm.deploy.benchmark.PATHS and repvit_mm.deploy.train_benchmark.TRAIN_PATHS (a test checks
+# they agree), spelled here so that a bad option is answered before the library is imported.
+PATHS = ('unfused', 'fused', 'fused_channels_last', 'torch_compile', 'onnxruntime', 'timm_fused',
+         'timm_onnxruntime')
+TRAIN_PATHS = ('timm_bare', 'bare', 'runner', 'runner_channels_last', 'runner_compile', 'runner_amp')
 
 
 def parse_args(argv=None):
-    from repvit_mm.deploy.benchmark import PATHS
-    from repvit_mm.deploy.train_benchmark import TRAIN_PATHS
-    parser = argparse.ArgumentParser(description='Benchmark RepViT inference paths, or training steps (--train)')
+    parser = ArgumentParser(description='Benchmark RepViT inference paths, or training steps (--train)')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', nargs='?', help='checkpoint (optional: random weights time the same)')
     add_shape_argument(parser, '224')
@@ -48,9 +49,6 @@ def parse_args(argv=None):
 
 def _check_mode(args) -> None:
     """Options of the other mode are an error, not silently ignored."""
-    from repvit_mm.deploy.benchmark import PATHS
-    from repvit_mm.deploy.train_benchmark import TRAIN_PATHS
-    from repvit_mm.utils.errors import UserInputError
     if args.train:
         given = (('CHECKPOINT', args.checkpoint), ('--batch-sizes', args.batch_sizes), ('--repeats', args.repeats),
                  ('--backbone-only', args.backbone_only or None))
@@ -61,26 +59,29 @@ def _check_mode(args) -> None:
     wrong = [flag for flag, value in given if value is not None]
     if wrong:
         mode = 'training (--train)' if args.train else 'inference'
-        raise UserInputError(f'{", ".join(wrong)}: not an option of the {mode} benchmark')
+        raise UsageError(f'{", ".join(wrong)}: not an option of the {mode} benchmark')
     other = [p for p in args.paths or () if p not in allowed]
     if other:
-        raise UserInputError(f'--paths {" ".join(other)}: not a path of the {"training" if args.train else "inference"} '
+        raise UsageError(f'--paths {" ".join(other)}: not a path of the {"training" if args.train else "inference"} '
                              f'benchmark (choose from {" ".join(allowed)})')
 
 
 def main(argv=None):
     args = parse_args(argv)
+    _check_mode(args)
+    existing_file(args.config, 'config file')
+    if args.checkpoint:
+        existing_file(args.checkpoint, 'checkpoint')
+    shape = parse_shape(args.shape, (224, 224))
     import json
     import sys
 
     import repvit_mm  # noqa: F401
     from repvit_mm.deploy import atomic_output, benchmark, check_output
-    from repvit_mm.deploy.benchmark import PATHS, format_table
+    from repvit_mm.deploy.benchmark import format_table
 
-    _check_mode(args)
     json_path = check_output(args.json, args.force, suffixes=('.json',)) if args.json else None
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
-    shape = parse_shape(args.shape, (224, 224))
     if args.train:
         from repvit_mm.deploy.train_benchmark import format_train_table, train_benchmark
         result = train_benchmark(args.config, shape=shape, batch_size=32 if args.batch_size is None else args.batch_size,

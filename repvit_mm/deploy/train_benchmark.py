@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from torch import nn
 
+from ..engine.precision import amp_twin
+from ..models.build import build_model
 from ..utils.errors import UserInputError
 from .benchmark import Row, _machine, _time_batch
 from .model import read_config, task_of
@@ -109,25 +111,15 @@ def _det_sample(meta: dict, num_classes: int, gen: torch.Generator, num_boxes: i
 
 # ----------------------------------------------------------------------------------------- models
 def _build_train_model(cfg: Config, channels_last: bool = False) -> nn.Module:
-    """``cfg.model`` as the Runner builds it for training (data preprocessor, teacher), in train mode,
-    SyncBN reverted to BN as mmengine does outside distributed runs."""
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, DefaultScope
-
-    model_cfg = copy.deepcopy(cfg.model)
-    if cfg.get('data_preprocessor') is not None:
-        model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
-    teacher = model_cfg.get('teacher')
+    """``cfg.model`` as the Runner builds it for training (data preprocessor, teacher, SyncBN reverted to
+    BN as mmengine does outside distributed runs), in train mode."""
+    cfg = copy.deepcopy(cfg)
+    teacher = cfg.model.get('teacher')
     if teacher and not teacher.get('random_init') and not os.path.isfile(str(teacher.get('checkpoint'))):
         teacher.random_init, teacher.checkpoint = True, None  # the same cost without the weights file
     if channels_last:
-        model_cfg.backbone.channels_last = True
-    scope = cfg.get('default_scope', 'mmpretrain')
-    if task_of(cfg) == 'classification':
-        from .. import classification  # noqa: F401  (registers the distillation classifier, AGC wrappers)
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(model_cfg)
-    return revert_sync_batchnorm(model).train()
+        cfg.model.backbone.channels_last = True
+    return build_model(cfg, teacher=True).train()
 
 
 def _timm_model(arch: str, num_classes: int, distillation: bool) -> nn.Module:
@@ -162,7 +154,8 @@ def _bare_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[
     return step
 
 
-def _runner_step(model: nn.Module, cfg: Config, data: dict[str, Any], compile: bool = False) -> Callable[[], None]:
+def _runner_step(model: nn.Module, cfg: Config, data: dict[str, Any], compile: bool = False
+                 ) -> tuple[Callable[[], None], str]:
     """``model.train_step(data, optim_wrapper)`` with the config's optim wrapper, as the Runner's train loop
     calls it; ``compile`` applies mmengine's ``compile=True`` (``Runner._maybe_compile('train_step')``)."""
     from mmengine.logging import MMLogger
@@ -180,13 +173,14 @@ def _runner_step(model: nn.Module, cfg: Config, data: dict[str, Any], compile: b
 
     def step() -> None:
         model.train_step(data, optim_wrapper)
-    return step
+    return step, type(optim_wrapper).__name__
 
 
 def _amp_cfg(cfg: Config) -> Config:
-    from ..apis.runner import _use_amp  # the --amp switch of tools/train.py
+    """The config with its optim wrapper's mixed-precision twin, as ``tools/train.py --amp`` sets it."""
     cfg = copy.deepcopy(cfg)
-    _use_amp(cfg)
+    cfg.optim_wrapper.type = amp_twin(cfg.optim_wrapper.get('type', 'OptimWrapper'))
+    cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     return cfg
 
 
@@ -215,8 +209,8 @@ def _path_runner(path: str, cfg: Config, arch: str | None, shape: tuple[int, int
         run_cfg = _amp_cfg(cfg) if path == 'runner_amp' else cfg
         model = _build_train_model(run_cfg, channels_last=path == 'runner_channels_last').to(dev)
         data = synthetic_batch(cfg, bs, shape, seed=bs)
-        step = _runner_step(model, run_cfg, data, compile=path == 'runner_compile')
-        notes = [f'optim wrapper {run_cfg.optim_wrapper.get("type", "OptimWrapper")}']
+        step, wrapper = _runner_step(model, run_cfg, data, compile=path == 'runner_compile')
+        notes = [wrapper]
         if getattr(model, 'teacher', None) is not None:
             notes.append(f'teacher {cfg.model.teacher.name} included')
         return step, ', '.join(notes)
