@@ -9,10 +9,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
 
-from repvit_mm.models.backbones.repvit import ConvBN, RepViT, RepVGGDW
+from repvit_mm.models.backbones.repvit import ConvBN, RepVGGDW, RepViT
 
 TINY = dict(channels=[8, 16, 24, 32], depths=[1, 1, 2, 1])
 CLS_SHAPES = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
@@ -50,7 +49,7 @@ def test_token_mixer_same_numbers_and_gradients_as_grouped_conv(legacy):
         (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = results
         torch.testing.assert_close(out_a, out_b, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(gx_a, gx_b, rtol=1e-12, atol=1e-12)
-        for a, b in zip(gp_a, gp_b):
+        for a, b in zip(gp_a, gp_b, strict=True):
             torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
     mixer.eval()
     with torch.no_grad():
@@ -107,7 +106,7 @@ def test_channels_last_same_numbers_and_checkpoint():
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
     x = torch.randn(2, 3, 64, 64)
     outs_a, outs_b = plain(x), fast(x)
-    for a, b in zip(outs_a, outs_b):
+    for a, b in zip(outs_a, outs_b, strict=True):
         assert b.is_contiguous(memory_format=torch.channels_last)
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     sum((o * o).mean() for o in outs_a).backward()
@@ -120,7 +119,7 @@ def test_channels_last_same_numbers_and_checkpoint():
     plain.switch_to_deploy()
     assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
     with torch.no_grad():
-        for a, b in zip(plain(x), fast(x)):
+        for a, b in zip(plain(x), fast(x), strict=True):
             assert a.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last)
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
 

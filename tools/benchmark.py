@@ -84,14 +84,18 @@ def main(argv=None):
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if args.train:
         from repvit_mm.deploy.train_benchmark import format_train_table, train_benchmark
-        result = train_benchmark(args.config, shape=shape, batch_size=32 if args.batch_size is None else args.batch_size,
-                                 repeats=10 if args.iters is None else args.iters, warmup=2 if args.warmup is None else args.warmup,
-                                 device=args.device, threads=args.threads,
+        result = train_benchmark(args.config, shape=shape,
+                                 batch_size=32 if args.batch_size is None else args.batch_size,
+                                 repeats=10 if args.iters is None else args.iters,
+                                 warmup=2 if args.warmup is None else args.warmup, device=args.device,
+                                 threads=args.threads,
                                  paths=tuple(args.paths) if args.paths else None, progress=say)
         print(format_train_table(result))
     else:
-        result = benchmark(args.config, args.checkpoint, shape=shape, batch_sizes=tuple(args.batch_sizes or (1, 32)),
-                           repeats=20 if args.repeats is None else args.repeats, warmup=3 if args.warmup is None else args.warmup,
+        result = benchmark(args.config, args.checkpoint, shape=shape,
+                           batch_sizes=tuple(args.batch_sizes or (1, 32)),
+                           repeats=20 if args.repeats is None else args.repeats,
+                           warmup=3 if args.warmup is None else args.warmup,
                            device=args.device, threads=args.threads, paths=tuple(args.paths or PATHS),
                            backbone_only=args.backbone_only, progress=say)
         print(format_table(result))
