@@ -1,7 +1,7 @@
 """Run a checkpoint on one image and save the rendered prediction.
 
     python tools/demo.py IMAGE CONFIG CHECKPOINT --out OUT.png [--task auto] [--force]
-                         [--topk 5] [--score-thr 0.3] [--resize N]
+                         [--topk 5] [--score-thr 0.3] [--resize N] [--device cpu|cuda|cuda:N]
 
 classifier: the top-5 classes and scores; detector: boxes, masks and labels; segmentor: the colour overlay
 (task from the config's default_scope). Training and fused (deploy) checkpoints both work.
@@ -24,6 +24,7 @@ def parse_args(argv=None):
     parser.add_argument('--score-thr', type=float, default=0.3, help='lowest detection score drawn')
     parser.add_argument('--resize', type=int, default=None,
                         help="classification: short edge of the picture (default: the image's size)")
+    parser.add_argument('--device', default='cpu', help='where the model runs: cpu (default), cuda, cuda:N')
     parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
     return parser.parse_args(argv)
 
@@ -34,7 +35,8 @@ def main(argv=None):
     from repvit_mm.deploy import render_prediction
 
     info = render_prediction(args.image, args.config, args.checkpoint, args.out, task=args.task,
-                             force=args.force, topk=args.topk, score_thr=args.score_thr, resize=args.resize)
+                             force=args.force, topk=args.topk, score_thr=args.score_thr, resize=args.resize,
+                             device=args.device)
     height, width = info['size']
     print(info['summary'])
     print(f"{info['task']} picture ({width}x{height}): {info['out']}")

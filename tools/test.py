@@ -1,6 +1,6 @@
 """Evaluate a checkpoint on a repvit-mm config's test set (top-1/top-5, COCO AP or mIoU, as configured).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--deploy] [--out RESULTS.pkl]
+    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--deploy] [--out RESULTS.pkl] [--show-dir DIR]
                                            [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 """
 import argparse
@@ -21,6 +21,7 @@ def parse_args(argv=None):
     parser.add_argument('--deploy', action='store_true',
                         help='evaluate the reparameterized (BatchNorm-fused) model')
     parser.add_argument('--out', help='also dump raw predictions to this .pkl file')
+    parser.add_argument('--show-dir', help='also draw every prediction into this folder')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
                         help='override config settings, e.g. test_dataloader.batch_size=32')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
@@ -32,7 +33,7 @@ def main(argv=None):
     args = parse_args(argv)
     cfg = load_config(args.config, args.cfg_options)
     cfg = prepare_test_cfg(cfg, args.checkpoint, work_dir=args.work_dir, launcher=args.launcher,
-                           deploy=args.deploy, out=args.out)
+                           deploy=args.deploy, out=args.out, show_dir=args.show_dir)
     metrics = test(cfg)
     print('metrics: ' + json.dumps({k: round(float(v), 4) for k, v in metrics.items()
                                     if isinstance(v, numbers.Real)}))

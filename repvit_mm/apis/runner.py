@@ -166,8 +166,27 @@ def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str |
     return cfg
 
 
+def _show_predictions(cfg: Config, show_dir: str) -> None:
+    """Switch on the framework's own visualization hook, drawing every test prediction into ``show_dir``
+    (mmseg's hook saves through the visualizer: ``show_dir/vis_data/vis_image/``)."""
+    show_dir = osp.abspath(show_dir)
+    if osp.exists(show_dir) and not osp.isdir(show_dir):
+        raise UserInputError(f'--show-dir {show_dir} is a file')
+    hooks = cfg.setdefault('default_hooks', {})
+    scope = cfg.get('default_scope')
+    if scope == 'mmpretrain':
+        hooks['visualization'] = dict(type='VisualizationHook', enable=True, interval=1, out_dir=show_dir)
+    elif scope == 'mmdet':
+        hooks['visualization'] = dict(type='DetVisualizationHook', draw=True, interval=1, test_out_dir=show_dir)
+    elif scope == 'mmseg':
+        hooks['visualization'] = dict(type='SegVisualizationHook', draw=True, interval=1)
+        cfg.visualizer['save_dir'] = show_dir
+    else:
+        raise UserInputError(f'--show-dir: no visualization hook known for default_scope {scope!r}')
+
+
 def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = None, launcher: str = 'none',
-                     deploy: bool = False, out: str | None = None) -> Config:
+                     deploy: bool = False, out: str | None = None, show_dir: str | None = None) -> Config:
     """Apply the ``tools/test.py`` options to a loaded config.
 
     Args:
@@ -177,6 +196,7 @@ def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = Non
         deploy: evaluate the reparameterized (BN-fused) model: the checkpoint is loaded into the training
             structure and fused before the first test batch.
         out: also dump the raw predictions to this pickle file (mmengine ``DumpResults``).
+        show_dir: also draw every prediction into this folder (the framework's visualization hook).
     """
     if isinstance(cfg.get('model'), dict) and cfg.model.get('teacher') is not None:
         cfg.model.teacher = None  # evaluating a distillation config needs no teacher
@@ -194,6 +214,8 @@ def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = Non
         dump = dict(type='DumpResults', out_file_path=out)
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         cfg.test_evaluator = [*evaluators, dump]
+    if show_dir is not None:
+        _show_predictions(cfg, show_dir)
     _use_launcher(cfg, launcher)
     check_datasets(cfg, ('test',))
     return cfg

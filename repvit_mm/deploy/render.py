@@ -21,8 +21,8 @@ import torch
 from mmengine.config import Config
 
 from ..utils.errors import UserInputError
-from .model import LoadedModel, class_names, load_model, read_config, task_of
 from ..utils.outputs import atomic_output, check_output
+from .model import LoadedModel, class_names, load_model, read_config, task_of
 
 __all__ = ['render_prediction', 'TASK_CHOICES']
 
@@ -55,14 +55,15 @@ def _inject(base: type, model: torch.nn.Module) -> type:
     return type(f'Loaded{base.__name__}', (base,), {'_init_model': lambda self, cfg, weights, device: model})
 
 
-def _classify(loaded: LoadedModel, image: str, topk: int, resize: int | None) -> tuple[np.ndarray, str]:
+def _classify(loaded: LoadedModel, image: str, topk: int, resize: int | None,
+              device: str = 'cpu') -> tuple[np.ndarray, str]:
+    from mmcv import imread
     from mmpretrain.apis import ImageClassificationInferencer
     from mmpretrain.visualization import UniversalVisualizer
-    from mmcv import imread
 
     classes = class_names(loaded.cfg, loaded.meta)
     loaded.model._config = loaded.cfg  # what mmpretrain's inferencer reads its pipeline from
-    inferencer = ImageClassificationInferencer(loaded.model, pretrained=False, classes=classes)
+    inferencer = ImageClassificationInferencer(loaded.model, pretrained=False, classes=classes, device=device)
     with contextlib.redirect_stdout(io.StringIO()):  # its progress bar, for one image
         sample = inferencer(image, return_datasamples=True)[0]
     scores = sample.pred_score
@@ -77,19 +78,19 @@ def _classify(loaded: LoadedModel, image: str, topk: int, resize: int | None) ->
     return visualizer.get_image(), summary
 
 
-def _detect(loaded: LoadedModel, image: str, score_thr: float) -> tuple[np.ndarray, str]:
+def _detect(loaded: LoadedModel, image: str, score_thr: float, device: str = 'cpu') -> tuple[np.ndarray, str]:
     from mmdet.apis import DetInferencer
 
     classes = class_names(loaded.cfg, loaded.meta) or []
     loaded.model.dataset_meta = {'classes': tuple(classes), 'palette': _palette(loaded.cfg, len(classes))}
-    inferencer = _inject(DetInferencer, loaded.model)(model=loaded.cfg, device='cpu', show_progress=False)
+    inferencer = _inject(DetInferencer, loaded.model)(model=loaded.cfg, device=device, show_progress=False)
     result = inferencer(image, return_vis=True, no_save_vis=True, no_save_pred=True,
                         pred_score_thr=score_thr)
     drawn = sum(score >= score_thr for score in result['predictions'][0]['scores'])
     return result['visualization'][0], f'{drawn} instances with score >= {score_thr:g}'
 
 
-def _segment(loaded: LoadedModel, image: str) -> tuple[np.ndarray, str]:
+def _segment(loaded: LoadedModel, image: str, device: str = 'cpu') -> tuple[np.ndarray, str]:
     from mmseg.apis import MMSegInferencer
 
     classes = class_names(loaded.cfg, loaded.meta)
@@ -99,7 +100,7 @@ def _segment(loaded: LoadedModel, image: str) -> tuple[np.ndarray, str]:
     palette = _palette(loaded.cfg, len(classes))
     loaded.model.dataset_meta = {'classes': tuple(classes), 'palette': palette}
     inferencer = _inject(MMSegInferencer, loaded.model)(model=loaded.cfg, classes=list(classes),
-                                                        palette=palette, device='cpu')
+                                                        palette=palette, device=device)
     inferencer.show_progress = False  # mmengine's progress bar, for one image
     result = inferencer(image, return_vis=True, show=False)
     vis, pred = result['visualization'], result['predictions']  # mmseg unwraps lists of one image
@@ -110,16 +111,26 @@ def _segment(loaded: LoadedModel, image: str) -> tuple[np.ndarray, str]:
     return vis, summary
 
 
+def _check_device(device: str) -> None:
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise UserInputError(f'--device {device!r}: {err}') from None
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise UserInputError(f'--device {device}: no CUDA GPU is available here (use --device cpu)')
+
+
 def render_prediction(image: str | os.PathLike, config: str | os.PathLike | Config,
                       checkpoint: str | os.PathLike, out: str | os.PathLike, *, task: str = 'auto',
                       force: bool = False, topk: int = 5, score_thr: float = 0.3,
-                      resize: int | None = None) -> dict[str, Any]:
+                      resize: int | None = None, device: str = 'cpu') -> dict[str, Any]:
     """Predict on ``image`` and write the rendered picture (PNG) to ``out``.
 
     Args:
         task: ``'auto'`` (from the config's ``default_scope``) or the expected task, checked.
         topk: classes listed for a classifier; ``score_thr``: lowest detection score drawn;
         resize: (classification) short edge of the drawn picture; default: the image's own size.
+        device: where the model runs (``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...).
 
     Returns:
         ``{'out', 'task', 'size': (height, width), 'summary'}``; the summary lists what was drawn.
@@ -127,6 +138,7 @@ def render_prediction(image: str | os.PathLike, config: str | os.PathLike | Conf
     if task not in TASK_CHOICES:
         raise UserInputError(f'unknown task {task!r}; choose from {", ".join(TASK_CHOICES)}')
     out_path = check_output(out, force, suffixes=('.png',))
+    _check_device(device)
     image = str(image)
     from mmcv import imread
     if not os.path.isfile(image):
@@ -143,13 +155,14 @@ def render_prediction(image: str | os.PathLike, config: str | os.PathLike | Conf
     cfg = copy.deepcopy(cfg)
     _strip_annotation_loading(cfg)
     loaded = load_model(cfg, checkpoint)
+    loaded.model.to(device)
     with torch.no_grad():
         if actual == 'classification':
-            picture, summary = _classify(loaded, image, topk, resize)
+            picture, summary = _classify(loaded, image, topk, resize, device)
         elif actual == 'detection':
-            picture, summary = _detect(loaded, image, score_thr)
+            picture, summary = _detect(loaded, image, score_thr, device)
         else:
-            picture, summary = _segment(loaded, image)
+            picture, summary = _segment(loaded, image, device)
 
     from PIL import Image
     with atomic_output(out_path) as tmp:
