@@ -5,9 +5,8 @@ import json
 import math
 
 import pytest
-from PIL import Image
-
 from helpers import run_tool
+from PIL import Image
 
 
 @pytest.mark.slow

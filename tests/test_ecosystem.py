@@ -10,7 +10,7 @@ from urllib.parse import urlparse
 
 import pytest
 import torch
-from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, ROOT, assert_one_line_error, load_tool, randomize_bn_, run_tool
 
 from repvit_mm.utils.errors import UserInputError
 
@@ -257,11 +257,7 @@ def test_tool_answers_help_and_is_in_the_readme(tool):
 
 def _tool_main(tool: str):
     """``main`` of a tools/ script, called in-process (faster than a subprocess, same code)."""
-    import importlib.util
-    spec = importlib.util.spec_from_file_location(Path(tool).stem, ROOT / 'tools' / tool)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_tool(tool.removesuffix('.py')).main
 
 
 def test_print_config_shows_merged_config_and_checks_options(capsys):

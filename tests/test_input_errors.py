@@ -7,7 +7,6 @@ real subprocesses to show the command line itself behaves the same.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 import shutil
@@ -18,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CONFIGS, assert_one_line_error, call_tool, load_tool, run_tool
 from mmengine.config import Config
 from PIL import Image
-
-from helpers import CONFIGS, ROOT, assert_one_line_error, run_tool
 
 CLS = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 DET = CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'
@@ -30,31 +28,17 @@ IN1K = CONFIGS / 'classification' / 'repvit-m0.9_8xb256-300e_in1k.py'
 TASKS = {'classification': (CLS, 'mmpretrain'), 'detection': (DET, 'mmdet'), 'segmentation': (SEG, 'mmseg')}
 
 # ----------------------------------------------------------------------------------------------- helpers
-_TOOLS: dict = {}
 _CONFIG_CACHE: dict = {}
 
 
 def tool(name: str):
     """``tools/<name>.py`` as a module (its ``main(argv)``)."""
-    if name not in _TOOLS:
-        spec = importlib.util.spec_from_file_location(f'_tool_{name}', ROOT / 'tools' / f'{name}.py')
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        _TOOLS[name] = module
-    return _TOOLS[name]
+    return load_tool(name)
 
 
 def call(capsys, name: str, *argv) -> subprocess.CompletedProcess:
     """Run a tool in-process as ``python tools/<name>.py ARGV`` would, and return what it printed."""
-    from repvit_mm.apis import run_cli
-    capsys.readouterr()
-    code = 0
-    try:
-        run_cli(lambda: tool(name).main([str(a) for a in argv]))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args=[name, *argv], returncode=code, stdout=out, stderr=err)
+    return call_tool(capsys, name, *argv)
 
 
 @pytest.fixture(autouse=True)
@@ -204,8 +188,8 @@ def test_runner_sections_a_config_leaves_out_are_added_field_by_field():
 def test_kwargs_are_followed_to_the_parent_class():
     from mmseg.datasets import ADE20KDataset
 
-    from repvit_mm.utils.option_targets import init_keywords
     from repvit_mm.segmentation import CheckedLoadAnnotations
+    from repvit_mm.utils.option_targets import init_keywords
     assert {'data_root', 'pipeline', 'reduce_zero_label', 'img_suffix'} <= init_keywords(ADE20KDataset)
     assert {'num_classes', 'imdecode_backend', 'backend_args'} <= init_keywords(CheckedLoadAnnotations)
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CONFIGS, assert_one_line_error, randomize_bn_, run_tool
 from PIL import Image
-
-from helpers import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
 
 import repvit_mm  # noqa: F401  (registers RepViT)
 import repvit_mm.segmentation  # noqa: F401  (registers our transforms and the data check)

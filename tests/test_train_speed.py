@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, assert_one_line_error, load_tool, randomize_bn_, run_tool
 
 from repvit_mm.models.backbones.repvit import ConvBN, RepVGGDW, RepViT
 
@@ -243,17 +242,9 @@ def test_train_benchmark_bad_options(args, fragment):
 
 
 def test_tool_lists_the_library_paths():
-    import importlib.util
-
     from repvit_mm.deploy.benchmark import PATHS
     from repvit_mm.deploy.train_benchmark import TRAIN_PATHS
-    spec = importlib.util.spec_from_file_location('benchmark_tool', ROOT / 'tools' / 'benchmark.py')
-    tool = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(ROOT / 'tools'))
-    try:
-        spec.loader.exec_module(tool)
-    finally:
-        sys.path.remove(str(ROOT / 'tools'))
+    tool = load_tool('benchmark')
     assert tool.PATHS == PATHS and tool.TRAIN_PATHS == TRAIN_PATHS
 
 

@@ -77,8 +77,9 @@ def main(argv=None):
     import sys
 
     import repvit_mm  # noqa: F401
-    from repvit_mm.deploy import atomic_output, benchmark, check_output
+    from repvit_mm.deploy import benchmark
     from repvit_mm.deploy.benchmark import format_table
+    from repvit_mm.utils.outputs import atomic_output, check_output
 
     json_path = check_output(args.json, args.force, suffixes=('.json',)) if args.json else None
     say = lambda m: print(m, file=sys.stderr)  # noqa: E731

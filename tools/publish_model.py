@@ -3,13 +3,11 @@ keep the weights and meta, and add the first 8 hex digits of the file's sha256 t
 
     python tools/publish_model.py IN.pth OUT.pth [--force]    # writes OUT-<sha256[:8]>.pth
 """
-import argparse
-
-from repvit_mm.apis import run_cli
+from cli import ArgumentParser, existing_file, run_cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Strip training state from a checkpoint and hash its name')
+    parser = ArgumentParser(description='Strip training state from a checkpoint and hash its name')
     parser.add_argument('checkpoint', help='training checkpoint')
     parser.add_argument('out', help='output name, e.g. repvit-m0.9_shapes.pth (the hash is added to it)')
     parser.add_argument('--force', action='store_true', help='replace the published file if it exists')
@@ -18,7 +16,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import repvit_mm  # noqa: F401  (safe checkpoint loading)
+    existing_file(args.checkpoint, 'checkpoint')
     from repvit_mm.apis.publish import publish_checkpoint
 
     print(f'published: {publish_checkpoint(args.checkpoint, args.out, force=args.force)}')

@@ -17,6 +17,7 @@ from ..models.build import build_model
 from ..models.checkpoints import allow_head_reinit, fit_checkpoint, read_checkpoint
 from ..utils.data_checks import check_datasets
 from ..utils.errors import UserInputError
+from ..utils.paths import is_remote
 from ..utils.safe_checkpoint import keep_reads
 from .launchers import check_launcher_env, init_cpu_process_group
 
@@ -61,7 +62,7 @@ def _last_checkpoint(work_dir: str) -> str | None:
         return None
     with open(pointer) as f:
         path = f.read().strip()
-    if '://' not in path and not osp.isfile(path):
+    if not is_remote(path) and not osp.isfile(path):
         raise UserInputError(f'{pointer} names {path or "nothing"}, which does not exist; resume from a '
                              f'checkpoint of {work_dir} with --resume FILE')
     return path
@@ -98,7 +99,7 @@ def _check_pretrained(cfg: Config) -> None:
         raise UserInputError(f'teacher checkpoint not found: {teacher.checkpoint} (set it with --cfg-options '
                              'model.teacher.checkpoint=PATH)')
     for path in _pretrained_paths(cfg.model):
-        if '://' not in path and not osp.isfile(path):
+        if not is_remote(path) and not osp.isfile(path):
             raise UserInputError(f'pretrained checkpoint not found: {path} (model init_cfg; set it with '
                                  '--cfg-options model.backbone.init_cfg.checkpoint=PATH)')
 
@@ -154,7 +155,7 @@ def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str |
     if resume is not None:
         cfg.resume = True
         cfg.load_from = None if resume == 'auto' else resume
-    if cfg.get('load_from') and '://' not in cfg.load_from and not osp.isfile(cfg.load_from):
+    if cfg.get('load_from') and not is_remote(cfg.load_from) and not osp.isfile(cfg.load_from):
         raise UserInputError(f'checkpoint not found: {cfg.load_from}')  # before the (slower) data checks
     if amp:
         _use_amp(cfg)

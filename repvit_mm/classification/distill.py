@@ -22,6 +22,7 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 from ..utils.errors import UserInputError
+from ..utils.paths import is_remote
 
 __all__ = ['DistillationImageClassifier', 'build_teacher', 'load_teacher_weights']
 
@@ -53,7 +54,7 @@ def build_teacher(name: str, checkpoint: str | None = None, num_classes: int = 1
         raise UserInputError('model.teacher.checkpoint is not set: distillation needs the teacher weights '
                              f'for {name} as a local file (random_init=True builds an untrained teacher, '
                              'for tests only)')
-    if checkpoint is not None and '://' not in checkpoint and not osp.isfile(checkpoint):
+    if checkpoint is not None and not is_remote(checkpoint) and not osp.isfile(checkpoint):
         raise UserInputError(f'teacher checkpoint not found: {checkpoint} (model.teacher.checkpoint)')
     timm_kwargs.setdefault('global_pool', 'avg')  # as the authors build their teacher
     try:

@@ -198,9 +198,8 @@ def benchmark(config: str | os.PathLike | Config, checkpoint: str | os.PathLike 
     Returns:
         ``{'machine', 'settings', 'model', 'rows': [Row as dict, ...], 'targets': [...]}``.
     """
-    from .flops import count_complexity
-
     from ..utils.errors import UserInputError
+    from .flops import count_complexity
 
     say = progress or (lambda message: None)
     unknown = [p for p in paths if p not in PATHS]

@@ -20,23 +20,13 @@ from typing import Any
 
 from ..utils.data_checks import register_data_check
 from ..utils.errors import DataWarning, UserInputError
+from ..utils.paths import is_remote, join_data_root
 
 #: Annotation ids quoted in the invalid-annotation warning.
 SHOWN_IDS = 5
 #: Top-level keys every COCO instance file has; ``annotations`` may be absent from image-info files
 #: (e.g. ``image_info_test-dev2017.json``), which are only read in test mode.
 REQUIRED_KEYS = ('images', 'categories')
-
-
-def _resolve(data_root: str | None, path: str) -> str:
-    """How mmengine's ``BaseDataset`` joins ``data_root`` with relative paths."""
-    if data_root and not osp.isabs(path):
-        return osp.join(data_root, path)
-    return path
-
-
-def _is_remote(*paths: str) -> bool:
-    return any('://' in p for p in paths)
 
 
 def _load_json(ann_file: str) -> Any:
@@ -132,10 +122,10 @@ def check_coco_dataset(dataset_cfg: dict) -> None:
     or an image it references is missing; :class:`DataWarning` if annotations would be dropped. Remote
     storage (``backend_args`` or a URL) is not checked."""
     data_root = dataset_cfg.get('data_root') or ''
-    ann_file = _resolve(data_root, dataset_cfg.get('ann_file') or '')
+    ann_file = join_data_root(data_root, dataset_cfg.get('ann_file') or '')
     prefix = dataset_cfg.get('data_prefix') or {}
-    img_dir = _resolve(data_root, prefix.get('img', '') if isinstance(prefix, dict) else '')
-    if dataset_cfg.get('backend_args') or _is_remote(data_root, ann_file, img_dir):
+    img_dir = join_data_root(data_root, prefix.get('img', '') if isinstance(prefix, dict) else '')
+    if dataset_cfg.get('backend_args') or is_remote(data_root, ann_file, img_dir):
         return
     if not ann_file:
         raise UserInputError(f"CocoDataset (data_root '{data_root}') has no ann_file")

@@ -28,6 +28,7 @@ from PIL import Image
 
 from ..utils.data_checks import register_data_check
 from ..utils.errors import UserInputError
+from ..utils.paths import is_remote, join_data_root
 from .labels import invalid_raw_labels, label_range_error
 
 #: Annotations whose values the pre-flight reads per split (all of them when a split is smaller).
@@ -50,11 +51,6 @@ def _setting(cfg: dict, cls: type, key: str) -> Any:
     return None
 
 
-def _join(root: str | None, path: str) -> str:
-    """How mmengine's ``BaseDataset`` joins ``data_root`` with relative paths."""
-    return osp.join(root, path) if root and not osp.isabs(path) else path
-
-
 def _list_files(folder: str, suffix: str) -> list[str]:
     """Paths relative to ``folder`` of the files ending in ``suffix``, recursively (as mmseg lists)."""
     found = []
@@ -68,7 +64,7 @@ def _image_names(cfg: dict, img_dir: str, img_suffix: str, data_root: str | None
     """Image paths relative to ``img_dir`` without the suffix: the split file's lines, else a listing."""
     ann_file = cfg.get('ann_file') or ''
     if ann_file:
-        ann_file = _join(data_root, ann_file)
+        ann_file = join_data_root(data_root, ann_file)
         if not osp.isdir(ann_file):
             if not osp.isfile(ann_file):
                 raise UserInputError(f'segmentation split file not found: {ann_file}')
@@ -130,12 +126,12 @@ def check_seg_dataset(dataset_cfg: dict) -> None:
         return  # remote storage: nothing to check on the local file system
     data_root = dataset_cfg.get('data_root')
     prefix = {'img_path': '', 'seg_map_path': '', **(dataset_cfg.get('data_prefix') or {})}
-    if any('://' in str(p) for p in (data_root or '', *prefix.values())):
+    if is_remote(data_root or '', *prefix.values()):
         return
     if data_root and not osp.isdir(data_root):
         raise UserInputError(f'segmentation data root not found: {data_root}')
-    img_dir = _join(data_root, prefix['img_path'])
-    ann_dir = _join(data_root, prefix['seg_map_path'])
+    img_dir = join_data_root(data_root, prefix['img_path'])
+    ann_dir = join_data_root(data_root, prefix['seg_map_path'])
     for what, folder in (('image', img_dir), ('annotation', ann_dir)):
         if not osp.isdir(folder):
             raise UserInputError(f'{what} folder not found: {folder}')

@@ -4,6 +4,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import os.path as osp
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from mmengine.config import Config, ConfigDict
@@ -122,3 +123,25 @@ def load_config(path: str, cfg_options: dict[str, Any] | None = None) -> Config:
         cfg.merge_from_dict(cfg_options)
     return cfg
 
+
+def leaf_datasets(dataset_cfg: dict) -> Iterator[dict]:
+    """The dataset configs inside (possibly nested) dataset wrappers such as ``RepeatDataset``
+    (``dataset=...``) and ``ConcatDataset`` (``datasets=[...]``); a plain dataset config itself."""
+    for key in ('dataset', 'datasets'):
+        inner = dataset_cfg.get(key)
+        if isinstance(inner, dict):
+            yield from leaf_datasets(inner)
+            return
+        if isinstance(inner, (list, tuple)):
+            for item in inner:
+                yield from leaf_datasets(item)
+            return
+    yield dataset_cfg
+
+
+def split_datasets(cfg: Config, splits: Iterable[str]) -> Iterator[dict]:
+    """The dataset configs of ``{split}_dataloader`` for each split the config has, wrappers unwrapped."""
+    for split in splits:
+        dataset = (cfg.get(f'{split}_dataloader') or {}).get('dataset')
+        if dataset:
+            yield from leaf_datasets(dataset)

@@ -10,19 +10,16 @@ from __future__ import annotations
 
 import os.path as osp
 import sys
-from typing import Callable, Iterator
+from collections.abc import Callable
 
 from mmengine.config import Config
 
+from .config import split_datasets
 from .errors import DataWarning, UserInputError
 from .paths import is_remote
 
 DataCheck = Callable[[dict], None]
 _DATA_CHECKS: dict[str, list[DataCheck]] = {}
-
-# Dataset wrappers: where the wrapped dataset config(s) sit.
-_WRAPPED_KEYS = ('dataset', 'datasets')
-
 
 def register_data_check(*dataset_types: str) -> Callable[[DataCheck], DataCheck]:
     """Register a check for datasets of these types (names without a scope prefix)."""
@@ -31,20 +28,6 @@ def register_data_check(*dataset_types: str) -> Callable[[DataCheck], DataCheck]
             _DATA_CHECKS.setdefault(name, []).append(check)
         return check
     return register
-
-
-def _leaf_datasets(dataset_cfg) -> Iterator[dict]:
-    """The real datasets inside (possibly nested) dataset wrappers such as RepeatDataset."""
-    for key in _WRAPPED_KEYS:
-        inner = dataset_cfg.get(key)
-        if isinstance(inner, dict):
-            yield from _leaf_datasets(inner)
-            return
-        if isinstance(inner, (list, tuple)):
-            for item in inner:
-                yield from _leaf_datasets(item)
-            return
-    yield dataset_cfg
 
 
 def _check_evaluator_files(cfg: Config, split: str) -> None:
@@ -62,8 +45,7 @@ def check_datasets(cfg: Config, splits: tuple[str, ...]) -> None:
     the annotation files its evaluators read. A :class:`DataWarning` (data the loader would partly drop) is
     printed as one ``warning:`` line, or raised when the config sets ``strict_data=True`` (``--strict-data``)."""
     for split in splits:
-        loader = cfg.get(f'{split}_dataloader')
-        for dataset_cfg in _leaf_datasets(loader['dataset']) if loader and loader.get('dataset') else ():
+        for dataset_cfg in split_datasets(cfg, (split,)):
             type_name = str(dataset_cfg.get('type', '')).split('.')[-1]
             for check in _DATA_CHECKS.get(type_name, []):
                 try:

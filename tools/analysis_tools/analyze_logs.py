@@ -6,13 +6,15 @@
 
 LOG: ``<work_dir>/<timestamp>/vis_data/scalars.json``, the run's ``.log`` file or its directory.
 """
-import argparse
+import sys
+from pathlib import Path
 
-from repvit_mm.apis import run_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: the shared command-line helpers
+from cli import ArgumentParser, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Analyze training logs')
+    parser = ArgumentParser(description='Analyze training logs')
     commands = parser.add_subparsers(dest='command', required=True)
     plot = commands.add_parser('plot_curve', help='loss / lr / metric curves as a PNG')
     plot.add_argument('logs', nargs='+', help='json logs (vis_data/scalars.json) or run directories')

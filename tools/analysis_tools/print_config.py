@@ -2,27 +2,27 @@
 
     python tools/analysis_tools/print_config.py CONFIG [--cfg-options k=v ...]
 """
-import argparse
+import sys
+from pathlib import Path
 
-from mmengine.config import DictAction
-
-from repvit_mm.apis import run_cli
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tools/: the shared command-line helpers
+from cli import ArgumentParser, add_cfg_options, cfg_options, existing_file, run_cli  # noqa: E402
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Print the whole config')
+    parser = ArgumentParser(description='Print the whole config')
     parser.add_argument('config', help='config file')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config settings, e.g. model.backbone.arch=m1_1')
+    add_cfg_options(parser)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    import repvit_mm  # noqa: F401
+    existing_file(args.config, 'config file')
+    options = cfg_options(args.cfg_options)
     from repvit_mm.apis import load_config
 
-    cfg = load_config(args.config, args.cfg_options)
+    cfg = load_config(args.config, options)
     print(f'Config:\n{cfg.pretty_text}')
 
 
