@@ -18,12 +18,23 @@ def shapes_root(tmp_path_factory) -> Path:
     return root
 
 
-@pytest.fixture(autouse=True)
-def _restore_default_scope():
-    """A test that calls ``init_default_scope`` would leave its scope current for the tests after it
-    (mmengine keeps the newest DefaultScope as the current one): forget the scopes a test created."""
+def _forget_new_scopes():
+    """Yield, then forget the DefaultScopes created meanwhile (mmengine keeps the newest DefaultScope as the
+    current one, so a scope left behind would decide registry lookups of the tests after it)."""
     from mmengine.registry import DefaultScope
     before = set(DefaultScope._instance_dict)
     yield
     for name in set(DefaultScope._instance_dict) - before:
         DefaultScope._instance_dict.pop(name)
+
+
+@pytest.fixture(autouse=True)
+def _restore_default_scope():
+    """Scopes a test created."""
+    yield from _forget_new_scopes()
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _restore_default_scope_of_module():
+    """Scopes a test module's module-scoped fixtures created (they run before the per-test fixture)."""
+    yield from _forget_new_scopes()

@@ -1,6 +1,8 @@
 """Helpers the tests share: paths, running the tools as a user would, the one-line error check, BN noise."""
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import subprocess
 import sys
@@ -71,8 +73,9 @@ def load_tool(name: str):
     code); ``tools/`` goes on ``sys.path`` as it is for a script, for the shared ``tools/cli.py``."""
     if str(TOOLS) not in sys.path:
         sys.path.insert(0, str(TOOLS))
+    if name == 'cli':  # the module the tools themselves import (one UsageError class)
+        return importlib.import_module('cli')
     if name not in _LOADED_TOOLS:
-        import importlib.util
         spec = importlib.util.spec_from_file_location(f'_tool_{name.replace("/", "_")}', TOOLS / f'{name}.py')
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -145,6 +145,8 @@ def test_mistyped_key_is_one_line_with_the_closest_names(task, name, capsys, cac
     monkeypatch.chdir(tmp_path)
     config = TASKS[task][0]
     checkpoint = [tmp_path / 'any.pth'] if name == 'test' else []
+    for path in checkpoint:  # a file is there (the key is checked before the file is read)
+        path.touch()
     for option, suggestion in MISTYPED.items():
         proc = call(capsys, name, config, *checkpoint, '--work-dir', tmp_path / 'work', '--cfg-options', option)
         assert_one_line_error(proc, f"'{option.split('=')[0]}'", suggestion)
@@ -385,7 +387,8 @@ def _break_boxes(coco: Path) -> list[int]:
 
 
 def test_invalid_coco_boxes_are_one_warning_or_an_error_with_strict_data(data, capsys, tmp_path):
-    from repvit_mm.apis import check_datasets, load_config
+    from repvit_mm.utils.config import load_config
+    from repvit_mm.utils.data_checks import check_datasets
     ids = _break_boxes(data / 'coco')
     cfg = load_config(str(DET), {'train_dataloader.dataset.data_root': str(data / 'coco')})
     capsys.readouterr()

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, tool_env
+from helpers import ROOT, load_tool, tool_env
 
 PACKAGE = ROOT / 'repvit_mm'
 
@@ -91,3 +91,59 @@ def test_import_repvit_mm_leaves_out_mmseg_and_deploy_libraries():
                                             ('repvit_mm.segmentation', 'mmseg')])
 def test_task_packages_import_their_library(package, needs):
     assert needs in _modules_after(f'import {package}')
+
+
+# A path error per tool that takes paths (else an argument error): answered before the library is imported.
+TOOL_BAD_ARGS = {
+    'train.py': ['missing.py'],
+    'test.py': ['missing.py', 'missing.pth'],
+    'fuse.py': ['missing.py', 'missing.pth', 'out.pth'],
+    'export_onnx.py': ['missing.py', 'missing.pth', 'out.onnx'],
+    'export_coreml.py': ['missing.py', 'missing.pth', 'out.mlpackage'],
+    'get_flops.py': ['missing.py'],
+    'benchmark.py': ['missing.py'],
+    'convert_checkpoint.py': ['missing.pth', 'out.pth', '--arch', 'm0_9'],
+    'demo.py': ['missing.png', 'missing.py', 'missing.pth', '--out', 'out.png'],
+    'publish_model.py': ['missing.pth', 'out.pth'],
+    'make_shapes.py': ['data', '--num-train', 'many'],
+    'run_demo.py': ['--no-such-option'],
+    'analysis_tools/print_config.py': ['missing.py'],
+    'analysis_tools/browse_dataset.py': ['missing.py', '--output-dir', 'pictures'],
+    'analysis_tools/analyze_logs.py': ['plot_curve'],
+}
+
+
+def _tools() -> list[str]:
+    return sorted(str(p.relative_to(ROOT / 'tools')) for p in (ROOT / 'tools').rglob('*.py') if p.name != 'cli.py')
+
+
+def test_every_tool_has_a_cheap_error_case():
+    assert sorted(TOOL_BAD_ARGS) == _tools()
+
+
+def _imported(stderr: str) -> set[str]:
+    """Module names from ``python -X importtime`` output."""
+    return {line.rsplit('|', 1)[-1].strip() for line in stderr.splitlines() if line.startswith('import time:')}
+
+
+@pytest.mark.parametrize('tool', sorted(TOOL_BAD_ARGS))
+def test_tool_help_and_bad_input_import_no_torch(tool, tmp_path):
+    for args, code in ((['-h'], 0), (TOOL_BAD_ARGS[tool], 2)):
+        proc = subprocess.run([sys.executable, '-X', 'importtime', str(ROOT / 'tools' / tool), *args],
+                              cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == code, proc.stderr[-2000:]
+        loaded = _imported(proc.stderr)
+        assert not {'torch', 'mmengine', 'repvit_mm'} & loaded, (tool, args, {'torch', 'mmengine'} & loaded)
+        if code:
+            errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
+            assert len(errors) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_tool_literals_match_the_library():
+    """Choices the tools spell out (to answer -h without the library) are the library's."""
+    from repvit_mm.datasets import SHAPES_FORMATS
+    from repvit_mm.deploy.render import TASK_CHOICES
+    from repvit_mm.models import RepViT
+    assert load_tool('make_shapes').FORMATS == tuple(SHAPES_FORMATS)
+    assert load_tool('demo').TASKS == tuple(TASK_CHOICES)
+    assert load_tool('convert_checkpoint').ARCHS == tuple(RepViT.arch_zoo)

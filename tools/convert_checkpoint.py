@@ -16,6 +16,7 @@ import os.path as osp
 
 from cli import ArgumentParser, existing_file, run_cli
 
+ARCHS = ('m0_6', 'm0_9', 'm1_0', 'm1_1', 'm1_5', 'm2_3', 'm1', 'm2', 'm3')  # RepViT.arch_zoo (a test checks)
 FORMATS = {'official': 'authors-classification', 'coco': 'authors-coco', 'ade20k': 'authors-ade20k',
            'timm': 'timm'}
 
@@ -25,8 +26,7 @@ def parse_args(argv=None):
     parser.add_argument('src', help="authors' .pth (ImageNet, COCO, ADE20K), timm .pth/.safetensors, or a URL")
     parser.add_argument('dst', help='output checkpoint (.pth)')
     parser.add_argument('--arch', required=True,
-                        help='RepViT arch: m0_6, m0_9, m1_0, m1_1, m1_5, m2_3, m1, m2, m3 (M0.9 / repvit_m0_9 '
-                             'also accepted)')
+                        help=f'RepViT arch: {", ".join(ARCHS)} (M0.9 / repvit_m0_9 also accepted)')
     parser.add_argument('--format', default='auto', choices=['auto', *FORMATS],
                         help='layout of SRC (default: detected from the keys)')
     parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
