@@ -1,5 +1,6 @@
 # Shapes (embedded toy data, `python tools/make_shapes.py data/shapes`) in the ImageNet folder layout:
-# data/shapes/imagenet/{train,val}/{circle,square,triangle}/*.JPEG
+# data/shapes/imagenet/{train,val}/{circle,square,triangle}/*.JPEG, listed in meta/{train,val}.txt (classes
+# interleaved: the first validation images show every class)
 dataset_type = 'CustomDataset'
 data_root = 'data/shapes/imagenet'
 classes = ('circle', 'square', 'triangle')
@@ -29,15 +30,15 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=32,
     num_workers=0,
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', classes=classes,
-                 pipeline=train_pipeline),
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train', ann_file='meta/train.txt',
+                 classes=classes, pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
 )
 val_dataloader = dict(
     batch_size=64,
     num_workers=0,
-    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val', classes=classes,
-                 pipeline=test_pipeline),
+    dataset=dict(type=dataset_type, data_root=data_root, data_prefix='val', ann_file='meta/val.txt',
+                 classes=classes, pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),
 )
 val_evaluator = dict(type='Accuracy', topk=(1,))
