@@ -208,9 +208,11 @@ def plot_training_curves(logs: dict[str, Path], out_png: Path) -> Path:
             lines += twin.plot([r['step'] for r in val], [r[metric] for r in val], 'o-', color='tab:orange',
                                label=f'validation {metric}')
             twin.set_ylabel(f'validation {metric}')
-        ax.legend(lines, [line.get_label() for line in lines], loc='center right')
+        # under the plot: inside it would cover the lines of one axis or the other
+        ax.legend(lines, [line.get_label() for line in lines], loc='upper center', bbox_to_anchor=(0.5, -0.18),
+                  ncol=2, frameon=False)
     fig.tight_layout()
-    fig.savefig(out_png, dpi=100)
+    fig.savefig(out_png, dpi=100, bbox_inches='tight')
     plt.close(fig)
     return out_png
 

@@ -212,6 +212,8 @@ def _detector(loaded: LoadedModel, score_thr: float) -> Drawer:
                                                         mode='bilinear', align_corners=False)[0] >= 0.5
                 visualizer.draw_binary_masks(masks.numpy(), colors=colors, alphas=0.5)
             boxes = instances.bboxes * instances.bboxes.new_tensor([sx, sy, sx, sy])
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, rgb.shape[1] - 1)  # as drawn: inside the picture
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, rgb.shape[0] - 1)
             visualizer.draw_bboxes(boxes, edge_colors=colors, line_widths=2)
         boxes = instances.bboxes.tolist()
         picture = _draw_labels(visualizer.get_image(), [
