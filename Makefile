@@ -1,10 +1,15 @@
 # repvit-mm: the two commands a new user needs.
-#   make demo   - set up (.venv, mmcv compiled once and cached) and run the demo on the embedded Shapes data
-#   make test   - set up and run the test suite
+#   make demo       - set up (.venv, mmcv compiled once and cached) and run the demo on the embedded Shapes data
+#   make test       - set up and run the whole test suite (what CI runs, after `make lint`)
+# and for developers:
+#   make test-fast  - the suite without the tests marked slow (end-to-end tool runs)
+#   make lint       - ruff's checks and format check (configured in pyproject.toml)
+#   make format     - apply ruff's fixes and formatting
 PYTHON := .venv/bin/python
 DEMO_DIR ?= work_dirs/demo
+LINTED := repvit_mm tools tests
 
-.PHONY: install demo test clean
+.PHONY: install demo test test-fast lint format clean
 
 install:
 	bash tools/install.sh
@@ -14,6 +19,17 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest tests
+
+test-fast: install
+	$(PYTHON) -m pytest tests -m "not slow"
+
+lint: install
+	$(PYTHON) -m ruff check $(LINTED)
+	$(PYTHON) -m ruff format --check $(LINTED)
+
+format: install
+	$(PYTHON) -m ruff check --fix $(LINTED)
+	$(PYTHON) -m ruff format $(LINTED)
 
 clean:
 	rm -rf work_dirs .pytest_cache

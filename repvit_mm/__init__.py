@@ -1,8 +1,10 @@
 """repvit-mm: RepViT (Revisiting Mobile CNN From ViT Perspective) on OpenMMLab 2.x.
 
 Importing the package (configs do it with ``custom_imports=dict(imports=['repvit_mm'])``) registers the
-RepViT backbone, head and the project's transforms, hooks and model wrappers in the OpenMMLab registries,
-and makes mmengine load checkpoints with ``torch.load(weights_only=True)`` (see ``utils.safe_checkpoint``).
+RepViT backbone, head and the project's transforms, hooks and model wrappers in the OpenMMLab registries;
+makes mmengine load checkpoints of every scheme with ``torch.load(weights_only=True)`` (see
+``utils.safe_checkpoint``); and makes mmengine's loading strict, layout-converting, for models with a
+RepViT inside (see ``models.mmengine_loading``).
 """
 import warnings
 
@@ -11,9 +13,12 @@ import warnings
 warnings.filterwarnings('ignore', message='pkg_resources is deprecated as an API', category=UserWarning)
 
 from .utils import safe_checkpoint as _safe_checkpoint  # noqa: E402
+from .version import __version__  # noqa: E402,F401
 
 _safe_checkpoint.install()
 
-from . import classification, datasets, detection, engine, models, segmentation  # noqa: E402,F401  (registration)
+from . import classification, datasets, engine, models  # noqa: E402,F401  (registration)
+from .models import mmengine_loading as _mmengine_loading  # noqa: E402
 
-__version__ = '0.1.0'
+_mmengine_loading.install()
+

@@ -1,18 +1,12 @@
-"""Shared fixtures: the Shapes data in every format, and a runner for the tools/ scripts."""
+"""Shared fixtures: the Shapes data in every format; scopes a test created are forgotten after it."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = ROOT / 'configs'
-# width of the last stage (the classifier head's input) per arch, as the paper and timm have them
-CHANNELS = {'m0_6': 320, 'm0_9': 384, 'm1_0': 448, 'm1_1': 512, 'm1_5': 512, 'm2_3': 640, 'm1': 384,
-            'm2': 512, 'm3': 512}
+# The shared helpers live in helpers.py; these names stay importable from conftest for older test modules.
+from helpers import CHANNELS, CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool, tool_env  # noqa: F401
 
 
 @pytest.fixture(scope='session')
@@ -22,54 +16,6 @@ def shapes_root(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp('shapes')
     make_shapes(root, seed=0)
     return root
-
-
-def _tool_env() -> dict:
-    env = dict(os.environ)
-    env['PYTHONPATH'] = os.pathsep.join([str(ROOT), env.get('PYTHONPATH', '')])
-    env.setdefault('OMP_NUM_THREADS', '2')
-    env.pop('REPVIT_MM_DEBUG', None)
-    return env
-
-
-def run_tool(script: str, *args, cwd: Path | None = None, check: bool = True, timeout: int = 900,
-             launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    """Run ``tools/<script>`` in a fresh interpreter, as a user would; returns the finished process."""
-    cmd = [*(launcher or [sys.executable]), str(ROOT / 'tools' / script), *map(str, args)]
-    proc = subprocess.run(cmd, cwd=cwd or ROOT, env=_tool_env(), capture_output=True, text=True,
-                          timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n'
-                             f'{proc.stderr[-6000:]}')
-    return proc
-
-
-def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    """A user error: non-zero exit, a single ``error: ...`` line naming the problem, no traceback."""
-    assert proc.returncode != 0, proc.stdout
-    assert 'Traceback' not in proc.stderr, proc.stderr
-    assert 'pkg_resources is deprecated' not in proc.stderr, proc.stderr  # no noise before the error
-    lines = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
-    assert len(lines) == 1, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-
-
-def randomize_bn_(model, seed: int = 0):
-    """Give every BatchNorm non-trivial statistics and affine parameters (the FFN's zero-initialised ones
-    too), so that BN folding really changes weights; returns the model."""
-    import torch
-    from torch.nn.modules.batchnorm import _BatchNorm
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, _BatchNorm):
-                n = module.num_features
-                module.running_mean.copy_(torch.randn(n, generator=gen) * 0.2)
-                module.running_var.copy_(torch.rand(n, generator=gen) * 0.8 + 0.6)
-                module.weight.copy_(torch.rand(n, generator=gen) * 0.8 + 0.4)
-                module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
-    return model
 
 
 @pytest.fixture(autouse=True)

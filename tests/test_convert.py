@@ -13,7 +13,7 @@ from mmpretrain.registry import MODELS
 from timm.layers import SqueezeExcite as TimmSE
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from conftest import CHANNELS, randomize_bn_
+from helpers import CHANNELS, randomize_bn_
 import repvit_mm.models  # noqa: F401  (registration)
 from repvit_mm.models import RepViT
 from repvit_mm.models.convert import (CheckpointMismatchError, convert_checkpoint, convert_official,
@@ -289,7 +289,7 @@ def test_pretrained_init_cfg_with_prefix(tmp_path):
 
 
 def test_cli_round_trip_and_refusals(tmp_path):
-    from conftest import assert_one_line_error, run_tool
+    from helpers import assert_one_line_error, run_tool
     from mmengine.runner import load_checkpoint
 
     torch.manual_seed(0)

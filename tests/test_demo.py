@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import CONFIGS, run_tool
+from helpers import CONFIGS, run_tool
 
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 PICTURES = ('classification', 'detection', 'segmentation', 'predictions', 'training_curves')

@@ -17,7 +17,7 @@ import torch
 
 import repvit_mm  # noqa: F401  (registration, safe checkpoint loading)
 import repvit_mm.deploy  # noqa: F401
-from conftest import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
 
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 DET_CFG = CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'
@@ -460,8 +460,8 @@ def test_wrong_config_for_checkpoint_names_keys_and_writes_nothing(work, cls_ckp
     wrong.write_text(f"_base_ = '{CLS_CFG}'\nmodel = dict(backbone=dict(arch='m0_6'), head=dict(in_channels=320))\n")
     out = work / 'never.pth'
     proc = run_tool('fuse.py', wrong, cls_ckpt, out, check=False)
-    assert_one_line_error(proc, 'does not fit the model of', 'wrong config', 'shape mismatch',
-                          'backbone.')
+    assert_one_line_error(proc, str(cls_ckpt), "does not fit the model (ImageClassifier with RepViT arch 'm0_6'",
+                          "fits arch 'm0_9'", 'keys with wrong shapes', 'backbone.', str(wrong))
     assert not out.exists()
 
 

@@ -15,7 +15,7 @@ from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import repvit_mm.detection  # noqa: F401  (registers the COCO data check)
-from conftest import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
+from helpers import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
 
 DET_CONFIGS = CONFIGS / 'detection'
 SHAPES_CFG = DET_CONFIGS / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'
@@ -128,7 +128,9 @@ def test_coco_config_has_authors_recipe(config):
     assert cfg.optim_wrapper.get('clip_grad') is None
     assert cfg.train_cfg.max_epochs == 12
     warmup, steps = cfg.param_scheduler
-    assert (warmup.type, warmup.by_epoch, warmup.end) == ('LinearLR', False, 500)
+    # the authors' 500-iteration warm-up from 1e-6 (every iteration's rate: tests/test_recipe.py)
+    assert (warmup.type, warmup.by_epoch, warmup.start_factor, warmup.end) == ('LinearLR', False, 1e-6, 501)
+    assert cfg.randomness.seed == 0
     assert (steps.type, list(steps.milestones)) == ('MultiStepLR', [8, 11])
     assert cfg.train_dataloader.batch_size == 2 and cfg.auto_scale_lr.base_batch_size == 16
     resize = [t for t in cfg.train_dataloader.dataset.pipeline if t.type == 'Resize'][0]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CONFIGS, ROOT
+from helpers import CONFIGS, ROOT
 
 README = (ROOT / 'README.md').read_text()
 METAFILE = yaml.safe_load((ROOT / 'model-index.yml').read_text())
@@ -47,6 +47,7 @@ def test_every_config_builds_its_model(config: Path):
 
     import repvit_mm  # noqa: F401
     cfg = Config.fromfile(str(config))
+    assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'  # crash-proof checkpoint saves
     scope = cfg.default_scope
     init_default_scope(scope)
     registry = {'mmpretrain': 'mmpretrain.registry', 'mmdet': 'mmdet.registry',

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CONFIGS, assert_one_line_error, run_tool
+from helpers import CONFIGS, assert_one_line_error, run_tool
 
 SHAPES_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 

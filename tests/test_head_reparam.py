@@ -15,7 +15,7 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from conftest import CHANNELS, randomize_bn_
+from helpers import CHANNELS, randomize_bn_
 import repvit_mm.models  # noqa: F401  (registration)
 from repvit_mm.models import RepViT, RepViTClsHead, switch_to_deploy
 

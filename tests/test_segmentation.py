@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
+from helpers import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
 
 import repvit_mm  # noqa: F401  (registers RepViT)
 import repvit_mm.segmentation  # noqa: F401  (registers our transforms and the data check)
@@ -101,7 +101,7 @@ def test_ade20k_configs_follow_the_authors_recipe():
                 cfg.optim_wrapper.optimizer.weight_decay) == ('AdamW', 2e-4, 1e-4)
         assert 'momentum' not in cfg.optim_wrapper.optimizer
         [poly] = cfg.param_scheduler
-        assert (poly.type, poly.power, poly.eta_min, poly.end) == ('PolyLR', 0.9, 1e-6, 40000)
+        assert (poly.type, poly.power, poly.eta_min, poly.end) == ('PolyLR', 0.9, 1e-6, 40001)  # mmcv's poly
         assert (cfg.train_cfg.max_iters, cfg.train_cfg.val_interval) == (40000, 4000)
         assert cfg.default_hooks.checkpoint.interval == 4000
         assert cfg.train_dataloader.batch_size * 8 == cfg.auto_scale_lr.base_batch_size == 32

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT, assert_one_line_error, run_tool
+from helpers import ROOT, assert_one_line_error, run_tool
 from repvit_mm.datasets import shapes
 from repvit_mm.datasets.shapes import (SHAPES_CLASSES, SHAPES_METAINFO, SHAPES_SEG_CLASSES,
                                        classification_scene, instance_scene, make_shapes)

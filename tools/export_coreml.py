@@ -7,14 +7,11 @@ Input: an image (normalisation built in). Classifiers output class probabilities
 when known); ``--backbone-only`` outputs the feature maps feat0..feat3 (strides 4 to 32). Converting works
 on Linux; predictions (and the check against PyTorch) need macOS.
 """
-import argparse
-
-from repvit_mm.apis import run_cli
-from repvit_mm.deploy.cli import add_export_arguments, export_shape
+from cli import ArgumentParser, add_export_arguments, existing_file, export_shape, run_cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Export a fused RepViT model to Core ML')
+    parser = ArgumentParser(description='Export a fused RepViT model to Core ML')
     add_export_arguments(parser, 'output .mlpackage')
     parser.add_argument('--precision', choices=['float16', 'float32'], default='float16',
                         help='compute precision of the ML Program (default float16, as on the Neural Engine)')
@@ -23,10 +20,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    existing_file(args.config, 'config file')
+    existing_file(args.checkpoint, 'checkpoint')
+    shape = export_shape(args)
     import repvit_mm  # noqa: F401
     from repvit_mm.deploy import export_coreml
 
-    shape = export_shape(args)
     info = export_coreml(args.config, args.checkpoint, args.out, shape=shape, backbone_only=args.backbone_only,
                          precision=args.precision, force=args.force)
     outputs = ', '.join(f'{name} {shape_}' for name, shape_ in info['outputs'].items())

@@ -7,14 +7,11 @@ The batch axis is dynamic. The input is the normalised image (mean/std/channel o
 metadata). The file is checked with ONNX Runtime against the PyTorch model and written only if they agree;
 the largest absolute difference is printed. Detector/segmentor configs export their backbone.
 """
-import argparse
-
-from repvit_mm.apis import run_cli
-from repvit_mm.deploy.cli import add_export_arguments, export_shape
+from cli import ArgumentParser, add_export_arguments, existing_file, export_shape, run_cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Export a fused RepViT model to ONNX')
+    parser = ArgumentParser(description='Export a fused RepViT model to ONNX')
     add_export_arguments(parser, 'output .onnx file')
     parser.add_argument('--opset', type=int, default=None,
                         help='ONNX opset (default 17 with the torchscript exporter, 18 with dynamo)')
@@ -28,10 +25,12 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    existing_file(args.config, 'config file')
+    existing_file(args.checkpoint, 'checkpoint')
+    shape = export_shape(args)
     import repvit_mm  # noqa: F401
     from repvit_mm.deploy import export_onnx
 
-    shape = export_shape(args)
     info = export_onnx(args.config, args.checkpoint, args.out, shape=shape, backbone_only=args.backbone_only,
                        opset=args.opset, exporter=args.exporter, blocked_layout=not args.plain_se,
                        force=args.force)

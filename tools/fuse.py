@@ -7,13 +7,11 @@ config built with the deploy flags (printed at the end), e.g. for a classifier
 ``--cfg-options model.backbone.deploy=True model.head.deploy=True``; the deploy tools (export, demo,
 benchmark) and ``tools/test.py`` with those options accept it as it is.
 """
-import argparse
-
-from repvit_mm.apis import run_cli
+from cli import ArgumentParser, existing_file, run_cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Fuse (reparameterize) a checkpoint for deployment')
+    parser = ArgumentParser(description='Fuse (reparameterize) a checkpoint for deployment')
     parser.add_argument('config', help='the config the checkpoint was trained with')
     parser.add_argument('checkpoint', help='training checkpoint')
     parser.add_argument('out', help='where to write the fused (deploy) checkpoint')
@@ -23,6 +21,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    existing_file(args.config, 'config file')
+    existing_file(args.checkpoint, 'checkpoint')
     import repvit_mm  # noqa: F401  (registration, safe checkpoint loading)
     from repvit_mm.deploy import fuse_checkpoint
 

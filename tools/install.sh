@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent set-up of repvit-mm: .venv, torch, mmcv 2.1.0 (compiled once, wheel cached), the package.
+# Idempotent set-up of repvit-mm: .venv, torch, mmcv 2.1.0 (compiled once, wheel cached), the package with
+# its [deploy,plots,tests] extras, every version pinned by requirements/constraints.txt (the tested stack).
 #
 #   bash tools/install.sh            # CPU ops (or CUDA ops with FORCE_CUDA=1 on a GPU machine)
 #
@@ -17,9 +18,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${VENV:-$ROOT/.venv}"
 CACHE="${REPVIT_MM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/repvit-mm}"
-TORCH_VERSION=2.14.1
-TORCHVISION_VERSION=0.29.1
-MMCV_VERSION=2.1.0
+CONSTRAINTS="$ROOT/requirements/constraints.txt"
+pinned() { sed -n "s/^$1==//p" "$CONSTRAINTS"; }   # the tested version of a package
+TORCH_VERSION="$(pinned torch)"
+TORCHVISION_VERSION="$(pinned torchvision)"
+MMCV_VERSION="$(pinned mmcv)"
+[[ -n "$TORCH_VERSION" && -n "$TORCHVISION_VERSION" && -n "$MMCV_VERSION" ]] \
+    || { echo "[install] ERROR: $CONSTRAINTS must pin torch, torchvision and mmcv" >&2; exit 1; }
 SETUPTOOLS_SPEC='setuptools>=77.0.3,<81'   # mmcv's setup.py imports pkg_resources (removed in 81)
 STAMP="$VENV/.repvit-mm-installed"
 
@@ -28,7 +33,7 @@ die() { printf '\n[install] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # Everything that decides what gets installed; a changed one re-runs the pip steps.
 install_fingerprint() {
-    cat "$ROOT/pyproject.toml" "$ROOT/tools/install.sh"
+    cat "$ROOT/pyproject.toml" "$ROOT/tools/install.sh" "$CONSTRAINTS"
     echo "FORCE_CUDA=${FORCE_CUDA:-0}"
 }
 
@@ -62,7 +67,7 @@ step "build tools ($SETUPTOOLS_SPEC, wheel, ninja)"
 "${PIP[@]}" install -q "$SETUPTOOLS_SPEC" wheel ninja || die "pip could not install the build tools"
 
 step "torch $TORCH_VERSION + torchvision $TORCHVISION_VERSION"
-"${PIP[@]}" install -q "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
+"${PIP[@]}" install -q -c "$CONSTRAINTS" "torch==$TORCH_VERSION" "torchvision==$TORCHVISION_VERSION" \
     || die "pip could not install torch $TORCH_VERSION / torchvision $TORCHVISION_VERSION"
 
 # ---------------------------------------------------------------- 3. mmcv (compiled, cached)
@@ -95,7 +100,7 @@ else
         # torch >= 2.10 headers use C++20 features; mmcv 2.1.0 hard-codes -std=c++17.
         sed -i 's/c++17/c++20/g' "$src/setup.py"
         grep -q 'c++20' "$src/setup.py" || die "could not patch the C++ standard in $src/setup.py"
-        "${PIP[@]}" install -q "numpy" "packaging" "psutil" "mmengine==0.10.7" >>"$log" 2>&1 \
+        "${PIP[@]}" install -q -c "$CONSTRAINTS" numpy packaging psutil mmengine >>"$log" 2>&1 \
             || die "could not install mmcv's build requirements (log: $log)"
         step "compiling mmcv $MMCV_VERSION ops ($flavour) - about 13 min on 2 cores; log: $log"
         start=$(date +%s)
@@ -132,8 +137,12 @@ else
 fi
 
 # ---------------------------------------------------------------- 4. the package and the rest of the stack
-step "repvit-mm and the OpenMMLab stack (mmengine, mmpretrain, mmdet, mmseg, timm, coremltools, onnx)"
-"${PIP[@]}" install -q -e "$ROOT[tests]" || die "pip could not install repvit-mm (see the pip output above)"
+step "repvit-mm and the OpenMMLab stack (mmengine, mmpretrain, mmdet, mmseg, timm; extras deploy, plots, tests)"
+"${PIP[@]}" install -q -c "$CONSTRAINTS" -e "$ROOT[deploy,plots,tests]" \
+    || die "pip could not install repvit-mm (see the pip output above)"
+# mim's dependency opendatalab pins setuptools 60 / requests 2.28 (only `mim download --dataset` uses it);
+# the rest of openmim's dependencies come with the [tests] extra.
+"${PIP[@]}" install -q --no-deps "openmim==$(pinned openmim)" || die "pip could not install openmim"
 
 step "checking the installation"
 "$PY" - <<'PYEOF' || die "the installed stack does not import (see above)"

@@ -306,5 +306,5 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from repvit_mm.apis import run_cli
+    from cli import run_cli  # tools/cli.py: one-line errors
     run_cli(main)

@@ -1,6 +1,6 @@
 """Train a repvit-mm config (classification, detection or segmentation) with mmengine's Runner.
 
-    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp] [--auto-scale-lr]
+    python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp | --no-amp] [--auto-scale-lr]
                                  [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
 """
 import argparse
@@ -17,7 +17,12 @@ def parse_args(argv=None):
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default: ./work_dirs/CONFIG_NAME)')
     parser.add_argument('--resume', nargs='?', const='auto', metavar='CKPT',
                         help='resume from CKPT, or from the latest checkpoint in the work dir if none is given')
-    parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
+    precision = parser.add_mutually_exclusive_group()
+    precision.add_argument('--amp', action='store_true',
+                           help='mixed precision (fp16 autocast, dynamic loss scaling; needs a GPU)')
+    precision.add_argument('--no-amp', action='store_false', dest='amp',
+                           help='fp32, also for configs that train in mixed precision where a GPU is present')
+    parser.set_defaults(amp=None)  # neither: as the config says
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr to the actual total batch size (config auto_scale_lr)')
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',

@@ -35,7 +35,7 @@ val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(
     logger=dict(interval=10, log_metric_by_epoch=False),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=260, max_keep_ckpts=1,
+    checkpoint=dict(type='AtomicCheckpointHook', by_epoch=False, interval=260, max_keep_ckpts=1,
                     save_best='coco/bbox_mAP', rule='greater'))
 log_processor = dict(by_epoch=False)
 randomness = dict(seed=0)

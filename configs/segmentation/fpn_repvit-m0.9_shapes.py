@@ -28,7 +28,8 @@ param_scheduler = [
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=220, val_interval=110)
 default_hooks = dict(
     logger=dict(interval=10, log_metric_by_epoch=False),
-    checkpoint=dict(interval=220, max_keep_ckpts=1, save_best='mIoU', rule='greater'))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=220, max_keep_ckpts=1, save_best='mIoU',
+                    rule='greater'))
 log_processor = dict(by_epoch=False)
 env_cfg = dict(cudnn_benchmark=False)
 randomness = dict(seed=0)

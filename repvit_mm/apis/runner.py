@@ -5,7 +5,6 @@ these functions only apply the command-line choices the tools offer.
 """
 from __future__ import annotations
 
-import os
 import os.path as osp
 
 import torch
@@ -13,22 +12,65 @@ from mmengine.config import Config
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
+from ..engine.precision import amp_twin, fp32_optim_wrapper
+from ..models.build import build_model
+from ..models.checkpoints import allow_head_reinit, fit_checkpoint, read_checkpoint
+from ..utils.data_checks import check_datasets
 from ..utils.errors import UserInputError
-from ..utils.safe_checkpoint import safe_torch_load
-from .data_checks import check_datasets
+from ..utils.safe_checkpoint import keep_reads
 
 
 def _default_work_dir(cfg: Config) -> str:
     return osp.join('./work_dirs', osp.splitext(osp.basename(cfg.filename))[0])
 
 
-def _check_checkpoint(path: str) -> None:
-    """Fail before the Runner starts (and writes logs) when a checkpoint cannot be loaded."""
-    if not osp.isfile(path):
-        raise UserInputError(f'checkpoint not found: {path}')
-    if not os.access(path, os.R_OK):
-        raise UserInputError(f'checkpoint not readable: {path}')
-    safe_torch_load(path, map_location='cpu')
+def _check_train_checkpoints(cfg: Config) -> None:
+    """Load every checkpoint the training run will load into a model built from the config -- the
+    resumed checkpoint, ``load_from``, ``init_cfg`` Pretrained weights, the distillation teacher -- so
+    that one that does not fit fails before the Runner creates the work dir. The Runner then gets the
+    files already read (:func:`~repvit_mm.utils.safe_checkpoint.keep_reads`), not a second read."""
+    resume_from = None
+    if cfg.get('resume'):
+        resume_from = cfg.get('load_from') or _last_checkpoint(cfg.work_dir)
+    load_from = None if cfg.get('resume') else cfg.get('load_from')
+    teacher = (cfg.model.get('teacher') or {}).get('checkpoint')
+    pretrained = _pretrained_paths(cfg.model)
+    if not (resume_from or load_from or pretrained or teacher):
+        return
+    with keep_reads():
+        model = build_model(cfg, teacher=bool(teacher))  # the teacher's weights are loaded (and checked) here
+        if pretrained:
+            model.init_weights()  # init_cfg Pretrained: strict, heads of another shape re-initialised
+        if resume_from:
+            ckpt = read_checkpoint(resume_from)
+            if not ckpt.is_training_checkpoint:
+                raise UserInputError(
+                    f'--resume {resume_from}: not a training checkpoint (no meta.epoch / meta.iter / '
+                    'message_hub); --resume continues a run that tools/train.py saved. To start from these '
+                    f'weights instead: --cfg-options load_from={resume_from}')
+            fit_checkpoint(model, ckpt)
+        elif load_from:
+            fit_checkpoint(model, read_checkpoint(load_from), finetune=True)
+
+
+def _last_checkpoint(work_dir: str) -> str | None:
+    """The checkpoint ``work_dir/last_checkpoint`` names (``--resume`` without a file), if any."""
+    pointer = osp.join(work_dir, 'last_checkpoint')
+    if not osp.isfile(pointer):
+        return None
+    with open(pointer) as f:
+        path = f.read().strip()
+    if '://' not in path and not osp.isfile(path):
+        raise UserInputError(f'{pointer} names {path or "nothing"}, which does not exist; resume from a '
+                             f'checkpoint of {work_dir} with --resume FILE')
+    return path
+
+
+def _check_test_checkpoint(cfg: Config, checkpoint: str) -> bool:
+    """Check that ``checkpoint`` fits the config's model (any known layout); whether it is fused."""
+    with keep_reads():
+        ckpt = read_checkpoint(checkpoint)
+    return fit_checkpoint(build_model(cfg), ckpt, accept_fused=True).fused
 
 
 def _pretrained_paths(node) -> list[str]:
@@ -69,12 +111,16 @@ def _use_amp(cfg: Config) -> None:
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper.startswith('Amp'):
         return
-    amp_wrapper = 'AmpOptimWrapper' if wrapper == 'OptimWrapper' else f'Amp{wrapper}'
-    if OPTIM_WRAPPERS.get(amp_wrapper) is None:
+    if OPTIM_WRAPPERS.get(amp_twin(wrapper)) is None:
         raise UserInputError(f'--amp: the config\'s optim_wrapper {wrapper} has no mixed-precision '
-                             f'variant ({amp_wrapper} is not registered)')
-    cfg.optim_wrapper.type = amp_wrapper
+                             f'variant ({amp_twin(wrapper)} is not registered)')
+    cfg.optim_wrapper.type = amp_twin(wrapper)
     cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+
+
+def _use_fp32(cfg: Config) -> None:
+    """Swap a mixed-precision optim wrapper for its fp32 twin (``AmpAGCOptimWrapper`` -> ``AGCOptimWrapper``)."""
+    cfg.optim_wrapper = fp32_optim_wrapper(cfg.optim_wrapper)
 
 
 def _use_launcher(cfg: Config, launcher: str) -> None:
@@ -90,25 +136,25 @@ def _use_launcher(cfg: Config, launcher: str) -> None:
 
 
 def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str | None = None,
-                      amp: bool = False, launcher: str = 'none', auto_scale_lr: bool = False) -> Config:
+                      amp: bool | None = None, launcher: str = 'none', auto_scale_lr: bool = False) -> Config:
     """Apply the ``tools/train.py`` options to a loaded config.
 
     Args:
         resume: ``'auto'`` resumes from the latest checkpoint in the work dir, a path resumes from that file.
+        amp: ``True`` trains in mixed precision (needs a GPU), ``False`` in fp32, ``None`` as the config says
+            (the ImageNet configs: mixed precision where CUDA is present, fp32 on a CPU).
         auto_scale_lr: scale the learning rate by (actual total batch) / ``auto_scale_lr.base_batch_size``.
     """
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
     if resume is not None:
         cfg.resume = True
-        if resume == 'auto':
-            cfg.load_from = None
-        else:
-            _check_checkpoint(resume)
-            cfg.load_from = resume
-    elif cfg.get('load_from'):
-        _check_checkpoint(cfg.load_from)
+        cfg.load_from = None if resume == 'auto' else resume
+    if cfg.get('load_from') and '://' not in cfg.load_from and not osp.isfile(cfg.load_from):
+        raise UserInputError(f'checkpoint not found: {cfg.load_from}')  # before the (slower) data checks
     if amp:
         _use_amp(cfg)
+    elif amp is False:
+        _use_fp32(cfg)
     if auto_scale_lr:
         if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
             raise UserInputError(f'--auto-scale-lr: {cfg.filename} has no auto_scale_lr.base_batch_size')
@@ -116,6 +162,7 @@ def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str |
     _use_launcher(cfg, launcher)
     check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') is not None else ('train',))
     _check_pretrained(cfg)  # init_weights runs before a checkpoint is loaded or resumed, too
+    _check_train_checkpoints(cfg)
     return cfg
 
 
@@ -124,19 +171,21 @@ def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = Non
     """Apply the ``tools/test.py`` options to a loaded config.
 
     Args:
+        checkpoint: ours, a fused (deploy) one -- then the fused model is evaluated, with or without
+            ``deploy`` --, the authors' ImageNet / COCO / ADE20K release or a timm state dict: converted in
+            memory; it must fit the config's model exactly.
         deploy: evaluate the reparameterized (BN-fused) model: the checkpoint is loaded into the training
             structure and fused before the first test batch.
         out: also dump the raw predictions to this pickle file (mmengine ``DumpResults``).
     """
-    _check_checkpoint(checkpoint)
+    if isinstance(cfg.get('model'), dict) and cfg.model.get('teacher') is not None:
+        cfg.model.teacher = None  # evaluating a distillation config needs no teacher
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
-    # The authors' release files and timm state dicts are converted to our layout (classifiers only).
-    from ..classification.released import resolve_released_checkpoint
-    checkpoint = resolve_released_checkpoint(checkpoint, cfg)
+    fused = _check_test_checkpoint(cfg, checkpoint)
     cfg.load_from = checkpoint
     cfg.resume = False
-    if deploy:
-        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='ReparameterizeHook')]
+    if deploy or fused:
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='ReparameterizeHook', before_load=fused)]
     if out is not None:
         if osp.exists(out):
             raise UserInputError(f'--out {out} already exists; not overwriting it')
@@ -169,7 +218,8 @@ def build_runner(cfg: Config) -> Runner:
 
 def train(cfg: Config) -> Runner:
     runner = build_runner(cfg)
-    runner.train()
+    with allow_head_reinit(not cfg.get('resume', False)):  # fine-tuning from load_from; resuming is strict
+        runner.train()
     return runner
 
 

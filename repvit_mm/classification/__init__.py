@@ -1,10 +1,10 @@
-"""ImageNet classification with the authors' recipe: DeiT distillation, AGC, data checks, released weights."""
-from . import agc, checks, distill, released, transforms  # noqa: F401  (registration)
+"""ImageNet classification with the authors' recipe: DeiT distillation, AGC, random erasing, data checks,
+released weights."""
+from . import agc, checks, distill, erasing, transforms  # noqa: F401  (registration)
 from .agc import AGCOptimWrapper, AmpAGCOptimWrapper
 from .distill import DistillationImageClassifier, build_teacher, load_teacher_weights
-from .released import is_own_layout, resolve_released_checkpoint
+from .erasing import ErasingClsDataPreprocessor
 from .transforms import LoadImageFromFileOrFail, UnreadableImageError
 
-__all__ = ['AGCOptimWrapper', 'AmpAGCOptimWrapper', 'DistillationImageClassifier', 'build_teacher',
-           'load_teacher_weights', 'is_own_layout', 'resolve_released_checkpoint', 'LoadImageFromFileOrFail',
-           'UnreadableImageError']
+__all__ = ['AGCOptimWrapper', 'AmpAGCOptimWrapper', 'DistillationImageClassifier', 'ErasingClsDataPreprocessor',
+           'build_teacher', 'load_teacher_weights', 'LoadImageFromFileOrFail', 'UnreadableImageError']

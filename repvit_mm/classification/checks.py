@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import os.path as osp
 
-from ..apis.data_checks import register_data_check
+from ..utils.data_checks import register_data_check
 from ..utils.errors import UserInputError
 
 __all__ = ['check_image_folder_dataset']

@@ -20,36 +20,17 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 from ..utils.errors import UserInputError
-from ..utils.safe_checkpoint import safe_torch_load
 
 __all__ = ['DistillationImageClassifier', 'build_teacher', 'load_teacher_weights']
 
-# Where training scripts nest the weights inside a checkpoint (DeiT's teacher file uses 'model').
-_STATE_DICT_KEYS = ('model', 'state_dict', 'model_ema', 'state_dict_ema')
-
-
 def load_teacher_weights(model: nn.Module, checkpoint: str) -> None:
     """Load a teacher checkpoint (DeiT ``{'model': ...}``, mmengine ``{'state_dict': ...}`` or a bare
-    timm state dict) strictly into ``model``; any mismatch is one error naming the file."""
-    state = safe_torch_load(checkpoint, map_location='cpu')
-    for key in _STATE_DICT_KEYS:
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserInputError(f'teacher checkpoint {checkpoint}: no state dict of tensors found in it')
-    state = {k.removeprefix('module.'): v for k, v in state.items()}
-    own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong_shape = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong_shape:
-        problems = [f'{name}: {", ".join(keys[:3])}{" ..." if len(keys) > 3 else ""}'
-                    for name, keys in (('missing', missing), ('unexpected', unexpected),
-                                       ('shape mismatch', wrong_shape)) if keys]
-        raise UserInputError(f'teacher checkpoint {checkpoint} does not fit the teacher model '
-                             f'{type(model).__name__} ({"; ".join(problems)})')
-    model.load_state_dict(state, strict=True)
+    timm state dict; any scheme) strictly into ``model``; any mismatch is one error naming the file."""
+    from ..models.checkpoints import load_checkpoint_into
+    try:
+        load_checkpoint_into(model, checkpoint)
+    except UserInputError as err:
+        raise UserInputError(f'teacher ({type(model).__name__}): {err}') from None
 
 
 def build_teacher(name: str, checkpoint: str | None = None, num_classes: int = 1000,
@@ -58,7 +39,7 @@ def build_teacher(name: str, checkpoint: str | None = None, num_classes: int = 1
 
     Args:
         name: timm model name, ``'regnety_160'`` for RepViT's RegNetY-16GF teacher.
-        checkpoint: local weights file (e.g. DeiT's ``regnety_160-a5fe301d.pth``); nothing is downloaded.
+        checkpoint: weights file (e.g. DeiT's ``regnety_160-a5fe301d.pth``) or URL, read weights-only.
         num_classes: classes of the teacher's classifier (must match the student's).
         random_init: build the teacher without weights; only for tests of the training machinery,
             since distilling from an untrained teacher teaches nothing.
@@ -70,7 +51,7 @@ def build_teacher(name: str, checkpoint: str | None = None, num_classes: int = 1
         raise UserInputError('model.teacher.checkpoint is not set: distillation needs the teacher weights '
                              f'for {name} as a local file (random_init=True builds an untrained teacher, '
                              'for tests only)')
-    if checkpoint is not None and not osp.isfile(checkpoint):
+    if checkpoint is not None and '://' not in checkpoint and not osp.isfile(checkpoint):
         raise UserInputError(f'teacher checkpoint not found: {checkpoint} (model.teacher.checkpoint)')
     timm_kwargs.setdefault('global_pool', 'avg')  # as the authors build their teacher
     try:

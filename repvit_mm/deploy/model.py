@@ -3,24 +3,24 @@
 The deploy tools accept classifiers (mmpretrain), detectors (mmdet) and segmentors (mmseg): the config's
 ``default_scope`` picks the registry. Checkpoints may be training checkpoints (``state_dict`` + ``meta``),
 fused deploy checkpoints written by :func:`repvit_mm.deploy.fuse_checkpoint` (recognised by their keys
-fitting the fused model, so the training config loads them too) and, for classifiers, the authors'
-release files and timm state dicts (converted on the fly).
+fitting the fused model, so the training config loads them too), the authors' ImageNet, COCO and ADE20K
+release files and timm state dicts (converted in memory by :mod:`repvit_mm.models.checkpoints`).
 """
 from __future__ import annotations
 
 import copy
 import os
-import os.path as osp
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from torch import nn
 
+from ..models.build import build_model as _build_model
+from ..models.checkpoints import load_checkpoint_into
+from ..models.checkpoints import read_checkpoint as _read_checkpoint
 from ..utils.errors import UserInputError
-from ..utils.safe_checkpoint import safe_torch_load
 
 __all__ = ['TASKS', 'LoadedModel', 'read_config', 'task_of', 'build_model', 'read_checkpoint', 'load_model',
            'fused_copy', 'ClassifierLogits', 'BackboneFeatures', 'tensor_model', 'normalization', 'class_names']
@@ -48,7 +48,7 @@ def read_config(config: str | os.PathLike | Config) -> Config:
     """A private copy of ``config`` (a path is read with :func:`repvit_mm.apis.load_config`)."""
     if isinstance(config, Config):
         return copy.deepcopy(config)
-    from ..apis.config import load_config
+    from ..utils.config import load_config
     return load_config(str(config))
 
 
@@ -62,79 +62,27 @@ def task_of(cfg: Config) -> str:
 
 
 def build_model(cfg: Config) -> nn.Module:
-    """Build ``cfg.model`` in the config's registry scope, for inference: no teacher, no pretrained
-    weights loaded (the caller loads a checkpoint), SyncBN replaced by BN, eval mode."""
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS
-
-    scope = cfg.get('default_scope', 'mmpretrain')
-    if task_of(cfg) == 'classification':
-        from .. import classification  # noqa: F401  (registers DistillationImageClassifier)
-    model_cfg = copy.deepcopy(cfg.model)
-    if cfg.get('data_preprocessor') is not None:  # as mmengine's Runner does
-        model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.data_preprocessor))
-    if 'teacher' in model_cfg:  # distillation teachers only matter for training
-        model_cfg.teacher = None
-    if model_cfg.get('pretrained') is not None:
-        model_cfg.pretrained = None
-    try:
-        with DefaultScope.overwrite_default_scope(scope):
-            model = MODELS.build(model_cfg)
-    except (UserInputError, FileNotFoundError):
-        raise
-    except Exception as err:  # a KeyError of the registry, a bad argument, ...
-        raise UserInputError(f'cannot build the model of {cfg.filename}: {type(err).__name__}: '
-                             f'{str(err).splitlines()[0] if str(err) else ""}') from err
-    model = revert_sync_batchnorm(model)
-    return model.eval()
+    """Build ``cfg.model`` for inference: no teacher, no pretrained weights loaded (the caller loads a
+    checkpoint), SyncBN replaced by BN, eval mode."""
+    task_of(cfg)
+    return _build_model(cfg)
 
 
 def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """``(state_dict, meta)`` of a training, deploy or bare checkpoint (safely unpickled)."""
-    path = str(checkpoint)
-    if not osp.isfile(path):
-        raise UserInputError(f'checkpoint not found: {path}')
-    ckpt = safe_torch_load(path, map_location='cpu')
-    if not isinstance(ckpt, dict):
-        raise UserInputError(f'checkpoint {path}: expected a dict, found {type(ckpt).__name__}')
-    meta = ckpt.get('meta') if isinstance(ckpt.get('meta'), dict) else {}
-    state = ckpt
-    for key in ('state_dict', 'model'):
-        if isinstance(ckpt.get(key), dict):
-            state = ckpt[key]
-            break
-    state = {k.removeprefix('module.'): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    if not state:
-        raise UserInputError(f'checkpoint {path}: no tensors found (expected a state_dict)')
-    return state, meta
-
-
-def _mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, list[str]]:
-    own = model.state_dict()
-    return {
-        'missing': sorted(set(own) - set(state)),
-        'unexpected': sorted(set(state) - set(own)),
-        'shape mismatch': sorted(f'{k} (checkpoint {list(state[k].shape)}, model {list(own[k].shape)})'
-                                 for k in set(own) & set(state) if own[k].shape != state[k].shape),
-    }
-
-
-def _describe(problems: dict[str, list[str]], limit: int = 4) -> str:
-    parts = []
-    for name, keys in problems.items():
-        if keys:
-            more = f' (+{len(keys) - limit} more)' if len(keys) > limit else ''
-            parts.append(f'{name} {len(keys)}: {", ".join(keys[:limit])}{more}')
-    return '; '.join(parts)
+    """``(state_dict, meta)`` of a checkpoint (read safely, any scheme, state dict unwrapped)."""
+    ckpt = _read_checkpoint(checkpoint)
+    return dict(ckpt.state), ckpt.meta
 
 
 def load_model(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None, *,
                fuse: bool = False) -> LoadedModel:
     """Build the config's model and load ``checkpoint`` strictly (every key, every shape).
 
-    A fused (deploy) checkpoint is loaded into the fused structure: the model is built from the config,
-    reparameterized, then loaded. ``fuse=True`` returns the reparameterized model in any case.
-    Without a checkpoint the model keeps its random initialisation (benchmarks, FLOPs).
+    The checkpoint may be in any layout :func:`repvit_mm.models.checkpoints.fit_checkpoint` converts (ours,
+    the authors' ImageNet / COCO / ADE20K releases, timm). A fused (deploy) checkpoint is loaded into the
+    fused structure: the model is built from the config, reparameterized, then loaded. ``fuse=True``
+    returns the reparameterized model in any case. Without a checkpoint the model keeps its random
+    initialisation (benchmarks, FLOPs).
 
     Raises:
         UserInputError: the checkpoint does not fit the config's model; the message lists the
@@ -148,20 +96,15 @@ def load_model(config: str | os.PathLike | Config, checkpoint: str | os.PathLike
     meta: dict[str, Any] = {}
     fused = False
     if checkpoint is not None:
-        state, meta = read_checkpoint(_own_layout(str(checkpoint), cfg, task))
-        problems = _mismatch(model, state)
-        if any(problems.values()):
-            deployed = copy.deepcopy(model)
-            switch_to_deploy(deployed)
-            deploy_problems = _mismatch(deployed, state)
-            if any(deploy_problems.values()):
-                if meta.get('deploy'):
-                    problems = deploy_problems
-                kind = 'fused (deploy) checkpoint' if meta.get('deploy') else 'checkpoint'
-                raise UserInputError(f'{kind} {checkpoint} does not fit the model of {cfg.filename} '
-                                     f'(wrong config for this checkpoint?): {_describe(problems)}')
-            model, fused = deployed, True
-        model.load_state_dict(state, strict=True)
+        ckpt = _read_checkpoint(checkpoint)
+        meta = dict(ckpt.meta)
+        try:
+            fused = load_checkpoint_into(model, ckpt, accept_fused=True).fused
+        except UserInputError as err:  # say which config; keep the error's type and key lists
+            err.args = (f'{err} (config {cfg.filename})', *err.args[1:])
+            raise
+        if ckpt.dataset_meta:
+            meta['dataset_meta'] = ckpt.dataset_meta
     if fuse and not fused:
         switch_to_deploy(model)
         fused = True
@@ -170,15 +113,6 @@ def load_model(config: str | os.PathLike | Config, checkpoint: str | os.PathLike
         model.dataset_meta = dict(meta['dataset_meta'])
     return LoadedModel(model=model, cfg=cfg, task=task, fused=fused,
                        checkpoint=None if checkpoint is None else str(checkpoint), meta=meta)
-
-
-def _own_layout(checkpoint: str, cfg: Config, task: str) -> str:
-    """For classifiers: the authors' release files and timm state dicts, converted to our layout (a
-    temporary file); any other checkpoint unchanged."""
-    if task != 'classification' or not osp.isfile(checkpoint):
-        return checkpoint
-    from ..classification.released import resolve_released_checkpoint
-    return resolve_released_checkpoint(checkpoint, copy.deepcopy(cfg))
 
 
 def fused_copy(loaded: LoadedModel) -> LoadedModel:

@@ -13,7 +13,7 @@ import os.path as osp
 from collections import defaultdict
 from typing import Any
 
-from ..apis.data_checks import register_data_check
+from ..utils.data_checks import register_data_check
 from ..utils.errors import UserInputError
 
 #: Top-level keys every COCO instance file has; ``annotations`` may be absent from image-info files

@@ -30,7 +30,7 @@ from ..utils.errors import UserInputError
 from .backbones.repvit import RepViT, normalize_arch_name
 
 __all__ = ['convert_official', 'convert_timm', 'convert_checkpoint', 'detect_format', 'check_state_dict',
-           'unwrap_state_dict', 'guess_arch', 'read_weights', 'CheckpointMismatchError']
+           'unwrap_state_dict', 'guess_arch', 'describe_mismatch', 'CheckpointMismatchError']
 
 StateDict = Dict[str, torch.Tensor]
 _SHOW = 12  # keys listed per category in an error message
@@ -52,6 +52,20 @@ def _listing(name: str, items: Sequence[str]) -> str:
     shown = ', '.join(items[:_SHOW])
     more = f', ... ({len(items) - _SHOW} more)' if len(items) > _SHOW else ''
     return f'{len(items)} {name} [{shown}{more}]'
+
+
+def describe_mismatch(missing: Sequence[str] = (), unexpected: Sequence[str] = (),
+                      mismatched: Sequence[Tuple[str, tuple, tuple]] = ()) -> str:
+    """The one way a key mismatch is worded: counts and the first keys of each kind, on one line."""
+    parts = []
+    if missing:
+        parts.append(_listing('missing keys', list(missing)))
+    if unexpected:
+        parts.append(_listing('unexpected keys', list(unexpected)))
+    if mismatched:
+        parts.append(_listing('keys with wrong shapes',
+                              [f'{k} {tuple(a)} vs {tuple(b)} in the model' for k, a, b in mismatched]))
+    return '; '.join(parts)
 
 
 # ----------------------------------------------------------------------------- expected layout
@@ -145,21 +159,14 @@ def check_state_dict(state: StateDict, arch, deploy: Optional[bool] = None,
             return OrderedDict((k, filled[k]) for k in expected)
         results.append((len(missing) + len(unexpected) + len(mismatched), missing, unexpected, mismatched))
     _, missing, unexpected, mismatched = min(results, key=lambda r: r[0])
-    parts = []
-    if missing:
-        parts.append(_listing('missing keys', missing))
-    if unexpected:
-        parts.append(_listing('unexpected keys', unexpected))
-    if mismatched:
-        parts.append(_listing('keys with wrong shapes',
-                              [f'{k} {tuple(a)} vs {tuple(b)} in the model' for k, a, b in mismatched]))
     hint = ''
     if isinstance(arch, str):
         guesses = [g for g in guess_arch(state, extra_unexpected, reconvert) if g != arch]
         if guesses:
             hint = f' (the checkpoint fits arch {" / ".join(repr(g) for g in guesses)})'
     raise CheckpointMismatchError(
-        f'{source} does not match RepViT arch {arch_name!r}{hint}: ' + '; '.join(parts),
+        f'{source} does not match RepViT arch {arch_name!r}{hint}: '
+        + describe_mismatch(missing, unexpected, mismatched),
         missing, unexpected, mismatched)
 
 
@@ -188,24 +195,6 @@ def guess_arch(state: Mapping[str, torch.Tensor], extra_unexpected: Sequence[str
 
 
 # ----------------------------------------------------------------------------- input handling
-def read_weights(path: str):
-    """Load a weights file on the CPU: ``.safetensors`` (how timm weights come from the Hugging Face hub)
-    or a ``.pth`` checkpoint through the safe (weights-only) loader."""
-    import os.path as osp
-
-    from ..utils.safe_checkpoint import safe_torch_load
-    if not str(path).endswith('.safetensors'):
-        return safe_torch_load(path, map_location='cpu')  # checks the file exists, one-line errors
-    path = osp.expanduser(path)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    from safetensors.torch import load_file
-    try:
-        return load_file(path, device='cpu')
-    except Exception as err:  # noqa: BLE001 - any parse failure is a bad input file
-        raise UserInputError(f'{path}: not a readable safetensors file ({err})') from None
-
-
 def unwrap_state_dict(ckpt) -> StateDict:
     """The state dict inside a loaded checkpoint (``state_dict``/``model`` entry or the dict itself);
     a ``module.`` prefix (DataParallel) is stripped."""

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from ..apis.data_checks import register_data_check
+from ..utils.data_checks import register_data_check
 from ..utils.errors import UserInputError
 from .labels import invalid_raw_labels, label_range_error
 

@@ -1,17 +1,30 @@
-"""Load mmengine checkpoints with ``torch.load(weights_only=True)``.
+"""Load checkpoints with ``torch.load(weights_only=True)``, whatever scheme names them.
 
 Since torch 2.6, ``torch.load`` only unpickles tensors and plain containers unless told otherwise, and
 mmengine 0.10.7 writes a few other objects into its checkpoints (the ``message_hub`` holds
 ``HistoryBuffer`` objects with numpy arrays inside). Rather than switching ``weights_only`` off -- which
-would let a checkpoint run arbitrary code when loaded -- we allow-list exactly those globals, and make
-mmengine's local-file loader report any other global with one clear error.
+would let a checkpoint run arbitrary code when loaded -- we allow-list exactly those globals.
+
+mmengine's :class:`~mmengine.runner.CheckpointLoader` picks a loader by the name's prefix: local files,
+``http(s)://``, ``torchvision://`` / ``modelzoo://``, ``open-mmlab://`` / ``openmmlab://``, ``mmcls://``,
+``pavi://``, ``s3://`` / ``petrel://``. Its remote loaders call ``torch.hub.load_state_dict_from_url`` or
+``torch.load`` with ``weights_only=False``. :func:`install` registers a safe loader for every one of those
+prefixes: the same downloads (into torch.hub's cache, as usual), the same URL tables, then
+:func:`safe_torch_load`. A refused file is one :class:`UnsafeCheckpointError` naming the file and the
+refused globals.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import os
 import os.path as osp
 import pickle
 import re
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -19,11 +32,11 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
 __all__ = ['UnsafeCheckpointError', 'MMENGINE_CHECKPOINT_GLOBALS', 'allow_mmengine_checkpoint_globals',
-           'safe_torch_load']
+           'safe_torch_load', 'read_checkpoint_file', 'keep_reads', 'source_of', 'SAFE_SCHEMES']
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
-    """A checkpoint pickles an object that is not on the allow-list."""
+    """A checkpoint pickles an object that is not on the allow-list, or is not a checkpoint at all."""
 
 
 def _numpy_globals() -> list:
@@ -48,12 +61,25 @@ def _history_buffer_statistic(owner, name: str):
     raise pickle.UnpicklingError(f"GLOBAL builtins.getattr({getattr(owner, '__name__', owner)!r}, {name!r})")
 
 
+def _empty_bytes(*args) -> bytes:
+    """Stands in for ``builtins.bytes`` while unpickling.
+
+    With pickle protocol 2 (``torch.save``'s), an *empty* numpy array (an empty ``HistoryBuffer``) pickles
+    its data as ``bytes()`` -- non-empty data goes through ``_codecs.encode``, which torch already allows.
+    The real ``bytes`` would also let a file allocate ``bytes(10**12)``; only the empty call is answered.
+    """
+    if args:
+        raise pickle.UnpicklingError(f'GLOBAL builtins.bytes{args!r} (only bytes() is allowed)')
+    return b''
+
+
 #: Everything mmengine 0.10.7 (Runner checkpoints, including ``message_hub`` and ``meta``) pickles
 #: beyond what ``weights_only=True`` accepts by default; plus ``argparse.Namespace``, which DeiT-style
 #: training scripts (the authors' code) save their options in (``'args'``): a Namespace only holds
 #: attributes, it runs nothing when unpickled.
 MMENGINE_CHECKPOINT_GLOBALS: list = [HistoryBuffer, *_numpy_globals(),
-                                     (_history_buffer_statistic, 'builtins.getattr'), argparse.Namespace]
+                                     (_history_buffer_statistic, 'builtins.getattr'),
+                                     (_empty_bytes, 'builtins.bytes'), argparse.Namespace]
 
 _GLOBAL_IN_MESSAGE = re.compile(r'GLOBAL ([\w.]+(?:\(.*?\))?)')
 
@@ -63,41 +89,208 @@ def allow_mmengine_checkpoint_globals() -> None:
     torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
 
 
-def safe_torch_load(filename: str, map_location=None):
-    """``torch.load(filename, weights_only=True)`` with a one-line error naming a refused global."""
-    filename = osp.expanduser(filename)
-    if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint not found: {filename}')
+def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str | None = None):
+    """``torch.load(filename, weights_only=True)`` with a one-line error naming a refused global.
+
+    ``filename`` may also be an open binary file (a download held in memory); ``name`` is what error
+    messages call it then.
+    """
+    if isinstance(filename, (str, os.PathLike)):
+        filename = osp.expanduser(str(filename))
+        name = name or filename
+        if not osp.isfile(filename):
+            raise FileNotFoundError(f'checkpoint not found: {filename}')
     try:
         return torch.load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         refused = _refused_globals(filename) or _GLOBAL_IN_MESSAGE.findall(str(err))
         if not refused:
-            raise UnsafeCheckpointError(f'{filename}: not a loadable checkpoint ({str(err).splitlines()[0]})') \
+            raise UnsafeCheckpointError(f'{name}: not a loadable checkpoint ({str(err).splitlines()[0]})') \
                 from None
         raise UnsafeCheckpointError(
-            f"{filename}: refused to load: it pickles {', '.join(map(repr, refused))}, which is not a tensor, "
+            f"{name}: refused to load: it pickles {', '.join(map(repr, refused))}, which is not a tensor, "
             'a plain container or one of the mmengine/numpy types on the allow-list (repvit_mm.utils.'
             'MMENGINE_CHECKPOINT_GLOBALS); loading it could run code from the file') from None
     except Exception as err:  # truncated files, not a torch checkpoint at all, ...
-        raise UnsafeCheckpointError(f'{filename}: not a readable checkpoint ({type(err).__name__}: {err})') \
+        raise UnsafeCheckpointError(f'{name}: not a readable checkpoint ({type(err).__name__}: {err})') \
             from None
 
 
-def _refused_globals(filename: str) -> list[str]:
+def _refused_globals(filename) -> list[str]:
     """Fully qualified names of the globals in ``filename`` that are not allowed (empty if unknown)."""
     try:
+        if not isinstance(filename, str):
+            filename.seek(0)
         return torch.serialization.get_unsafe_globals_in_checkpoint(filename)
     except Exception:  # legacy (non-zip) format: fall back to torch's error message
         return []
 
 
-def _load_from_local(filename: str, map_location=None):
-    return safe_torch_load(filename, map_location)
+# ----------------------------------------------------------------------------------------- scheme loaders
+def _load_local(filename: str, map_location=None):
+    """A local ``.pth`` (weights-only) or ``.safetensors`` file (how timm weights come from the HF hub)."""
+    if not str(filename).endswith('.safetensors'):
+        return safe_torch_load(filename, map_location)
+    path = osp.expanduser(filename)
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'checkpoint not found: {path}')
+    from safetensors.torch import load_file
+    try:
+        return load_file(path, device='cpu')
+    except Exception as err:  # noqa: BLE001 - any parse failure is a bad input file
+        raise UnsafeCheckpointError(f'{path}: not a readable safetensors file ({err})') from None
+
+
+def _hub_cached_file(url: str, model_dir: str | None = None) -> str:
+    """Download ``url`` into torch.hub's checkpoint cache unless it is there already (as
+    ``torch.hub.load_state_dict_from_url`` does); return the cached file."""
+    model_dir = model_dir or osp.join(torch.hub.get_dir(), 'checkpoints')
+    os.makedirs(model_dir, exist_ok=True)
+    cached = osp.join(model_dir, osp.basename(urlparse(url).path))
+    if not osp.exists(cached):
+        hash_prefix = None
+        match = torch.hub.HASH_REGEX.search(osp.basename(cached))
+        if match:  # torchvision-style names end with the file's sha256 prefix
+            hash_prefix = match.group(1)
+        torch.hub.download_url_to_file(url, cached, hash_prefix, progress=os.isatty(0))
+    return cached
+
+
+def _load_http(filename: str, map_location=None, model_dir: str | None = None):
+    from mmengine.dist import get_dist_info
+    rank, world_size = get_dist_info()
+    if rank == 0:
+        cached = _hub_cached_file(filename, model_dir)
+    if world_size > 1:  # rank 0 downloads, the others wait and read its copy
+        torch.distributed.barrier()
+        if rank > 0:
+            cached = _hub_cached_file(filename, model_dir)
+    return safe_torch_load(cached, map_location, name=f'{filename} (cached as {cached})')
+
+
+def _load_torchvision(filename: str, map_location=None):
+    from mmengine.runner.checkpoint import get_torchvision_models
+    name = filename.split('://', 1)[1]
+    return _load_http(get_torchvision_models()[name], map_location)
+
+
+def _load_openmmlab(filename: str, map_location=None):
+    from mmengine.runner.checkpoint import _get_mmengine_home, get_deprecated_model_names, get_external_models
+    name = filename.split('://', 1)[1]
+    name = get_deprecated_model_names().get(name, name)
+    url = get_external_models()[name]
+    if url.startswith(('http://', 'https://')):
+        return _load_http(url, map_location)
+    return safe_torch_load(osp.join(_get_mmengine_home(), url), map_location)
+
+
+def _load_mmcls(filename: str, map_location=None):
+    from mmengine.runner.checkpoint import _process_mmcls_checkpoint, get_mmcls_models
+    return _process_mmcls_checkpoint(_load_http(get_mmcls_models()[filename[len('mmcls://'):]], map_location))
+
+
+def _load_pavi(filename: str, map_location=None):
+    import tempfile
+
+    from pavi import modelcloud
+    model = modelcloud.get(filename[len('pavi://'):])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = osp.join(tmp, model.name)
+        model.download(path)
+        return safe_torch_load(path, map_location, name=filename)
+
+
+def _load_ceph(filename: str, map_location=None, backend: str = 'petrel'):
+    from mmengine.fileio import get_file_backend
+    data = get_file_backend(filename, backend_args={'backend': backend}).get(filename)
+    with io.BytesIO(data) as buffer:
+        return safe_torch_load(buffer, map_location, name=filename)
+
+
+#: prefix -> safe loader, for every prefix mmengine 0.10.7 registers (``''`` is a local file).
+SAFE_SCHEMES: dict = {
+    '': _load_local,
+    'http://': _load_http, 'https://': _load_http,
+    'modelzoo://': _load_torchvision, 'torchvision://': _load_torchvision,
+    'open-mmlab://': _load_openmmlab, 'openmmlab://': _load_openmmlab,
+    'mmcls://': _load_mmcls,
+    'pavi://': _load_pavi,
+    r'(\S+\:)?s3://': _load_ceph, r'(\S+\:)?petrel://': _load_ceph,
+}
+
+
+# ----------------------------------------------------------------------------------------- reading once
+_kept: dict[str, object] = {}
+_keeping = False
+
+
+@contextlib.contextmanager
+def keep_reads() -> Iterator[None]:
+    """Checkpoints read inside this block are handed out once more by the next read of the same name.
+
+    The tools check a checkpoint before mmengine's Runner starts (so that a wrong file fails before a work
+    dir exists); the Runner then reads the same name again: it gets the object already in memory instead
+    of a second read (or download) of the file.
+    """
+    global _keeping
+    previous, _keeping = _keeping, True
+    try:
+        yield
+    finally:
+        _keeping = previous
+
+
+def read_checkpoint_file(filename: str, map_location='cpu'):
+    """Read ``filename`` (any scheme mmengine knows) safely: what ``CheckpointLoader.load_checkpoint``
+    returns once :func:`install` has run."""
+    return CheckpointLoader.load_checkpoint(str(filename), map_location=map_location, logger='current')
+
+
+def _first_tensor(obj) -> torch.Tensor | None:
+    if isinstance(obj, Mapping):
+        for key in ('state_dict', 'model'):
+            if isinstance(obj.get(key), Mapping):
+                obj = obj[key]
+                break
+        return next((v for v in obj.values() if isinstance(v, torch.Tensor)), None)
+    return None
+
+
+# id(first tensor) -> (that tensor, file name) of the last checkpoints read: mmengine hands the state dict
+# on without its file name (``load_state_dict(model, state_dict)``); its tensors are still the same objects.
+_sources: OrderedDict[int, tuple[torch.Tensor, str]] = OrderedDict()
+
+
+def source_of(state) -> str | None:
+    """The name a checkpoint (or its state dict) was read from by the safe loaders, if known."""
+    tensor = _first_tensor(state)
+    entry = _sources.get(id(tensor)) if tensor is not None else None
+    return entry[1] if entry is not None and entry[0] is tensor else None
+
+
+def _reading_once(loader):
+    def load(filename: str, map_location=None, *args, **kwargs):
+        key = str(filename)  # kept objects are on the CPU; mmengine moves what it loads where it belongs
+        if key in _kept:
+            return _kept.pop(key)
+        loaded = loader(filename, map_location, *args, **kwargs)
+        if _keeping:
+            _kept[key] = loaded
+        tensor = _first_tensor(loaded)
+        if tensor is not None:
+            _sources[id(tensor)] = (tensor, str(filename))
+            while len(_sources) > 8:
+                _sources.popitem(last=False)
+        return loaded
+
+    load.__name__ = f'load_from_safe_{loader.__name__.removeprefix("_load_")}'  # mmengine logs [10:]
+    load.__doc__ = loader.__doc__
+    return load
 
 
 def install() -> None:
-    """Allow-list mmengine's globals and route mmengine's local checkpoint loading through
-    :func:`safe_torch_load`. Called when :mod:`repvit_mm` is imported."""
+    """Allow-list mmengine's globals and register the safe loader of every scheme. Called when
+    :mod:`repvit_mm` is imported."""
     allow_mmengine_checkpoint_globals()
-    CheckpointLoader.register_scheme(prefixes='', force=True)(_load_from_local)
+    for prefix, loader in SAFE_SCHEMES.items():
+        CheckpointLoader.register_scheme(prefixes=prefix, loader=_reading_once(loader), force=True)

@@ -4,13 +4,17 @@ dataset_type = 'ImageNet'
 data_root = 'data/imagenet'
 
 data_preprocessor = dict(
+    # mmpretrain's ClsDataPreprocessor plus timm's RandomErasing where the authors' timm pipeline has it:
+    # --reprob 0.25 --remode pixel --recount 1, on the normalised image (erased pixels are N(0, 1), not
+    # clipped), before Mixup/CutMix (the model's train_cfg.augments, applied right after it).
+    type='ErasingClsDataPreprocessor',
+    random_erasing=dict(probability=0.25, mode='pixel', max_count=1),
     num_classes=1000,
     mean=[123.675, 116.28, 103.53],  # timm IMAGENET_DEFAULT_MEAN/STD, RGB, 0-255
     std=[58.395, 57.12, 57.375],
     to_rgb=True,
 )
 bgr_mean = data_preprocessor['mean'][::-1]
-bgr_std = data_preprocessor['std'][::-1]
 
 train_pipeline = [
     dict(type='LoadImageFromFileOrFail'),  # a corrupt image stops training with its file name
@@ -20,9 +24,7 @@ train_pipeline = [
     # The authors' --color-jitter 0.4 is not applied: timm disables colour jitter when RandAugment is on.
     dict(type='RandAugment', policies='timm_increasing', num_policies=2, total_level=10, magnitude_level=9,
          magnitude_std=0.5, hparams=dict(pad_val=[round(x) for x in bgr_mean], interpolation='bicubic')),
-    # timm --reprob 0.25 --remode pixel: per-pixel N(0, 1) after normalisation = N(mean, std) here.
-    dict(type='RandomErasing', erase_prob=0.25, mode='rand', min_area_ratio=0.02, max_area_ratio=1 / 3,
-         fill_color=bgr_mean, fill_std=bgr_std),
+    # random erasing follows in the data preprocessor (above), after normalisation
     dict(type='PackInputs'),
 ]
 test_pipeline = [

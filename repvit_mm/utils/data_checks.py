@@ -13,7 +13,8 @@ from typing import Callable, Iterator
 
 from mmengine.config import Config
 
-from ..utils.errors import UserInputError
+from .errors import UserInputError
+from .paths import is_remote
 
 DataCheck = Callable[[dict], None]
 _DATA_CHECKS: dict[str, list[DataCheck]] = {}
@@ -51,7 +52,7 @@ def _check_evaluator_files(cfg: Config, split: str) -> None:
     evaluators = cfg.get(f'{split}_evaluator') or []
     for evaluator in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
         ann_file = evaluator.get('ann_file') if isinstance(evaluator, dict) else None
-        if ann_file and '://' not in str(ann_file) and not osp.isfile(ann_file):
+        if ann_file and not is_remote(ann_file) and not osp.isfile(ann_file):
             raise UserInputError(f'{split}_evaluator.ann_file not found: {ann_file}')
 
 

@@ -5,10 +5,10 @@ import inspect
 import os.path as osp
 from typing import Any
 
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config
 from mmengine.runner import Runner
 
-from ..utils.errors import UserInputError
+from .errors import UserInputError
 
 # Top-level keys the Runner (or ``Runner.from_cfg``/``wrap_model``) reads although configs often omit them.
 _RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {
@@ -61,8 +61,3 @@ def load_config(path: str, cfg_options: dict[str, Any] | None = None) -> Config:
         cfg.merge_from_dict(cfg_options)
     return cfg
 
-
-def set_if_missing(cfg: Config | ConfigDict, key: str, value: Any) -> None:
-    """``cfg[key] = value`` unless the config already sets it."""
-    if cfg.get(key) is None:
-        cfg[key] = value

@@ -1,0 +1,66 @@
+"""Route mmengine's own checkpoint loading through :mod:`.checkpoints` (installed when repvit_mm is imported).
+
+Every mmengine route that puts a checkpoint into a model ends in
+``mmengine.runner.checkpoint.load_state_dict``: ``Runner.load_checkpoint`` (``load_from``, ``resume``,
+testing), ``mmengine.runner.load_checkpoint`` (mmdet's ``init_detector``, mmseg's ``init_model``, the
+mmpretrain inferencers) and ``PretrainedInit`` without a prefix. That function loads with ``strict=False``
+and only logs what did not fit -- a wrong checkpoint becomes a half-random model. mmengine offers no
+registry for it, so :func:`install` replaces that one function (the only patch of upstream code in this
+project): models with a RepViT inside go through :func:`~.checkpoints.fit_checkpoint` (converted from any
+known layout, all or nothing), every other model through mmengine's original.
+
+``PretrainedInit`` with a ``prefix`` reads its file with ``_load_checkpoint_with_prefix``, which only knows
+``state_dict`` checkpoints; the ``Pretrained`` initializer registered here reads any layout.
+"""
+from __future__ import annotations
+
+import mmengine.runner.checkpoint as mmengine_checkpoint
+from mmengine.logging import print_log
+from mmengine.model import is_model_wrapper
+from mmengine.model.weight_init import PretrainedInit, update_init_info
+from mmengine.registry import WEIGHT_INITIALIZERS
+
+from ..utils.safe_checkpoint import source_of
+from .checkpoints import _repvit_in, as_checkpoint, finetuning, load_checkpoint_into
+
+__all__ = ['install', 'load_state_dict', 'RepViTPretrainedInit']
+
+_upstream_load_state_dict = mmengine_checkpoint.load_state_dict
+
+
+def load_state_dict(module, state_dict, strict: bool = False, logger=None):
+    """``mmengine.runner.checkpoint.load_state_dict``, strict for models with a RepViT inside.
+
+    ``strict`` is ignored for those: a checkpoint either fits (after layout conversion) or raises
+    :class:`~repvit_mm.models.convert.CheckpointMismatchError`. Inside
+    :func:`~.checkpoints.allow_head_reinit` (training from ``load_from``), mis-shaped head tensors keep
+    their initialisation and one line says which.
+    """
+    model = module.module if is_model_wrapper(module) else module
+    if _repvit_in(model) is None:
+        return _upstream_load_state_dict(module, state_dict, strict, logger)
+    checkpoint = as_checkpoint(state_dict, source_of(state_dict) or 'checkpoint')
+    load_checkpoint_into(model, checkpoint, finetune=finetuning(), logger=logger or 'current',
+                         fused_hint='evaluate it with tools/test.py (fused checkpoints load automatically) '
+                                    'or reparameterize the model with repvit_mm.models.switch_to_deploy first')
+
+
+class RepViTPretrainedInit(PretrainedInit):
+    """mmengine's ``Pretrained`` initializer; for modules with a RepViT inside, the checkpoint may be in
+    any layout of :data:`~.checkpoints.LAYOUTS`, is checked strictly, and may only leave class-dependent
+    heads of another shape at their initialisation."""
+
+    def __call__(self, module) -> None:
+        if _repvit_in(module) is None:
+            return super().__call__(module)
+        what = f'{self.prefix} in model' if self.prefix else 'model'
+        print_log(f'load {what} from: {self.checkpoint}', logger='current')
+        load_checkpoint_into(module, self.checkpoint, prefix=self.prefix, finetune=True)
+        if hasattr(module, '_params_init_info'):
+            update_init_info(module, init_info=self._get_init_info())
+
+
+def install() -> None:
+    """Make mmengine's loading strict for RepViT models (idempotent)."""
+    mmengine_checkpoint.load_state_dict = load_state_dict
+    WEIGHT_INITIALIZERS.register_module(name='Pretrained', module=RepViTPretrainedInit, force=True)

@@ -1,0 +1,93 @@
+"""The package's layers (docs/architecture.md): imports point downward only, and importing is cheap."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+import pytest
+from helpers import ROOT, tool_env
+
+PACKAGE = ROOT / 'repvit_mm'
+
+# What each subpackage may import of ours, besides itself (docs/architecture.md).
+BELOW = {
+    'utils': set(),
+    'models': {'utils'},
+    'datasets': {'utils'},
+    'engine': {'models', 'datasets', 'utils'},
+    'classification': {'engine', 'models', 'datasets', 'utils'},
+    'detection': {'engine', 'models', 'datasets', 'utils'},
+    'segmentation': {'engine', 'models', 'datasets', 'utils'},
+}
+BELOW['apis'] = BELOW['deploy'] = set(BELOW) | {'version'}
+
+
+def _layer(module: str) -> str:
+    """``repvit_mm.models.convert`` -> ``models``; the package root itself is ``''``."""
+    parts = module.split('.')
+    return parts[1] if len(parts) > 1 else ''
+
+
+def _imported_modules(path, module: str) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every ``repvit_mm`` import in a file, relative ones resolved."""
+    package = module if path.name == '__init__.py' else module.rsplit('.', 1)[0]
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split('.')[:len(package.split('.')) - node.level + 1]
+                name = '.'.join(base + ([node.module] if node.module else []))
+                # ``from . import models``: the names are modules too
+                found += [(node.lineno, f'{name}.{alias.name}') if not node.module else (node.lineno, name)
+                          for alias in node.names]
+            else:
+                found.append((node.lineno, node.module or ''))
+    return [(line, name) for line, name in found if name == 'repvit_mm' or name.startswith('repvit_mm.')]
+
+
+def _violations() -> list[str]:
+    problems = []
+    for path in sorted(PACKAGE.rglob('*.py')):
+        rel = path.relative_to(ROOT).with_suffix('')
+        module = '.'.join(rel.parts[:-1] if rel.name == '__init__' else rel.parts)
+        own = _layer(module)
+        if own not in BELOW:  # the package root and version.py register / describe everything
+            continue
+        for line, target in _imported_modules(path, module):
+            other = _layer(target)
+            if other != own and other not in BELOW[own]:
+                problems.append(f'{path.relative_to(ROOT)}:{line}: {own} imports {target}')
+    return problems
+
+
+def test_imports_point_downward():
+    assert _violations() == []
+
+
+def test_every_subpackage_has_a_layer():
+    subpackages = {p.name for p in PACKAGE.iterdir() if (p / '__init__.py').is_file()}
+    assert subpackages <= set(BELOW), subpackages - set(BELOW)
+
+
+def _modules_after(code: str) -> set[str]:
+    out = subprocess.run([sys.executable, '-c', f'{code}\nimport sys; print(" ".join(sys.modules))'],
+                         cwd=ROOT, env=tool_env(), capture_output=True, text=True, check=True).stdout
+    return set(out.split())
+
+
+def test_import_repvit_mm_leaves_out_mmseg_and_deploy_libraries():
+    loaded = _modules_after('import repvit_mm')
+    assert {'torch', 'mmpretrain', 'repvit_mm.models', 'repvit_mm.classification'} <= loaded
+    # (mmdet and matplotlib are not listed: mmpretrain.models imports them itself when they are installed)
+    heavy = {'mmseg', 'repvit_mm.detection', 'repvit_mm.segmentation', 'repvit_mm.deploy', 'onnx',
+             'onnxruntime', 'coremltools', 'timm'}
+    assert not heavy & loaded, heavy & loaded
+
+
+@pytest.mark.parametrize('package, needs', [('repvit_mm.detection', 'mmdet'),
+                                            ('repvit_mm.segmentation', 'mmseg')])
+def test_task_packages_import_their_library(package, needs):
+    assert needs in _modules_after(f'import {package}')
