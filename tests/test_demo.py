@@ -128,9 +128,11 @@ def test_quick_demo_produces_every_artefact_and_picture(tmp_path):
     assert first == ['circle_00000.JPEG', 'square_00000.JPEG', 'triangle_00000.JPEG', 'circle_00001.JPEG']
     drawn = re.findall(r'^(\w+_\d+\.JPEG): top-3: ', proc.stdout, re.M)
     assert drawn == first
-    for log in (out / task for task in ('classification', 'detection', 'segmentation')):
-        records = [json.loads(line) for line in next(log.rglob('scalars.json')).read_text().splitlines()]
-        assert [r['iter'] for r in records if 'loss' in r] == [1, 2, 3, 4], log  # every iteration logged
+    artefacts = json.loads((out / 'summary.json').read_text())['artefacts']
+    for task in ('classification', 'detection', 'segmentation'):
+        scalars = Path(artefacts[f'{task} log']).parent / 'vis_data' / 'scalars.json'
+        records = [json.loads(line) for line in scalars.read_text().splitlines()]
+        assert [r['iter'] for r in records if 'loss' in r] == [1, 2, 3, 4], task  # every iteration logged
     with Image.open(out / 'pictures' / 'classification.png') as picture:
         assert picture.width > 4 * 256  # four 64 px images, each drawn at 256 px
 
