@@ -4,7 +4,8 @@ Importing the package (configs do it with ``custom_imports=dict(imports=['repvit
 RepViT backbone, head and the project's transforms, hooks and model wrappers in the OpenMMLab registries;
 makes mmengine load checkpoints of every scheme with ``torch.load(weights_only=True)`` (see
 ``utils.safe_checkpoint``); and makes mmengine's loading strict, layout-converting, for models with a
-RepViT inside (see ``models.mmengine_loading``).
+RepViT inside (see ``models.mmengine_loading``); and adds our classifiers to mmpretrain's model hub
+(``list_models('*repvit*')``, ``get_model(name)``; see ``models.hub``).
 """
 import warnings
 
@@ -22,3 +23,4 @@ from .models import mmengine_loading as _mmengine_loading  # noqa: E402
 
 _mmengine_loading.install()
 
+models.hub.register_model_index()

@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from helpers import CONFIGS, assert_one_line_error, run_tool
 
 import repvit_mm  # noqa: F401  (registration)
@@ -158,8 +157,12 @@ def test_recipe_is_in_the_built_objects(shapes_root, teacher_ckpt, tmp_path):
     from mmpretrain.models.utils.batch_augments import CutMix, Mixup
     from timm.utils import adaptive_clip_grad
 
-    from repvit_mm.classification import (AGCOptimWrapper, DistillationImageClassifier, ErasingClsDataPreprocessor,
-                                          LoadImageFromFileOrFail)
+    from repvit_mm.classification import (
+        AGCOptimWrapper,
+        DistillationImageClassifier,
+        ErasingClsDataPreprocessor,
+        LoadImageFromFileOrFail,
+    )
 
     cfg = load_cfg(DISTILL_300E, shrink_options(shapes_root, str(teacher_ckpt)))
     cfg.work_dir = str(tmp_path)
@@ -428,8 +431,7 @@ def test_missing_teacher_checkpoint_is_one_line(shapes_root, tmp_path):
 def to_authors_layout(state: dict, arch: str) -> dict:
     """Our ``backbone.*``/``head.*`` keys renamed to the authors' release layout (``features.*``,
     ``classifier.*``): the inverse of the converter's tables."""
-    from repvit_mm.models.convert import (_OFFICIAL_BLOCK, _OFFICIAL_FIXED, _OFFICIAL_REDUCE,
-                                          official_feature_layout)
+    from repvit_mm.models.convert import _OFFICIAL_BLOCK, _OFFICIAL_FIXED, _OFFICIAL_REDUCE, official_feature_layout
     layout = sorted(((prefix, i + 1, kind) for i, (prefix, kind) in enumerate(official_feature_layout(arch))),
                     key=lambda entry: -len(entry[0]))  # 'downsample.pre_block.' before 'downsample.'
 

@@ -9,15 +9,13 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import CHANNELS, randomize_bn_
 from mmpretrain.registry import MODELS
 from timm.layers import SqueezeExcite as TimmSE
-from torch.nn.modules.batchnorm import _BatchNorm
 
-from helpers import CHANNELS, randomize_bn_
 import repvit_mm.models  # noqa: F401  (registration)
 from repvit_mm.models import RepViT
-from repvit_mm.models.convert import (CheckpointMismatchError, convert_checkpoint, convert_official,
-                                      convert_timm)
+from repvit_mm.models.convert import CheckpointMismatchError, convert_checkpoint, convert_official, convert_timm
 from repvit_mm.utils.errors import UserInputError
 
 TIMM_ARCHS = sorted(n[len('repvit_'):] for n in timm.list_models('repvit_*'))

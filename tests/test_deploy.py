@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
 
 import repvit_mm  # noqa: F401  (registration, safe checkpoint loading)
 import repvit_mm.deploy  # noqa: F401
-from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
 
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 DET_CFG = CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import CONFIGS, assert_one_line_error, randomize_bn_, run_tool
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
 import repvit_mm.detection  # noqa: F401  (registers the COCO data check)
-from helpers import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
 
 DET_CONFIGS = CONFIGS / 'detection'
 SHAPES_CFG = DET_CONFIGS / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import CONFIGS, assert_one_line_error, run_tool
 
 SHAPES_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
@@ -196,7 +195,7 @@ def test_unknown_cfg_option_is_one_line(tmp_path):
 def test_cfg_option_new_argument_of_built_object_is_accepted():
     from mmengine.config import Config
 
-    from repvit_mm.apis import check_cfg_options
+    from repvit_mm.utils.config import check_cfg_options
     cfg = Config.fromfile(str(SHAPES_CFG))
     check_cfg_options(cfg, {'model.backbone.with_cp': True, 'train_cfg.max_iters': 3,
                             'train_dataloader.dataset.pipeline.1.scale': 32})

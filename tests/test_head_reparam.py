@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from helpers import CHANNELS, randomize_bn_
 from mmengine.analysis import FlopAnalyzer, get_model_complexity_info
 from mmengine.model import BaseModel
 from mmengine.registry import DefaultScope
@@ -15,10 +16,8 @@ from mmpretrain.registry import MODELS
 from mmpretrain.structures import DataSample
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from helpers import CHANNELS, randomize_bn_
 import repvit_mm.models  # noqa: F401  (registration)
 from repvit_mm.models import RepViT, RepViTClsHead, switch_to_deploy
-
 
 
 def build_classifier(arch: str, **head):

@@ -11,9 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import CONFIGS, assert_one_line_error, randomize_bn_, run_tool
 from PIL import Image
-
-from helpers import CONFIGS, assert_one_line_error, run_tool, randomize_bn_
 
 import repvit_mm  # noqa: F401  (registers RepViT)
 import repvit_mm.segmentation  # noqa: F401  (registers our transforms and the data check)
@@ -224,7 +223,9 @@ def test_data_check_refuses_wrong_label_encodings(shapes_copy):
     from repvit_mm.utils import UserInputError
     png = shapes_copy / 'annotations' / 'training' / 'ADE_train_00000005.png'
     labels = np.asarray(Image.open(png))
-    Image.fromarray(np.array([[1, 2], [300, 4]], np.uint16)).save(png)  # mmseg would wrap 300 to 44
+    wide = labels.astype(np.uint16)
+    wide[1, 0] = 300
+    Image.fromarray(wide).save(png)  # mmseg would wrap 300 to 44
     with pytest.raises(UserInputError, match=r'ADE_train_00000005\.png: label value\(s\) 300 out of range'):
         check_seg_dataset(shapes_dataset_cfg(shapes_copy))
     Image.fromarray(np.stack([labels] * 3, axis=-1)).save(png)

@@ -1,19 +1,24 @@
 """The Shapes dataset: determinism, safe writing, CLI, loading with the real OpenMMLab datasets."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_one_line_error, load_tool, run_tool
 from PIL import Image
 
-from helpers import ROOT, assert_one_line_error, run_tool
 from repvit_mm.datasets import shapes
-from repvit_mm.datasets.shapes import (SHAPES_CLASSES, SHAPES_METAINFO, SHAPES_SEG_CLASSES,
-                                       classification_scene, instance_scene, make_shapes)
+from repvit_mm.datasets.shapes import (
+    SHAPES_CLASSES,
+    SHAPES_METAINFO,
+    SHAPES_SEG_CLASSES,
+    classification_scene,
+    instance_scene,
+    make_shapes,
+)
 
 pytestmark = pytest.mark.filterwarnings(
     'ignore:__array__ implementation:DeprecationWarning')  # pycocotools under numpy 2
@@ -142,13 +147,6 @@ def test_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
     assert not (tmp_path / 'out').exists()
 
 
-def load_cli():
-    spec = importlib.util.spec_from_file_location('make_shapes_cli', ROOT / 'tools' / 'make_shapes.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_cli_writes_then_refuses_to_overwrite(tmp_path: Path) -> None:
     small = ['--formats', 'coco', 'ade20k', '--num-train', '2', '--num-val', '1', '--size', '48']
     first = run_tool('make_shapes.py', tmp_path, *small)
@@ -158,9 +156,8 @@ def test_cli_writes_then_refuses_to_overwrite(tmp_path: Path) -> None:
 
 
 def test_cli_force_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    from repvit_mm.apis import run_cli
-
-    cli = load_cli()  # in-process: the interpreter start-up is paid once, above
+    cli = load_tool('make_shapes')  # in-process: the interpreter start-up is paid once, above
+    run_cli = load_tool('cli').run_cli
 
     def exit_code(*args: str) -> int:
         def main() -> None:  # as `python tools/make_shapes.py ARGS` would run it

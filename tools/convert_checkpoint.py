@@ -11,29 +11,22 @@ Semantic FPN for the COCO / ADE20K releases (``load_from``, ``tools/test.py``), 
 ``meta.dataset_meta``. The backbone's keys and shapes are checked against ``--arch``; on a mismatch nothing
 is written. tools/test.py and ``load_from`` also read the release files directly: converting is optional.
 """
-import argparse
 import os
 import os.path as osp
 
-import torch
-
-import repvit_mm  # noqa: F401  (registers modules, safe checkpoint loading)
-from repvit_mm.apis.cli import run_cli
-from repvit_mm.models.backbones.repvit import RepViT, normalize_arch_name
-from repvit_mm.models.checkpoints import LAYOUTS, TASK_OF_LAYOUT, convert_to_repvit_mm, read_checkpoint
-from repvit_mm.utils.errors import UserInputError
-from repvit_mm.utils.outputs import atomic_output, check_output
+from cli import ArgumentParser, existing_file, run_cli
 
 FORMATS = {'official': 'authors-classification', 'coco': 'authors-coco', 'ade20k': 'authors-ade20k',
            'timm': 'timm'}
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser = ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help="authors' .pth (ImageNet, COCO, ADE20K), timm .pth/.safetensors, or a URL")
     parser.add_argument('dst', help='output checkpoint (.pth)')
     parser.add_argument('--arch', required=True,
-                        help=f'RepViT arch: {", ".join(RepViT.arch_zoo)} (M0.9 / repvit_m0_9 also accepted)')
+                        help='RepViT arch: m0_6, m0_9, m1_0, m1_1, m1_5, m2_3, m1, m2, m3 (M0.9 / repvit_m0_9 '
+                             'also accepted)')
     parser.add_argument('--format', default='auto', choices=['auto', *FORMATS],
                         help='layout of SRC (default: detected from the keys)')
     parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
@@ -42,6 +35,14 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
+    existing_file(args.src, 'checkpoint')
+    import torch
+
+    from repvit_mm.models.backbones.repvit import RepViT, normalize_arch_name
+    from repvit_mm.models.checkpoints import LAYOUTS, TASK_OF_LAYOUT, convert_to_repvit_mm, read_checkpoint
+    from repvit_mm.utils.errors import UserInputError
+    from repvit_mm.utils.outputs import atomic_output, check_output
+
     arch = normalize_arch_name(args.arch)
     if arch not in RepViT.arch_zoo:
         raise UserInputError(f'unknown --arch {args.arch!r}; choose from {", ".join(RepViT.arch_zoo)}')

@@ -1,7 +1,7 @@
 """Run a checkpoint on one image (or several) and save the rendered prediction.
 
     python tools/demo.py IMAGE [IMAGE ...] CONFIG CHECKPOINT --out OUT.png [--task auto] [--force]
-                         [--topk 5] [--score-thr 0.3] [--resize N] [--title TEXT]
+                         [--topk 5] [--score-thr 0.3] [--resize N] [--title TEXT] [--device cpu|cuda|cuda:N]
 
 classifier: the top-5 classes and scores; detector: masks, boxes and labels; segmentor: the colour overlay
 with class names (task from the config's default_scope). Training and fused (deploy) checkpoints both work.
@@ -9,7 +9,7 @@ Small images are drawn enlarged (short side 256 px at least); several images mak
 """
 import argparse
 
-from repvit_mm.apis import run_cli
+from cli import run_cli  # tools/cli.py: one-line errors
 
 
 def parse_args(argv=None):
@@ -26,6 +26,7 @@ def parse_args(argv=None):
     parser.add_argument('--resize', type=int, default=None,
                         help="short side of each drawn prediction (default: the image's, at least 256)")
     parser.add_argument('--title', help='title drawn above the picture')
+    parser.add_argument('--device', default='cpu', help='where the model runs: cpu (default), cuda, cuda:N')
     parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
     return parser.parse_args(argv)
 
@@ -38,7 +39,7 @@ def main(argv=None):
     image = args.image[0] if len(args.image) == 1 else args.image
     info = render_prediction(image, args.config, args.checkpoint, args.out, task=args.task,
                              force=args.force, topk=args.topk, score_thr=args.score_thr, resize=args.resize,
-                             title=args.title)
+                             title=args.title, device=args.device)
     height, width = info['size']
     print(info['summary'])
     print(f"{info['task']} picture ({width}x{height}): {info['out']}")

@@ -9,30 +9,20 @@ left out, each format keeps its default (repvit_mm.datasets.DEFAULT_SPECS). Same
 """
 from __future__ import annotations
 
-import argparse
-import sys
+from argparse import RawDescriptionHelpFormatter
 from pathlib import Path
-from typing import NoReturn
 
-from repvit_mm.apis import run_cli
-from repvit_mm.datasets.shapes import SHAPES_FORMATS, make_shapes
-from repvit_mm.utils.errors import UserInputError
+from cli import ArgumentParser, UsageError, run_cli
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg')
+FORMATS = ('imagenet', 'coco', 'ade20k')  # repvit_mm.datasets.SHAPES_FORMATS
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """Report bad arguments as one ``error: ...`` line, like the other user errors of the tools."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f'error: {message} (see {self.prog} --help)\n')
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = OneLineParser(prog='make_shapes.py', description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
+def parse_args(argv: list[str] | None = None):
+    parser = ArgumentParser(prog='make_shapes.py', description=__doc__,
+                            formatter_class=RawDescriptionHelpFormatter)
     parser.add_argument('out', type=Path, help='output root; each format goes to OUT/<format>')
-    parser.add_argument('--formats', nargs='+', choices=SHAPES_FORMATS, default=list(SHAPES_FORMATS),
+    parser.add_argument('--formats', nargs='+', choices=FORMATS, default=list(FORMATS),
                         help='formats to write (default: all)')
     parser.add_argument('--num-train', type=int, help='training images (imagenet: per class)')
     parser.add_argument('--num-val', type=int, help='validation images (imagenet: per class)')
@@ -49,12 +39,14 @@ def describe(fmt: str, path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from repvit_mm.datasets.shapes import make_shapes
+
     try:
         written = make_shapes(args.out, formats=args.formats, num_train=args.num_train,
                               num_val=args.num_val, image_size=args.size, seed=args.seed,
                               overwrite=args.force)
     except ValueError as err:  # out-of-range values; FileExistsError is reported by run_cli as is
-        raise UserInputError(str(err)) from None
+        raise UsageError(str(err)) from None
     for fmt, path in written.items():
         print(describe(fmt, path))
 

@@ -1,18 +1,14 @@
 """Train a repvit-mm config (classification, detection or segmentation) with mmengine's Runner.
 
     python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp | --no-amp] [--auto-scale-lr]
-                                 [--cfg-options k=v ...] [--launcher none|pytorch|slurm]
+                                 [--cfg-options k=v ...] [--strict-data]
+                                 [--launcher none|pytorch|slurm]
 """
-import argparse
-
-from mmengine.config import DictAction
-
-import repvit_mm  # noqa: F401  (registers modules, safe checkpoint loading)
-from repvit_mm.apis import load_config, prepare_train_cfg, run_cli, train
+from cli import ArgumentParser, add_cfg_options, cfg_options, existing_file, run_cli
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Train a model')
+    parser = ArgumentParser(description='Train a model')
     parser.add_argument('config', help='config file')
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default: ./work_dirs/CONFIG_NAME)')
     parser.add_argument('--resume', nargs='?', const='auto', metavar='CKPT',
@@ -25,18 +21,26 @@ def parse_args(argv=None):
     parser.set_defaults(amp=None)  # neither: as the config says
     parser.add_argument('--auto-scale-lr', action='store_true',
                         help='scale the lr to the actual total batch size (config auto_scale_lr)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, metavar='KEY=VALUE',
-                        help='override config settings, e.g. train_dataloader.batch_size=32')
+    add_cfg_options(parser)
+    parser.add_argument('--strict-data', action='store_true',
+                        help='stop on data the loaders would partly drop (e.g. invalid COCO boxes) instead of '
+                             'warning')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    cfg = load_config(args.config, args.cfg_options)
+    existing_file(args.config, 'config file')
+    if args.resume not in (None, 'auto'):
+        existing_file(args.resume, 'checkpoint')
+    options = cfg_options(args.cfg_options)
+    from repvit_mm.apis import load_config, prepare_train_cfg, train
+
+    cfg = load_config(args.config, options)
     cfg = prepare_train_cfg(cfg, work_dir=args.work_dir, resume=args.resume, amp=args.amp,
-                            launcher=args.launcher, auto_scale_lr=args.auto_scale_lr)
+                            launcher=args.launcher, auto_scale_lr=args.auto_scale_lr,
+                            strict_data=args.strict_data)
     runner = train(cfg)
     print(f'work dir: {runner.work_dir}\nlog: {runner.log_dir}')
 

@@ -20,6 +20,8 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=20, end=400),
 ]
 train_cfg = dict(by_epoch=False, max_iters=400, val_interval=100)
+# One process x 32 images; `tools/train.py --auto-scale-lr` rescales the lr for another total batch size.
+auto_scale_lr = dict(base_batch_size=32)
 val_cfg = dict()
 test_cfg = dict()
 default_hooks = dict(

@@ -31,6 +31,8 @@ param_scheduler = [
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=260, milestones=[220], gamma=0.1),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=260, val_interval=130)
+# One process x 4 images; `tools/train.py --auto-scale-lr` rescales the lr for another total batch size.
+auto_scale_lr = dict(base_batch_size=4)
 val_cfg = dict(type='ValLoop')
 test_cfg = dict(type='TestLoop')
 default_hooks = dict(

@@ -26,6 +26,8 @@ param_scheduler = [
     dict(type='PolyLR', eta_min=1e-6, power=0.9, by_epoch=False, begin=20, end=220),
 ]
 train_cfg = dict(type='IterBasedTrainLoop', max_iters=220, val_interval=110)
+# One process x 8 images; `tools/train.py --auto-scale-lr` rescales the lr for another total batch size.
+auto_scale_lr = dict(base_batch_size=8)
 default_hooks = dict(
     logger=dict(interval=10, log_metric_by_epoch=False),
     checkpoint=dict(type='AtomicCheckpointHook', interval=220, max_keep_ckpts=1, save_best='mIoU',

@@ -17,7 +17,9 @@ from ..models.build import build_model
 from ..models.checkpoints import allow_head_reinit, fit_checkpoint, read_checkpoint
 from ..utils.data_checks import check_datasets
 from ..utils.errors import UserInputError
+from ..utils.paths import is_remote
 from ..utils.safe_checkpoint import keep_reads
+from .launchers import check_launcher_env, init_cpu_process_group
 
 
 def _default_work_dir(cfg: Config) -> str:
@@ -60,7 +62,7 @@ def _last_checkpoint(work_dir: str) -> str | None:
         return None
     with open(pointer) as f:
         path = f.read().strip()
-    if '://' not in path and not osp.isfile(path):
+    if not is_remote(path) and not osp.isfile(path):
         raise UserInputError(f'{pointer} names {path or "nothing"}, which does not exist; resume from a '
                              f'checkpoint of {work_dir} with --resume FILE')
     return path
@@ -97,7 +99,7 @@ def _check_pretrained(cfg: Config) -> None:
         raise UserInputError(f'teacher checkpoint not found: {teacher.checkpoint} (set it with --cfg-options '
                              'model.teacher.checkpoint=PATH)')
     for path in _pretrained_paths(cfg.model):
-        if '://' not in path and not osp.isfile(path):
+        if not is_remote(path) and not osp.isfile(path):
             raise UserInputError(f'pretrained checkpoint not found: {path} (model init_cfg; set it with '
                                  '--cfg-options model.backbone.init_cfg.checkpoint=PATH)')
 
@@ -125,6 +127,7 @@ def _use_fp32(cfg: Config) -> None:
 
 def _use_launcher(cfg: Config, launcher: str) -> None:
     cfg.launcher = launcher
+    check_launcher_env(launcher)
     if launcher == 'none' or torch.cuda.is_available():
         return
     # CPU-only distributed run (e.g. torchrun on a laptop or CI): gloo instead of nccl, and a DDP wrapper
@@ -136,7 +139,8 @@ def _use_launcher(cfg: Config, launcher: str) -> None:
 
 
 def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str | None = None,
-                      amp: bool | None = None, launcher: str = 'none', auto_scale_lr: bool = False) -> Config:
+                      amp: bool | None = None, launcher: str = 'none', auto_scale_lr: bool = False,
+                      strict_data: bool = False) -> Config:
     """Apply the ``tools/train.py`` options to a loaded config.
 
     Args:
@@ -144,30 +148,55 @@ def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str |
         amp: ``True`` trains in mixed precision (needs a GPU), ``False`` in fp32, ``None`` as the config says
             (the ImageNet configs: mixed precision where CUDA is present, fp32 on a CPU).
         auto_scale_lr: scale the learning rate by (actual total batch) / ``auto_scale_lr.base_batch_size``.
+        strict_data: data the loaders would partly drop (invalid COCO boxes) is an error, not a warning
+            (also ``strict_data = True`` in the config).
     """
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
     if resume is not None:
         cfg.resume = True
         cfg.load_from = None if resume == 'auto' else resume
-    if cfg.get('load_from') and '://' not in cfg.load_from and not osp.isfile(cfg.load_from):
+    if cfg.get('load_from') and not is_remote(cfg.load_from) and not osp.isfile(cfg.load_from):
         raise UserInputError(f'checkpoint not found: {cfg.load_from}')  # before the (slower) data checks
     if amp:
         _use_amp(cfg)
     elif amp is False:
         _use_fp32(cfg)
     if auto_scale_lr:
-        if 'auto_scale_lr' not in cfg or 'base_batch_size' not in cfg.auto_scale_lr:
-            raise UserInputError(f'--auto-scale-lr: {cfg.filename} has no auto_scale_lr.base_batch_size')
+        if not isinstance(cfg.get('auto_scale_lr'), dict) or not cfg.auto_scale_lr.get('base_batch_size'):
+            raise UserInputError(f'--auto-scale-lr: {cfg.filename} has no auto_scale_lr.base_batch_size (the total '
+                                 'batch size its lr is meant for); add it with --cfg-options '
+                                 'auto_scale_lr.base_batch_size=N')
         cfg.auto_scale_lr.enable = True
     _use_launcher(cfg, launcher)
+    cfg.strict_data = strict_data or cfg.get('strict_data', False)
     check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') is not None else ('train',))
     _check_pretrained(cfg)  # init_weights runs before a checkpoint is loaded or resumed, too
     _check_train_checkpoints(cfg)
     return cfg
 
 
+def _show_predictions(cfg: Config, show_dir: str) -> None:
+    """Switch on the framework's own visualization hook, drawing every test prediction into ``show_dir``
+    (mmseg's hook saves through the visualizer: ``show_dir/vis_data/vis_image/``)."""
+    show_dir = osp.abspath(show_dir)
+    if osp.exists(show_dir) and not osp.isdir(show_dir):
+        raise UserInputError(f'--show-dir {show_dir} is a file')
+    hooks = cfg.setdefault('default_hooks', {})
+    scope = cfg.get('default_scope')
+    if scope == 'mmpretrain':
+        hooks['visualization'] = dict(type='VisualizationHook', enable=True, interval=1, out_dir=show_dir)
+    elif scope == 'mmdet':
+        hooks['visualization'] = dict(type='DetVisualizationHook', draw=True, interval=1, test_out_dir=show_dir)
+    elif scope == 'mmseg':
+        hooks['visualization'] = dict(type='SegVisualizationHook', draw=True, interval=1)
+        cfg.visualizer['save_dir'] = show_dir
+    else:
+        raise UserInputError(f'--show-dir: no visualization hook known for default_scope {scope!r}')
+
+
 def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = None, launcher: str = 'none',
-                     deploy: bool = False, out: str | None = None) -> Config:
+                     deploy: bool = False, out: str | None = None, show_dir: str | None = None,
+                     strict_data: bool = False) -> Config:
     """Apply the ``tools/test.py`` options to a loaded config.
 
     Args:
@@ -177,6 +206,8 @@ def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = Non
         deploy: evaluate the reparameterized (BN-fused) model: the checkpoint is loaded into the training
             structure and fused before the first test batch.
         out: also dump the raw predictions to this pickle file (mmengine ``DumpResults``).
+        show_dir: also draw every prediction into this folder (the framework's visualization hook).
+        strict_data: data the loaders would partly drop is an error, not a warning.
     """
     if isinstance(cfg.get('model'), dict) and cfg.model.get('teacher') is not None:
         cfg.model.teacher = None  # evaluating a distillation config needs no teacher
@@ -194,23 +225,17 @@ def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = Non
         dump = dict(type='DumpResults', out_file_path=out)
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         cfg.test_evaluator = [*evaluators, dump]
+    if show_dir is not None:
+        _show_predictions(cfg, show_dir)
     _use_launcher(cfg, launcher)
+    cfg.strict_data = strict_data or cfg.get('strict_data', False)
     check_datasets(cfg, ('test',))
     return cfg
 
 
-def _init_cpu_process_group(cfg: Config) -> None:
-    """Join torchrun's process group with gloo ourselves when there is no GPU: mmengine's ``init_dist``
-    calls ``torch.cuda.set_device`` first, which fails on a CPU-only machine."""
-    if cfg.get('launcher', 'none') != 'pytorch' or torch.cuda.is_available():
-        return
-    if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend='gloo')
-
-
 def build_runner(cfg: Config) -> Runner:
     """The Runner the config asks for (``runner_type``), else mmengine's default one."""
-    _init_cpu_process_group(cfg)
+    init_cpu_process_group(cfg.get('launcher', 'none'))
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

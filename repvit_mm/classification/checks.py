@@ -11,6 +11,7 @@ import os.path as osp
 
 from ..utils.data_checks import register_data_check
 from ..utils.errors import UserInputError
+from ..utils.paths import join_data_root
 
 __all__ = ['check_image_folder_dataset']
 
@@ -25,7 +26,7 @@ def _image_prefix(dataset_cfg: dict) -> str:
     if not prefix and dataset_cfg.get('split'):  # ImageNet(split='val') reads data_root/val
         prefix = dataset_cfg['split']
     root = dataset_cfg.get('data_root', '')
-    return osp.join(root, prefix) if root and not osp.isabs(prefix) else prefix or root
+    return join_data_root(root, prefix) or root
 
 
 def _ann_file(dataset_cfg: dict) -> str:
@@ -35,7 +36,7 @@ def _ann_file(dataset_cfg: dict) -> str:
     if not ann_file and dataset_cfg.get('split'):  # ImageNet(split=...) uses meta/<split>.txt if present
         candidate = osp.join(root, 'meta', f"{dataset_cfg['split']}.txt")
         return candidate if osp.isfile(candidate) else ''
-    return osp.join(root, ann_file) if root and ann_file and not osp.isabs(ann_file) else ann_file
+    return join_data_root(root, ann_file) if ann_file else ann_file
 
 
 def _where(dataset_cfg: dict) -> str:

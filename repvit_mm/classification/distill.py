@@ -8,6 +8,8 @@ teacher: ``loss = (1 - alpha) * CE(cls_head, labels) + alpha * CE(dist_head, tea
 The teacher is deliberately *not* a registered sub-module of the classifier, so it never appears in
 ``state_dict()`` (checkpoints stay student-only), in ``parameters()`` (the optimizer and DDP ignore it),
 and ``.train()`` cannot switch it out of eval mode; ``.to()``/``.cuda()``/``.half()`` still reach it.
+It is built the first time it is needed (the first training step, or ``model.teacher``), so building a
+``-distill-`` model for inference (inferencers, ``get_model``, the deploy tools) never asks for its file.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from mmpretrain.registry import MODELS
 from torch import nn
 
 from ..utils.errors import UserInputError
+from ..utils.paths import is_remote
 
 __all__ = ['DistillationImageClassifier', 'build_teacher', 'load_teacher_weights']
 
@@ -51,7 +54,7 @@ def build_teacher(name: str, checkpoint: str | None = None, num_classes: int = 1
         raise UserInputError('model.teacher.checkpoint is not set: distillation needs the teacher weights '
                              f'for {name} as a local file (random_init=True builds an untrained teacher, '
                              'for tests only)')
-    if checkpoint is not None and '://' not in checkpoint and not osp.isfile(checkpoint):
+    if checkpoint is not None and not is_remote(checkpoint) and not osp.isfile(checkpoint):
         raise UserInputError(f'teacher checkpoint not found: {checkpoint} (model.teacher.checkpoint)')
     timm_kwargs.setdefault('global_pool', 'avg')  # as the authors build their teacher
     try:
@@ -83,11 +86,19 @@ class DistillationImageClassifier(ImageClassifier):
         if teacher is not None and not self.distills:
             raise UserInputError('model.teacher is set but model.head does not distill '
                                  "(distillation=False or distillation_type='none'); set model.teacher=None")
+        self._teacher_cfg = dict(teacher) if teacher is not None else None
         # A tuple hides the teacher from nn.Module's registration (see the module docstring).
-        self._teacher: tuple[nn.Module, ...] = (build_teacher(**teacher),) if teacher is not None else ()
+        self._teacher: tuple[nn.Module, ...] = ()
 
     @property
     def teacher(self) -> nn.Module | None:
+        """The frozen teacher, built (on the student's device and dtype) on first use; ``None`` without one."""
+        if not self._teacher and self._teacher_cfg is not None:
+            teacher = build_teacher(**self._teacher_cfg)
+            param = next(self.parameters(), None)
+            if param is not None:
+                teacher.to(device=param.device, dtype=param.dtype)
+            self._teacher = (teacher,)
         return self._teacher[0] if self._teacher else None
 
     @property

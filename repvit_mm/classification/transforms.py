@@ -1,49 +1,14 @@
-"""Image loading that turns an unreadable image into one clear error naming the file.
-
-Checking every image before training (1.28 M files for ImageNet) would take longer than an epoch, so
-corrupt files are caught where they are read anyway: :class:`LoadImageFromFileOrFail` is mmcv's
-``LoadImageFromFile`` whose failures (truncated or non-image bytes, an empty file, a file that vanished)
-become :class:`UnreadableImageError`, a :class:`UserInputError` that ``tools/*.py`` print as one line.
-"""
+"""Image loading of the classification configs: mmcv's ``LoadImageFromFile`` that names the file it cannot
+decode (:mod:`repvit_mm.utils.image_loading`), registered in mmpretrain's ``TRANSFORMS`` as
+``LoadImageFromFile`` (what the configs and mmpretrain's inferencer use) and ``LoadImageFromFileOrFail``."""
 from __future__ import annotations
 
-import os.path as osp
-
-from mmcv.transforms import LoadImageFromFile
+import mmpretrain.datasets.transforms  # noqa: F401  (registers mmcv's LoadImageFromFile first; replaced below)
 from mmpretrain.registry import TRANSFORMS
 
-from ..utils.errors import UserInputError
+from ..utils.image_loading import LoadImageFromFileOrFail, UnreadableImageError, register_checked_loading
 
 __all__ = ['LoadImageFromFileOrFail', 'UnreadableImageError']
 
-
-class UnreadableImageError(UserInputError):
-    """An image of the data set cannot be decoded; the message names the file.
-
-    DataLoader worker processes re-raise an exception in the main process as
-    ``type(err)('Caught ... in DataLoader worker process N.\\nOriginal Traceback ...')``; this class keeps
-    only the original one-line message then, so the error stays one line with or without workers.
-    """
-
-    def __init__(self, message: str) -> None:
-        if 'Original Traceback' in message:
-            last = message.strip().splitlines()[-1]  # "<module>.UnreadableImageError: <message>"
-            message = last.split(': ', 1)[1] if ': ' in last else last
-        super().__init__(message)
-
-
-@TRANSFORMS.register_module()
-class LoadImageFromFileOrFail(LoadImageFromFile):
-    """``LoadImageFromFile`` that raises :class:`UnreadableImageError` (naming the file) instead of an
-    assertion or decoder traceback. ``ignore_empty=True`` still skips unreadable files silently."""
-
-    def transform(self, results: dict) -> dict | None:
-        filename = results['img_path']
-        try:
-            return super().transform(results)
-        except FileNotFoundError:
-            raise UnreadableImageError(f'image file not found: {filename}') from None
-        except Exception:  # cv2/PIL decoder errors, or mmcv's "failed to load image" assertion
-            reason = 'empty file' if osp.isfile(filename) and osp.getsize(filename) == 0 else \
-                'not a decodable image'
-            raise UnreadableImageError(f'corrupt image file: {filename} ({reason})') from None
+TRANSFORMS.register_module(module=LoadImageFromFileOrFail, force=True)
+register_checked_loading(TRANSFORMS, replace=True)

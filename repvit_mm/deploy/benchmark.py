@@ -80,29 +80,33 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
-def _fill(row: Row, times: list[float], macs: int) -> Row:
+def _fill(row: Row, times: list[float], macs: int | None) -> Row:
     ms = sorted(t * 1e3 for t in times)
     row.median_ms = statistics.median(ms)
     row.p25_ms, row.p75_ms = _percentile(ms, 0.25), _percentile(ms, 0.75)
     row.min_ms, row.max_ms = ms[0], ms[-1]
     row.repeats = len(ms)
     row.images_per_s = row.batch_size / (row.median_ms / 1e3)
-    row.gflops_per_s = 2 * macs * row.images_per_s / 1e9
+    if macs is not None:
+        row.gflops_per_s = 2 * macs * row.images_per_s / 1e9
     return row
 
 
 def _time_batch(runners: dict[str, Callable[[int], tuple[Callable[[], Any], str]]], bs: int, warmup: int,
-                repeats: int, sync: Callable[[], None], macs: int, say: Callable[[str], None]) -> list[Row]:
+                repeats: int, sync: Callable[[], None], macs: int | None, say: Callable[[str], None], *,
+                inference: bool = True, untimed_runs: int = 1) -> list[Row]:
     """Time every path at batch size ``bs``, interleaved: each of the ``repeats`` rounds runs every path
-    twice and times the second run, so background load affects all paths alike and each timed run
-    starts with its own weights in cache."""
+    ``untimed_runs`` times untimed, then once timed, so background load affects all paths alike and each
+    timed run starts with its own weights in cache. ``inference=False`` runs with autograd on (training
+    steps); a path whose set-up or run fails is reported as skipped with the reason."""
     rows = {path: Row(path=path, batch_size=bs) for path in runners}
     fns: dict[str, Callable[[], Any]] = {}
+    mode = torch.inference_mode if inference else contextlib.nullcontext
     for path, runner in runners.items():
         say(f'batch {bs}: preparing {path}')
         try:
             fn, rows[path].note = runner(bs)
-            with torch.inference_mode():
+            with mode():
                 for _ in range(max(warmup, 1)):
                     fn()
             sync()
@@ -111,11 +115,12 @@ def _time_batch(runners: dict[str, Callable[[int], tuple[Callable[[], Any], str]
             rows[path].status, rows[path].note = 'skipped', _first_line(err)
     say(f'batch {bs}: timing {len(fns)} paths, {repeats} interleaved rounds')
     times: dict[str, list[float]] = {path: [] for path in fns}
-    with torch.inference_mode():
+    with mode():
         for _ in range(repeats):
             for path, fn in list(fns.items()):
                 try:
-                    fn()
+                    for _ in range(untimed_runs):
+                        fn()
                     sync()
                     start = time.perf_counter()
                     fn()
@@ -193,9 +198,8 @@ def benchmark(config: str | os.PathLike | Config, checkpoint: str | os.PathLike 
     Returns:
         ``{'machine', 'settings', 'model', 'rows': [Row as dict, ...], 'targets': [...]}``.
     """
-    from .flops import count_complexity
-
     from ..utils.errors import UserInputError
+    from .flops import count_complexity
 
     say = progress or (lambda message: None)
     unknown = [p for p in paths if p not in PATHS]

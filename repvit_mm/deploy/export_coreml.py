@@ -26,8 +26,8 @@ from mmengine.config import Config
 from torch import nn
 
 from ..utils.errors import UserInputError
-from .model import class_names, load_model, normalization, tensor_model
 from ..utils.outputs import atomic_output, check_output
+from .model import class_names, load_model, normalization, tensor_model
 
 __all__ = ['export_coreml', 'fold_input_std', 'can_predict']
 

@@ -22,8 +22,8 @@ from mmengine.config import Config
 from torch import nn
 
 from ..utils.errors import UserInputError
-from .model import LoadedModel, class_names, fused_copy, load_model, normalization, tensor_model
 from ..utils.outputs import atomic_output, check_output
+from .model import LoadedModel, class_names, fused_copy, load_model, normalization, tensor_model
 
 __all__ = ['export_onnx', 'export_tensor_model', 'ort_session', 'output_names', 'DEFAULT_OPSET']
 

@@ -17,8 +17,8 @@ import torch
 from mmengine.config import Config
 
 from ..utils.errors import UserInputError
-from .model import LoadedModel, fused_copy, load_model
 from ..utils.outputs import atomic_output, check_output
+from .model import LoadedModel, fused_copy, load_model
 
 __all__ = ['fuse_checkpoint', 'deploy_cfg_options', 'max_output_diff']
 

@@ -20,6 +20,7 @@ from torch import nn
 from ..models.build import build_model as _build_model
 from ..models.checkpoints import load_checkpoint_into
 from ..models.checkpoints import read_checkpoint as _read_checkpoint
+from ..utils.config import load_config, split_datasets
 from ..utils.errors import UserInputError
 
 __all__ = ['TASKS', 'LoadedModel', 'read_config', 'task_of', 'build_model', 'read_checkpoint', 'load_model',
@@ -39,16 +40,11 @@ class LoadedModel:
     checkpoint: str | None = None
     meta: dict = field(default_factory=dict)
 
-    @property
-    def scope(self) -> str:
-        return self.cfg.get('default_scope', 'mmpretrain')
-
 
 def read_config(config: str | os.PathLike | Config) -> Config:
-    """A private copy of ``config`` (a path is read with :func:`repvit_mm.apis.load_config`)."""
+    """A private copy of ``config`` (a path is read with :func:`repvit_mm.utils.config.load_config`)."""
     if isinstance(config, Config):
         return copy.deepcopy(config)
-    from ..utils.config import load_config
     return load_config(str(config))
 
 
@@ -196,10 +192,7 @@ def class_names(cfg: Config, meta: dict | None = None) -> list[str] | None:
     classes = ((meta or {}).get('dataset_meta') or {}).get('classes')
     if classes:
         return [str(c) for c in classes]
-    for split in ('test', 'val', 'train'):
-        dataset = (cfg.get(f'{split}_dataloader') or {}).get('dataset') or {}
-        while 'dataset' in dataset:  # wrappers (RepeatDataset, ClassBalancedDataset, ...)
-            dataset = dataset['dataset']
+    for dataset in split_datasets(cfg, ('test', 'val', 'train')):
         classes = dataset.get('classes') or (dataset.get('metainfo') or {}).get('classes')
         if classes and not isinstance(classes, str):
             return [str(c) for c in classes]

@@ -26,8 +26,8 @@ import torch
 from mmengine.config import Config
 
 from ..utils.errors import UserInputError
-from .model import LoadedModel, class_names, load_model, read_config, task_of
 from ..utils.outputs import atomic_output, check_output
+from .model import LoadedModel, class_names, load_model, read_config, task_of
 
 __all__ = ['render_prediction', 'TASK_CHOICES']
 
@@ -162,18 +162,18 @@ def _fit(text: str, font, width: int) -> str:
 Drawer = Callable[[str, int | None], tuple[np.ndarray, str]]
 
 
-def _classifier(loaded: LoadedModel, topk: int) -> Drawer:
+def _classifier(loaded: LoadedModel, topk: int, device: str = 'cpu') -> Drawer:
     """The top-k classes and scores, one per line in the top-left corner."""
     from mmpretrain.apis import ImageClassificationInferencer
 
     classes = class_names(loaded.cfg, loaded.meta)
     loaded.model._config = loaded.cfg  # what mmpretrain's inferencer reads its pipeline from
-    inferencer = ImageClassificationInferencer(loaded.model, pretrained=False, classes=classes)
+    inferencer = ImageClassificationInferencer(loaded.model, pretrained=False, classes=classes, device=device)
 
     def draw(image: str, resize: int | None) -> tuple[np.ndarray, str]:
         with contextlib.redirect_stdout(io.StringIO()):  # its progress bar, for one image
             sample = inferencer(image, return_datasamples=True)[0]
-        scores = sample.pred_score
+        scores = sample.pred_score.cpu()
         top = scores.topk(min(topk, scores.numel()))
         names = [classes[i] if classes else str(i) for i in top.indices.tolist()]
         lines = [f'{name} {value:.2f}' for name, value in zip(names, top.values.tolist())]
@@ -187,7 +187,7 @@ def _classifier(loaded: LoadedModel, topk: int) -> Drawer:
     return draw
 
 
-def _detector(loaded: LoadedModel, score_thr: float) -> Drawer:
+def _detector(loaded: LoadedModel, score_thr: float, device: str = 'cpu') -> Drawer:
     """Masks, boxes and 'class score' labels of the instances scoring at least ``score_thr``."""
     from mmdet.apis import DetInferencer
     from mmengine.visualization import Visualizer
@@ -195,12 +195,12 @@ def _detector(loaded: LoadedModel, score_thr: float) -> Drawer:
     classes = class_names(loaded.cfg, loaded.meta) or []
     palette = _palette(loaded.cfg, len(classes))
     loaded.model.dataset_meta = {'classes': tuple(classes), 'palette': palette}
-    inferencer = _inject(DetInferencer, loaded.model)(model=loaded.cfg, device='cpu', show_progress=False)
+    inferencer = _inject(DetInferencer, loaded.model)(model=loaded.cfg, device=device, show_progress=False)
 
     def draw(image: str, resize: int | None) -> tuple[np.ndarray, str]:
         result = inferencer(image, return_datasamples=True, no_save_vis=True, no_save_pred=True,
                             pred_score_thr=score_thr)
-        instances = result['predictions'][0].pred_instances
+        instances = result['predictions'][0].pred_instances.cpu()
         instances = instances[instances.scores >= score_thr]
         rgb, sx, sy = _enlarged(image, _drawn_size(*_image_shape(image), resize))
         visualizer = Visualizer(name=f'repvit-render-{id(rgb)}', image=rgb)
@@ -224,7 +224,7 @@ def _detector(loaded: LoadedModel, score_thr: float) -> Drawer:
     return draw
 
 
-def _segmentor(loaded: LoadedModel) -> Drawer:
+def _segmentor(loaded: LoadedModel, device: str = 'cpu') -> Drawer:
     """mmseg's colour overlay of the predicted classes, each named at the centre of its largest region."""
     import cv2
     from mmengine.structures import PixelData
@@ -238,13 +238,13 @@ def _segmentor(loaded: LoadedModel) -> Drawer:
     palette = _palette(loaded.cfg, len(classes))
     loaded.model.dataset_meta = {'classes': tuple(classes), 'palette': palette}
     inferencer = _inject(MMSegInferencer, loaded.model)(model=loaded.cfg, classes=list(classes),
-                                                        palette=palette, device='cpu')
+                                                        palette=palette, device=device)
     inferencer.show_progress = False  # mmengine's progress bar, for one image
 
     def draw(image: str, resize: int | None) -> tuple[np.ndarray, str]:
         sample = inferencer(image, return_datasamples=True)
         sample = sample[0] if isinstance(sample, list) else sample  # mmseg unwraps lists of one image
-        pred = sample.pred_sem_seg.data[0].numpy().astype(np.uint8)
+        pred = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
         rgb, _, _ = _enlarged(image, _drawn_size(*pred.shape, resize))
         enlarged = cv2.resize(pred, rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
         drawn = SegDataSample(pred_sem_seg=PixelData(data=torch.from_numpy(enlarged)[None]))
@@ -267,6 +267,15 @@ def _darker(color: tuple[int, int, int]) -> tuple[int, int, int]:
     return tuple(int(c * 0.7) for c in color)
 
 
+def _check_device(device: str) -> None:
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as err:
+        raise UserInputError(f'--device {device!r}: {err}') from None
+    if kind == 'cuda' and not torch.cuda.is_available():
+        raise UserInputError(f'--device {device}: no CUDA GPU is available here (use --device cpu)')
+
+
 def _image_shape(image: str) -> tuple[int, int]:
     from PIL import Image
     with Image.open(image) as opened:
@@ -276,7 +285,7 @@ def _image_shape(image: str) -> tuple[int, int]:
 def render_prediction(image: str | os.PathLike | Sequence[str | os.PathLike], config: str | os.PathLike | Config,
                       checkpoint: str | os.PathLike, out: str | os.PathLike, *, task: str = 'auto',
                       force: bool = False, topk: int = 5, score_thr: float = 0.3,
-                      resize: int | None = None, title: str | None = None) -> dict[str, Any]:
+                      resize: int | None = None, title: str | None = None, device: str = 'cpu') -> dict[str, Any]:
     """Predict on ``image`` (one path or several) and write the rendered picture (PNG) to ``out``.
 
     Args:
@@ -286,6 +295,7 @@ def render_prediction(image: str | os.PathLike | Sequence[str | os.PathLike], co
             that small images (the Shapes data) have room for legible labels.
         title: drawn above the picture; several images are drawn in a grid of up to four columns, each
             captioned with its file name.
+        device: where the model runs (``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...).
 
     Returns:
         ``{'out', 'task', 'size': (height, width), 'summary'}``; the summary lists what was drawn (one
@@ -296,6 +306,7 @@ def render_prediction(image: str | os.PathLike | Sequence[str | os.PathLike], co
     if resize is not None and resize < 1:
         raise UserInputError(f'resize must be a positive number of pixels, got {resize}')
     out_path = check_output(out, force, suffixes=('.png',))
+    _check_device(device)
     images = [str(image)] if isinstance(image, (str, os.PathLike)) else [str(i) for i in image]
     if not images:
         raise UserInputError('no image given')
@@ -315,13 +326,14 @@ def render_prediction(image: str | os.PathLike | Sequence[str | os.PathLike], co
     cfg = copy.deepcopy(cfg)
     _strip_annotation_loading(cfg)
     loaded = load_model(cfg, checkpoint)
+    loaded.model.to(device)
     with torch.no_grad():
         if actual == 'classification':
-            draw = _classifier(loaded, topk)
+            draw = _classifier(loaded, topk, device)
         elif actual == 'detection':
-            draw = _detector(loaded, score_thr)
+            draw = _detector(loaded, score_thr, device)
         else:
-            draw = _segmentor(loaded)
+            draw = _segmentor(loaded, device)
         drawn = [draw(path, resize) for path in images]
 
     if len(images) == 1 and title is None:

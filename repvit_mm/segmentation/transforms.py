@@ -2,7 +2,9 @@
 
 ``AlignResize``           the authors' test-time resize (mmseg 0.x only): keep the aspect ratio, then
                           stretch both sides up to a multiple of 32, so every FPN level lines up.
-``CheckedLoadAnnotations`` mmseg's ``LoadAnnotations`` that refuses label values outside the classes.
+``CheckedLoadAnnotations`` mmseg's ``LoadAnnotations`` that names an unreadable label map or one whose size
+                          differs from its image, and refuses label values outside the classes.
+``LoadImageFromFile``     mmcv's, naming the file it cannot decode (:mod:`repvit_mm.utils.image_loading`).
 """
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ from mmseg.datasets.transforms import LoadAnnotations
 from mmseg.registry import TRANSFORMS
 
 from ..utils.errors import UserInputError
+from ..utils.image_loading import register_checked_loading, unreadable
 from .labels import label_range_error
+
+register_checked_loading(TRANSFORMS)
 
 
 @TRANSFORMS.register_module()
@@ -87,7 +92,8 @@ class AlignResize(BaseTransform):
 
 @TRANSFORMS.register_module()
 class CheckedLoadAnnotations(LoadAnnotations):
-    """mmseg's ``LoadAnnotations`` plus a check that every label is a class index or ``ignore_index``.
+    """mmseg's ``LoadAnnotations`` plus a check that every label is a class index or ``ignore_index`` and
+    that the label map has the size of its image; an unreadable png is named in one line.
 
     Without it an out-of-range label stops training with an indexing error that names no file (or a
     CUDA device-side assert), and in evaluation ``IoUMetric`` silently drops those pixels. Checking
@@ -106,13 +112,28 @@ class CheckedLoadAnnotations(LoadAnnotations):
         self.num_classes = num_classes
         self.ignore_index = ignore_index
 
+    def transform(self, results: dict) -> dict:
+        # An image handed to mmseg's inferencers has no annotation (they drop only a step named
+        # 'LoadAnnotations'); a dataset sample always has its seg_map_path.
+        if 'seg_map_path' not in results:
+            return results
+        return super().transform(results)
+
     def _load_seg_map(self, results: dict) -> None:
-        super()._load_seg_map(results)
         path = results['seg_map_path']
+        try:
+            super()._load_seg_map(results)
+        except Exception:  # cv2/PIL decoder errors, a missing file
+            raise unreadable(path, 'annotation') from None
         labels = results['gt_seg_map']
         if labels.ndim != 2:
             raise UserInputError(f'{path}: label map has shape {labels.shape}; expected one channel '
                                  '(a grayscale or palette png of class indices)')
+        image_shape = results.get('ori_shape')
+        if image_shape is not None and tuple(labels.shape) != tuple(image_shape[:2]):
+            raise UserInputError(f'annotation {path} is {labels.shape[1]}x{labels.shape[0]} but its image '
+                                 f"{results.get('img_path')} is {image_shape[1]}x{image_shape[0]} (width x height); "
+                                 'they must match')
         counts = np.bincount(labels.ravel(), minlength=256)
         counts[:self.num_classes] = 0
         if self.ignore_index < counts.size:

@@ -9,19 +9,17 @@ before any work dir is written or a model is built. Each task registers the chec
 from __future__ import annotations
 
 import os.path as osp
-from typing import Callable, Iterator
+import sys
+from collections.abc import Callable
 
 from mmengine.config import Config
 
-from .errors import UserInputError
+from .config import split_datasets
+from .errors import DataWarning, UserInputError
 from .paths import is_remote
 
 DataCheck = Callable[[dict], None]
 _DATA_CHECKS: dict[str, list[DataCheck]] = {}
-
-# Dataset wrappers: where the wrapped dataset config(s) sit.
-_WRAPPED_KEYS = ('dataset', 'datasets')
-
 
 def register_data_check(*dataset_types: str) -> Callable[[DataCheck], DataCheck]:
     """Register a check for datasets of these types (names without a scope prefix)."""
@@ -30,20 +28,6 @@ def register_data_check(*dataset_types: str) -> Callable[[DataCheck], DataCheck]
             _DATA_CHECKS.setdefault(name, []).append(check)
         return check
     return register
-
-
-def _leaf_datasets(dataset_cfg) -> Iterator[dict]:
-    """The real datasets inside (possibly nested) dataset wrappers such as RepeatDataset."""
-    for key in _WRAPPED_KEYS:
-        inner = dataset_cfg.get(key)
-        if isinstance(inner, dict):
-            yield from _leaf_datasets(inner)
-            return
-        if isinstance(inner, (list, tuple)):
-            for item in inner:
-                yield from _leaf_datasets(item)
-            return
-    yield dataset_cfg
 
 
 def _check_evaluator_files(cfg: Config, split: str) -> None:
@@ -58,13 +42,26 @@ def _check_evaluator_files(cfg: Config, split: str) -> None:
 
 def check_datasets(cfg: Config, splits: tuple[str, ...]) -> None:
     """Run the registered checks on ``{split}_dataloader.dataset`` for each split the config has, and check
-    the annotation files its evaluators read."""
+    the annotation files its evaluators read. A :class:`DataWarning` (data the loader would partly drop) is
+    printed as one ``warning:`` line, or raised when the config sets ``strict_data=True`` (``--strict-data``)."""
     for split in splits:
-        _check_evaluator_files(cfg, split)
-        loader = cfg.get(f'{split}_dataloader')
-        if not loader or not loader.get('dataset'):
-            continue
-        for dataset_cfg in _leaf_datasets(loader['dataset']):
+        for dataset_cfg in split_datasets(cfg, (split,)):
             type_name = str(dataset_cfg.get('type', '')).split('.')[-1]
             for check in _DATA_CHECKS.get(type_name, []):
-                check(dataset_cfg)
+                try:
+                    check(dataset_cfg)
+                except DataWarning as err:
+                    if cfg.get('strict_data', False):
+                        raise UserInputError(f'{err} (strict data checking is on)') from None
+                    print(f'warning: {err} (--strict-data makes this an error)', file=sys.stderr)
+                except UserInputError as err:
+                    raise UserInputError(f'{err}{_shapes_hint(dataset_cfg, str(err))}') from None
+        _check_evaluator_files(cfg, split)
+
+
+def _shapes_hint(dataset_cfg: dict, message: str) -> str:
+    """How to make the Shapes data, when that is what is missing."""
+    root = osp.normpath(str(dataset_cfg.get('data_root') or ''))
+    if 'shapes' not in root.split(osp.sep) or 'not found' not in message:
+        return ''
+    return f'; make the Shapes data with: python tools/make_shapes.py {osp.dirname(root)}'

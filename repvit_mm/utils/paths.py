@@ -13,5 +13,6 @@ def is_remote(*paths: object) -> bool:
 
 
 def join_data_root(data_root: str | None, path: str) -> str:
-    """``path`` joined to ``data_root`` exactly as mmengine's ``BaseDataset`` joins its prefixes."""
-    return join_path(data_root, path) if path and data_root and not is_abs(path) else path
+    """``path`` joined to ``data_root`` exactly as mmengine's ``BaseDataset`` joins its ``data_prefix`` values
+    (its ``ann_file`` is joined the same way when it is not empty)."""
+    return join_path(data_root, path) if data_root and not is_abs(path) else path

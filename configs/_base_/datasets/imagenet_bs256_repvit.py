@@ -17,7 +17,7 @@ data_preprocessor = dict(
 bgr_mean = data_preprocessor['mean'][::-1]
 
 train_pipeline = [
-    dict(type='LoadImageFromFileOrFail'),  # a corrupt image stops training with its file name
+    dict(type='LoadImageFromFile'),  # repvit_mm's: a corrupt image stops training with its file name
     dict(type='RandomResizedCrop', scale=224, backend='pillow', interpolation='bicubic'),
     dict(type='RandomFlip', prob=0.5, direction='horizontal'),
     # timm 'rand-m9-mstd0.5-inc1': 2 ops, magnitude 9 (of 10) with std 0.5, increasing-severity ops.
@@ -28,7 +28,7 @@ train_pipeline = [
     dict(type='PackInputs'),
 ]
 test_pipeline = [
-    dict(type='LoadImageFromFileOrFail'),
+    dict(type='LoadImageFromFile'),
     dict(type='ResizeEdge', scale=256, edge='short', backend='pillow', interpolation='bicubic'),
     dict(type='CenterCrop', crop_size=224),
     dict(type='PackInputs'),

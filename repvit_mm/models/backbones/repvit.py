@@ -34,6 +34,27 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
     return max(divisor, int(v + divisor / 2) // divisor * divisor)
 
 
+def _is_channelwise(conv: nn.Conv2d) -> bool:
+    """Whether ``conv`` is a depthwise 1x1 conv (stride 1, no padding): a per-channel scale (and shift)."""
+    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
+            and conv.groups == conv.in_channels == conv.out_channels)
+
+
+def _channelwise(x: torch.Tensor, conv: nn.Conv2d, offset: float = 0.) -> torch.Tensor:
+    """``conv(x) + offset * x`` for a depthwise 1x1 ``conv``, computed as a broadcast multiply-add.
+
+    The same numbers as the grouped conv (up to float rounding), and much cheaper to train on a CPU, where
+    torch's backward of a 1x1 depthwise conv takes a slow path; one kernel instead of a conv plus an
+    addition on any device.
+    """
+    weight = conv.weight.view(1, -1, 1, 1)
+    if offset:
+        weight = weight + offset
+    if conv.bias is None:
+        return x * weight
+    return torch.addcmul(conv.bias.view(1, -1, 1, 1), x, weight)
+
+
 def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
     """A conv with ``conv``'s geometry holding ``weight`` and ``bias``."""
     fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
@@ -45,6 +66,8 @@ def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.
 
 class ConvBN(nn.Module):
     """Conv2d (no bias) followed by a norm layer; :meth:`fuse` gives the equivalent single Conv2d.
+
+    A depthwise 1x1 conv runs as a per-channel multiply (same weights, same numbers, a faster backward).
 
     Args:
         in_channels, out_channels, kernel_size, stride, padding, groups: as ``nn.Conv2d``.
@@ -62,9 +85,10 @@ class ConvBN(nn.Module):
         if getattr(self.bn, 'weight', None) is not None:
             nn.init.constant_(self.bn.weight, bn_weight_init)
             nn.init.constant_(self.bn.bias, 0)
+        self.channelwise = _is_channelwise(self.conv)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.bn(self.conv(x))
+        return self.bn(_channelwise(x, self.conv) if self.channelwise else self.conv(x))
 
     @torch.no_grad()
     def fused_params(self) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -91,6 +115,10 @@ class RepVGGDW(nn.Module):
 
     ``legacy=True`` (RepViT M1/M2/M3 of the first paper version): the 1x1 branch has its own BN and there
     is no trailing BN. :meth:`fuse` gives the equivalent single depthwise kxk conv.
+
+    The depthwise 1x1 branch and the identity are computed together as one per-channel multiply-add,
+    ``x * (w + 1) + b`` (``conv1`` keeps its Conv2d weights, so checkpoints are unchanged): the same
+    numbers as ``conv1(x) + x`` up to float rounding, and a much cheaper training step on CPUs.
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, legacy: bool = False,
@@ -107,10 +135,9 @@ class RepVGGDW(nn.Module):
             self.bn = build_norm_layer(norm_cfg or dict(type='BN'), channels)[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x) + self.conv1(x) + x
-        if not self.legacy:
-            x = self.bn(x)
-        return x
+        if self.legacy:
+            return self.conv(x) + self.conv1(x) + x
+        return self.bn(self.conv(x) + _channelwise(x, self.conv1, offset=1.))
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
@@ -304,6 +331,13 @@ class RepViT(BaseBackbone):
         drop_path_rate (float): stochastic depth, linearly increasing over the residual FFNs.
             Defaults to 0.
         with_cp (bool): gradient checkpointing of every block. Defaults to False.
+        channels_last (bool, optional): memory format of the features (the numbers are the same in both).
+            True: weights and features channels-last on every device (the input is converted on entry, the
+            outputs are channels-last), e.g. for mixed-precision training on GPUs
+            (``--cfg-options model.backbone.channels_last=True``). None: channels-last features while
+            training on a CPU, where oneDNN's depthwise convolutions and their backward run several times
+            faster in that layout, the input's layout otherwise (inference and export are unaffected).
+            False: the input's layout always. Defaults to None.
         deploy (bool): build the reparameterized (fused) structure, e.g. to load a fused checkpoint; the
             model is then inference-only. Defaults to False.
         init_cfg (dict | list[dict], optional): initialization config, e.g.
@@ -345,6 +379,7 @@ class RepViT(BaseBackbone):
                  act_cfg: dict = dict(type='GELU'),
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
+                 channels_last: Optional[bool] = None,
                  deploy: bool = False,
                  init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
         super().__init__(init_cfg)
@@ -360,6 +395,7 @@ class RepViT(BaseBackbone):
         self.norm_cfg = copy.deepcopy(norm_cfg)
         self.norm_eval = norm_eval
         self.with_cp = with_cp
+        self.channels_last = channels_last
         self.out_at_resolution_end = out_at_resolution_end
         self.deploy = False  # set at the end: building calls no train(), but keep the guard simple
 
@@ -403,9 +439,15 @@ class RepViT(BaseBackbone):
         self.out_channels = [channels[i] for i in self.out_indices]
 
         self._freeze_stages()
+        self._set_memory_format()
         self.deploy = deploy
         if deploy:
             self.train(False)
+
+    def _set_memory_format(self) -> None:
+        if self.channels_last is True:
+            # in place: the Parameter objects (and any optimizer holding them) stay the same
+            self.to(memory_format=torch.channels_last)
 
     @classmethod
     def get_arch_settings(cls, arch: Union[str, dict]) -> dict:
@@ -435,6 +477,8 @@ class RepViT(BaseBackbone):
                     mlp_ratio=arch.get('mlp_ratio', 2), kernel_size=k)
 
     def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+        if self.channels_last or (self.channels_last is None and self.training and x.device.type == 'cpu'):
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)
         outs = []
         pre_done = False
@@ -482,6 +526,7 @@ class RepViT(BaseBackbone):
             return
         self.train(False)  # fusion uses the BN running statistics
         _fuse_children(self)
+        self._set_memory_format()
         self.deploy = True
 
 

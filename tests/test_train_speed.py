@@ -1,0 +1,263 @@
+"""Training speed work: the token mixer's per-channel form, channels-last training, torch.compile of the
+backbone, and the training benchmark (``tools/benchmark.py --train``)."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import CONFIGS, assert_one_line_error, load_tool, randomize_bn_, run_tool
+
+from repvit_mm.models.backbones.repvit import ConvBN, RepVGGDW, RepViT
+
+TINY = dict(channels=[8, 16, 24, 32], depths=[1, 1, 2, 1])
+CLS_SHAPES = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
+
+
+def _grouped_conv_forward(mixer: RepVGGDW, x: torch.Tensor) -> torch.Tensor:
+    """The token mixer as first written (and as timm has it): the 1x1 branch a grouped conv."""
+    c = mixer.conv1 if not mixer.legacy else mixer.conv1.conv
+    one = F.conv2d(x, c.weight, c.bias, groups=c.groups)
+    if mixer.legacy:
+        return mixer.conv(x) + mixer.conv1.bn(one) + x
+    return mixer.bn(mixer.conv(x) + one + x)
+
+
+@pytest.mark.parametrize('legacy', [False, True])
+def test_token_mixer_same_numbers_and_gradients_as_grouped_conv(legacy):
+    """Forward and every gradient equal to the grouped-conv formulation (float64: same formula, not just
+    close), in training mode (batch statistics) and eval mode; the fused conv is unchanged."""
+    torch.manual_seed(0)
+    mixer = randomize_bn_(RepVGGDW(6, legacy=legacy)).double()
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    x = torch.randn(3, 6, 7, 5, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 6, 7, 5, dtype=torch.float64)
+    for train in (True, False):
+        mixer.train(train)
+        results = []
+        for fn in (mixer.forward, lambda t: _grouped_conv_forward(mixer, t)):
+            mixer.zero_grad()
+            x.grad = None
+            out = fn(x)
+            out.backward(g)
+            results.append((out.detach(), x.grad.clone(), [p.grad.clone() for p in mixer.parameters()]))
+        (out_a, gx_a, gp_a), (out_b, gx_b, gp_b) = results
+        torch.testing.assert_close(out_a, out_b, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(gx_a, gx_b, rtol=1e-12, atol=1e-12)
+        for a, b in zip(gp_a, gp_b, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    mixer.eval()
+    with torch.no_grad():
+        fused = mixer.fuse()
+        torch.testing.assert_close(fused(x), _grouped_conv_forward(mixer, x), rtol=1e-10, atol=1e-10)
+    assert isinstance(fused, torch.nn.Conv2d) and fused.weight.shape == (6, 1, 3, 3)
+
+
+def test_checkpoint_keys_and_shapes_unchanged():
+    """The 1x1 branch keeps its Conv2d parameters: checkpoints load as before."""
+    mixer = RepVGGDW(8)
+    assert {k: tuple(v.shape) for k, v in mixer.state_dict().items() if k.startswith('conv1.')} == {
+        'conv1.weight': (8, 1, 1, 1), 'conv1.bias': (8,)}
+    legacy = RepVGGDW(8, legacy=True)
+    assert isinstance(legacy.conv1, ConvBN) and legacy.conv1.channelwise
+    assert tuple(legacy.conv1.conv.weight.shape) == (8, 1, 1, 1)
+    assert not ConvBN(8, 8, 3, padding=1, groups=8).channelwise and not ConvBN(8, 16, 1).channelwise
+
+
+def _our_key(timm_key: str) -> str:
+    return '.'.join('conv' if part == 'c' else part for part in timm_key.split('.'))
+
+
+@pytest.mark.parametrize('arch', ['m0_9', 'm1'])
+def test_backbone_matches_timm_in_training(arch):
+    """Our backbone and timm's, same weights, training mode, float64: features and every parameter's
+    gradient agree (timm keeps the grouped 1x1 conv)."""
+    import timm
+    ours = RepViT(arch, out_indices=(3,)).double().train()
+    randomize_bn_(ours)
+    theirs = timm.create_model(f'repvit_{arch}', pretrained=False, num_classes=0).double().train()
+    state = ours.state_dict()
+    theirs.load_state_dict({key: state[_our_key(key)] for key in theirs.state_dict()})
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    out_a = ours(x)[0]
+    out_b = theirs.forward_features(x)
+    torch.testing.assert_close(out_a, out_b, rtol=1e-10, atol=1e-10)
+    g = torch.randn_like(out_a)
+    out_a.backward(g)
+    out_b.backward(g)
+    ours_params = dict(ours.named_parameters())
+    for key, p in theirs.named_parameters():
+        mine = ours_params[_our_key(key)]
+        torch.testing.assert_close(mine.grad, p.grad, rtol=1e-8, atol=1e-10, msg=key)
+
+
+def test_channels_last_same_numbers_and_checkpoint():
+    """``channels_last=True``: channels-last weights and features, the same outputs and gradients, the
+    same state dict (loads both ways), and a fused model that stays channels-last."""
+    torch.manual_seed(0)
+    plain = randomize_bn_(RepViT(TINY, out_indices=(0, 1, 2, 3), channels_last=False)).train()
+    fast = RepViT(TINY, out_indices=(0, 1, 2, 3), channels_last=True).train()
+    fast.load_state_dict(plain.state_dict())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
+    x = torch.randn(2, 3, 64, 64)
+    outs_a, outs_b = plain(x), fast(x)
+    for a, b in zip(outs_a, outs_b, strict=True):
+        assert b.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    sum((o * o).mean() for o in outs_a).backward()
+    sum((o * o).mean() for o in outs_b).backward()
+    grads = dict(fast.named_parameters())
+    for name, p in plain.named_parameters():
+        torch.testing.assert_close(p.grad, grads[name].grad, rtol=1e-3, atol=1e-5, msg=name)
+    plain.load_state_dict(fast.state_dict())
+    fast.switch_to_deploy()
+    plain.switch_to_deploy()
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in fast.parameters() if p.dim() == 4)
+    with torch.no_grad():
+        for a, b in zip(plain(x), fast(x), strict=True):
+            assert a.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last)
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_default_memory_format_channels_last_only_in_cpu_training():
+    """The default (``channels_last=None``): channels-last features while training on a CPU; inference
+    (and so export) keeps the input's layout; the weights are never converted."""
+    model = RepViT(TINY, out_indices=(0, 3))
+    x = torch.randn(2, 3, 64, 64)
+    assert all(out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
+               for out in model.train()(x))
+    with torch.no_grad():
+        assert all(out.is_contiguous() for out in model.eval()(x))
+    assert all(p.is_contiguous() for p in model.parameters())
+
+
+@pytest.mark.parametrize('kwargs', [dict(drop_path_rate=0.1),
+                                    dict(out_at_resolution_end=True, arch=dict(TINY, legacy=True),
+                                         channels_last=True)])
+def test_backbone_compiles_without_graph_breaks(kwargs):
+    """torch.compile traces the whole backbone forward (training mode) as one graph."""
+    kwargs = {'arch': TINY, 'out_indices': (0, 1, 2, 3), **kwargs}
+    model = RepViT(**kwargs).train()
+    torch._dynamo.reset()
+    explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 32, 32))
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    assert explanation.graph_count == 1
+
+
+# ----------------------------------------------------------------------------------------- benchmark
+@pytest.mark.slow
+def test_train_benchmark_cli_rows_and_json(tmp_path):
+    """``tools/benchmark.py --train``: every CPU row runs, the JSON has one object per row with the ratios
+    to timm's model, and runner_amp names why it cannot run without CUDA."""
+    out = tmp_path / 'train.json'
+    proc = run_tool('benchmark.py', CLS_SHAPES, '--train', '--batch-size', 2, '--shape', 32, '--iters', 2,
+                    '--warmup', 1, '--threads', 1, '--paths', 'timm_bare', 'bare', 'runner',
+                    'runner_channels_last', 'runner_amp', '--json', out)
+    result = json.loads(out.read_text())
+    rows = {r['path']: r for r in result['rows']}
+    assert list(rows) == ['timm_bare', 'bare', 'runner', 'runner_channels_last', 'runner_amp']
+    for path in ('timm_bare', 'bare', 'runner', 'runner_channels_last'):
+        row = rows[path]
+        assert row['status'] == 'ok' and row['batch'] == 2 and row['repeats'] == 2, row
+        assert row['images_per_s'] == pytest.approx(2e3 / row['median_ms'])
+        assert row['vs_timm_bare'] == pytest.approx(rows['timm_bare']['median_ms'] / row['median_ms'])
+        assert row['vs_bare'] == pytest.approx(rows['bare']['median_ms'] / row['median_ms'])
+        assert f"| {path} | {row['median_ms']:.1f} |" in proc.stdout
+    assert rows['timm_bare']['note'] == 'timm repvit_m0_9'
+    assert rows['runner']['note'] in ('OptimWrapper', 'AGCOptimWrapper')  # fp32 on a CPU
+    assert rows['runner_amp']['status'] == 'skipped' and 'CUDA' in rows['runner_amp']['note']
+    assert {t['target'] for t in result['targets']} == {'bare >= 1.15x timm_bare', 'runner within 5% of bare'}
+    assert result['settings']['batch_size'] == 2 and result['model']['arch'] == 'm0_9'
+
+
+def test_train_benchmark_rows_in_process():
+    """The benchmark on a tiny custom arch: bare and runner rows time, timm_bare says timm has no such arch."""
+    from repvit_mm.deploy.model import read_config
+    from repvit_mm.deploy.train_benchmark import format_train_table, train_benchmark
+
+    cfg = read_config(CLS_SHAPES)
+    cfg.model.backbone.arch = TINY
+    cfg.model.head.in_channels = TINY['channels'][-1]
+    result = train_benchmark(cfg, shape=(32, 32), batch_size=2, repeats=2, warmup=1, threads=1,
+                             paths=('timm_bare', 'bare', 'runner', 'runner_channels_last'))
+    rows = {r['path']: r for r in result['rows']}
+    assert rows['timm_bare']['status'] == 'skipped' and 'no RepViT arch name' in rows['timm_bare']['note']
+    for path in ('bare', 'runner', 'runner_channels_last'):
+        assert rows[path]['status'] == 'ok' and rows[path]['repeats'] == 2 and rows[path]['vs_timm_bare'] is None
+        assert rows[path]['vs_bare'] == pytest.approx(rows['bare']['median_ms'] / rows[path]['median_ms'])
+    assert [t['target'] for t in result['targets']] == ['runner within 5% of bare']
+    table = format_train_table(result)
+    assert '| timm_bare | skipped |' in table and 'target runner within 5% of bare' in table
+
+
+def test_train_benchmark_runner_is_the_config_training_step():
+    """The runner rows use the config's own optim wrapper (AGC), data preprocessor and batch augments: the
+    step changes the weights and builds the Mixup/CutMix soft targets."""
+    from mmengine.optim import build_optim_wrapper
+
+    from repvit_mm.classification.agc import AGCOptimWrapper
+    from repvit_mm.deploy.model import read_config
+    from repvit_mm.deploy.train_benchmark import _build_train_model, synthetic_batch
+
+    cfg = read_config(CONFIGS / 'classification' / 'repvit-m0.9_8xb256-300e_in1k.py')
+    cfg.model.backbone.arch = TINY
+    cfg.model.head.in_channels = TINY['channels'][-1]
+    model = _build_train_model(cfg)
+    wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
+    assert isinstance(wrapper, AGCOptimWrapper) and wrapper.clip_grad_kwargs == {'clip_factor': 0.02}
+    data = synthetic_batch(cfg, 2, (32, 32))
+    assert data['inputs'][0].dtype == torch.uint8 and data['inputs'][0].shape == (3, 32, 32)
+    processed = model.data_preprocessor(data, True)
+    assert processed['data_samples'][0].gt_score.shape == (1000,)  # Mixup/CutMix: soft targets
+    before = model.backbone.stem.conv1.conv.weight.detach().clone()
+    log_vars = model.train_step(data, wrapper)
+    assert torch.isfinite(log_vars['loss']) and not torch.equal(before, model.backbone.stem.conv1.conv.weight)
+
+
+@pytest.mark.parametrize('config', ['detection/mask-rcnn_repvit-m0.9_fpn_shapes.py',
+                                    'segmentation/fpn_repvit-m0.9_shapes.py'])
+def test_train_benchmark_dense_configs_runner_rows(config):
+    """Detector and segmentor configs are timed through their runner rows, on synthetic images with boxes,
+    masks or label maps; the classifier-only rows say why they are not there."""
+    from repvit_mm.deploy.train_benchmark import train_benchmark
+
+    result = train_benchmark(CONFIGS / config, shape=(64, 64), batch_size=2, repeats=1, warmup=0, threads=1,
+                             paths=('bare', 'runner'))
+    rows = {r['path']: r for r in result['rows']}
+    assert rows['runner']['status'] == 'ok' and rows['runner']['median_ms'] > 0, rows['runner']
+    assert rows['bare']['status'] == 'skipped' and 'runner rows only' in rows['bare']['note']
+    assert rows['runner']['vs_timm_bare'] is None and result['targets'] == []
+
+
+@pytest.mark.parametrize('args, fragment', [
+    (['--train', '--batch-sizes', '1', '32', '--paths', 'fused'], '--batch-sizes: not an option of the training'),
+    pytest.param(['--iters', '2'], '--iters: not an option of the inference benchmark', marks=pytest.mark.slow),
+])
+def test_train_benchmark_bad_options(args, fragment):
+    assert_one_line_error(run_tool('benchmark.py', CLS_SHAPES, *args, check=False), fragment)
+
+
+def test_tool_lists_the_library_paths():
+    from repvit_mm.deploy.benchmark import PATHS
+    from repvit_mm.deploy.train_benchmark import TRAIN_PATHS
+    tool = load_tool('benchmark')
+    assert tool.PATHS == PATHS and tool.TRAIN_PATHS == TRAIN_PATHS
+
+
+@pytest.mark.parametrize('kwargs, fragment', [
+    (dict(paths=('fused',)), 'unknown training path(s) fused'),
+    (dict(shape=(16, 16)), 'training needs at least 32x32 images'),
+    (dict(batch_size=0), 'batch size and repeats must be positive'),
+    (dict(device='cuda'), 'no CUDA device'),
+])
+def test_train_benchmark_bad_arguments(kwargs, fragment):
+    from repvit_mm.deploy.train_benchmark import train_benchmark
+    from repvit_mm.utils.errors import UserInputError
+    if kwargs.get('device') == 'cuda' and torch.cuda.is_available():
+        pytest.skip('a CUDA device is present')
+    with pytest.raises(UserInputError, match=re.escape(fragment)):
+        train_benchmark(CLS_SHAPES, **kwargs)
