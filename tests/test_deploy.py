@@ -426,7 +426,7 @@ def test_get_flops_full_detector_counts_every_part():
 # ----------------------------------------------------------------------------------------- demo
 @pytest.mark.slow
 @pytest.mark.parametrize('task', ['classification', 'detection', 'segmentation'])
-def test_demo_writes_picture_of_image_size(task, work, request):
+def test_demo_writes_enlarged_picture(task, work, request):
     from PIL import Image
     config, ckpt = {'classification': (CLS_CFG, 'cls_ckpt'), 'detection': (DET_CFG, 'det_fused_ckpt'),
                     'segmentation': (SEG_CFG, 'seg_ckpt')}[task]
@@ -440,7 +440,7 @@ def test_demo_writes_picture_of_image_size(task, work, request):
     image = _image(work / f'{task}.jpg', (120, 96))
     out = work / f'{task}.png'
     proc = run_tool('demo.py', image, config, ckpt, '--out', out, '--score-thr', '0')
-    assert f'{task} picture (120x96)' in proc.stdout
+    assert f'{task} picture (320x256)' in proc.stdout  # a small image is drawn with a short side of 256 px
     if task == 'classification':
         assert re.search(r'^top-3: (circle|square|triangle) [\d.]+, ', proc.stdout, re.M), proc.stdout
     elif task == 'detection':
@@ -448,9 +448,10 @@ def test_demo_writes_picture_of_image_size(task, work, request):
     else:
         assert re.search(r'^classes: \w+ \d+%', proc.stdout, re.M), proc.stdout
     with Image.open(out) as picture:
-        assert picture.format == 'PNG' and picture.size == (120, 96)
+        assert picture.format == 'PNG' and picture.size == (320, 256)
         pixels = np.asarray(picture.convert('RGB'))
-    assert not np.array_equal(pixels, np.asarray(Image.open(image).convert('RGB')))  # something was drawn
+    enlarged = Image.open(image).convert('RGB').resize((320, 256), Image.BICUBIC)
+    assert not np.array_equal(pixels, np.asarray(enlarged))  # something was drawn
 
 
 # ----------------------------------------------------------------------------------------- bad input

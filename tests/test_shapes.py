@@ -66,6 +66,8 @@ def test_layout_and_counts(root: Path) -> None:
     for split, per_class in (('train', 4), ('val', 2)):
         lines = (inet / 'meta' / f'{split}.txt').read_text().splitlines()
         assert len(lines) == 3 * per_class
+        # classes interleaved, as in ImageNet's lists: the first images of a split show every class
+        assert [line.split()[1] for line in lines[:4]] == ['0', '1', '2', '0']
         for line in lines:
             relative, label = line.split()
             assert relative.split('/')[0] == SHAPES_CLASSES[int(label)]

@@ -312,14 +312,19 @@ def _write_lines(path: Path, lines: Iterable[str]) -> None:
 
 
 def _write_imagenet(root: Path, spec: FormatSpec, seed: int) -> None:
-    """``train|val/<class>/<class>_NNNNN.JPEG`` plus ImageNet-style ``meta/*.txt``."""
+    """``train|val/<class>/<class>_NNNNN.JPEG`` plus ImageNet-style ``meta/*.txt``.
+
+    The lists interleave the classes (circle 0, square 0, triangle 0, circle 1, ...), as ImageNet's
+    validation list mixes them: the first images of a split show every class.
+    """
     (root / 'meta').mkdir()
     _write_lines(root / 'meta' / 'classes.txt', SHAPES_CLASSES)
     for split, per_class in (('train', spec.num_train), ('val', spec.num_val)):
-        entries = []
-        for label, name in enumerate(SHAPES_CLASSES):
+        for name in SHAPES_CLASSES:
             (root / split / name).mkdir(parents=True)
-            for index in range(per_class):
+        entries = []
+        for index in range(per_class):
+            for label, name in enumerate(SHAPES_CLASSES):
                 relative = f'{name}/{name}_{index:05d}.JPEG'
                 scene = classification_scene(seed, split, label, index, spec.image_size)
                 _save_jpeg(scene.image, root / split / relative)

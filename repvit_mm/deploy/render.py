@@ -1,12 +1,15 @@
 """One image in, a rendered prediction out, with the frameworks' own inferencers and visualizers.
 
-- classification: mmpretrain ``ImageClassificationInferencer``; the top-5 classes and scores drawn by
-  mmpretrain's ``UniversalVisualizer``;
-- detection: mmdet ``DetInferencer``; boxes, masks and labels drawn by ``DetLocalVisualizer``;
-- segmentation: mmseg ``MMSegInferencer``; the colour overlay drawn by ``SegLocalVisualizer``.
+- classification: mmpretrain ``ImageClassificationInferencer``; the top-5 classes and scores;
+- detection: mmdet ``DetInferencer``; masks and boxes drawn by mmengine's ``Visualizer``, 'class score'
+  labels;
+- segmentation: mmseg ``MMSegInferencer``; the colour overlay drawn by ``SegLocalVisualizer``, each class
+  named on its largest region.
 
 The model is built and its checkpoint loaded strictly by :func:`repvit_mm.deploy.load_model` (training
-and fused deploy checkpoints alike), then handed to the inferencer. The picture has the input's size.
+and fused deploy checkpoints alike), then handed to the inferencer. Predictions are made on the image as
+it is; the drawing is enlarged to at least 256 pixels on the short side (the model's masks and boxes scaled
+with it) so that labels fit, and every label is kept whole inside the picture. Several images make a grid.
 """
 from __future__ import annotations
 
@@ -14,6 +17,8 @@ import contextlib
 import copy
 import io
 import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,6 +32,9 @@ from .model import LoadedModel, class_names, load_model, read_config, task_of
 __all__ = ['render_prediction', 'TASK_CHOICES']
 
 TASK_CHOICES = ('auto', 'classification', 'detection', 'segmentation')
+MIN_SIDE = 256  # short side of a drawn prediction, at least: a 64 px image has no room for labels
+LABEL_MIN_PX = 12
+GRID_COLUMNS = 4
 
 
 def _strip_annotation_loading(cfg: Config) -> None:
@@ -55,43 +63,173 @@ def _inject(base: type, model: torch.nn.Module) -> type:
     return type(f'Loaded{base.__name__}', (base,), {'_init_model': lambda self, cfg, weights, device: model})
 
 
-def _classify(loaded: LoadedModel, image: str, topk: int, resize: int | None,
-              device: str = 'cpu') -> tuple[np.ndarray, str]:
-    from mmcv import imread
+# ----------------------------------------------------------------------------- drawing
+@dataclass
+class _Label:
+    """A text box to draw: ``anchor`` is its top-left corner before it is moved inside the picture."""
+    text: str
+    anchor: tuple[float, float]
+    color: tuple[int, int, int] = (0, 0, 0)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+    return ImageFont.load_default(size=size)
+
+
+def _drawn_size(height: int, width: int, resize: int | None) -> tuple[int, int]:
+    """(height, width) of the drawn picture: short side ``resize``, or the image's own, at least MIN_SIDE."""
+    short = min(height, width)
+    scale = (resize or max(short, MIN_SIDE)) / short
+    return max(round(height * scale), 1), max(round(width * scale), 1)
+
+
+def _enlarged(image: str, size: tuple[int, int]) -> tuple[np.ndarray, float, float]:
+    """The image (RGB) at ``size`` and the x, y scale from the image to it."""
+    from mmcv import imread, imresize
+    rgb = imread(image, channel_order='rgb')
+    height, width = rgb.shape[:2]
+    return imresize(rgb, size[::-1], interpolation='bicubic'), size[1] / width, size[0] / height
+
+
+def _draw_labels(picture: np.ndarray, labels: list[_Label]) -> np.ndarray:
+    """Text boxes (white on the label's colour) kept whole inside the picture and clear of each other."""
+    from PIL import Image, ImageDraw
+    canvas = Image.fromarray(np.ascontiguousarray(picture))
+    draw = ImageDraw.Draw(canvas)
+    font = _font(max(LABEL_MIN_PX, min(canvas.size) // 16))
+    pad, placed = 2, []
+    for label in labels:
+        left, top, right, bottom = draw.textbbox((0, 0), label.text, font=font)
+        width, height = right - left + 2 * pad, bottom - top + 2 * pad
+        x = min(max(label.anchor[0], 0), max(canvas.width - width, 0))
+        y = min(max(label.anchor[1], 0), max(canvas.height - height, 0))
+        for _ in range(len(placed)):  # step below (or above, at the bottom) a label already there
+            hit = next((p for p in placed if x < p[2] and p[0] < x + width and y < p[3] and p[1] < y + height), None)
+            if hit is None:
+                break
+            y = hit[3] if hit[3] + height <= canvas.height else max(hit[1] - height, 0)
+        placed.append((x, y, x + width, y + height))
+        draw.rectangle((x, y, x + width - 1, y + height - 1), fill=label.color)
+        draw.text((x + pad - left, y + pad - top), label.text, fill='white', font=font)
+    return np.asarray(canvas)
+
+
+def _compose(panels: list[tuple[np.ndarray, str]], title: str | None) -> np.ndarray:
+    """Panels in a grid of up to GRID_COLUMNS columns, each with its caption above, under a title."""
+    from PIL import Image, ImageDraw
+    columns = min(len(panels), GRID_COLUMNS)
+    rows = -(-len(panels) // columns)
+    cell_w = max(p.shape[1] for p, _ in panels)
+    cell_h = max(p.shape[0] for p, _ in panels)
+    caption_font, title_font = _font(max(LABEL_MIN_PX, cell_w // 18)), _font(max(LABEL_MIN_PX + 2, cell_w // 14))
+    gap = caption_h = caption_font.size + 8
+    width = columns * cell_w + (columns + 1) * gap
+    title_lines = _wrap(title, title_font, width - 2 * gap) if title else []
+    title_h = len(title_lines) * (title_font.size + 6) + (gap if title_lines else 0)
+    canvas = Image.new('RGB', (width, title_h + rows * (caption_h + cell_h + gap) + gap), 'white')
+    draw = ImageDraw.Draw(canvas)
+    for i, line in enumerate(title_lines):
+        draw.text((gap, gap + i * (title_font.size + 6)), line, fill='black', font=title_font)
+    for index, (picture, caption) in enumerate(panels):
+        row, column = divmod(index, columns)
+        x = gap + column * (cell_w + gap)
+        y = title_h + gap + row * (caption_h + cell_h + gap)
+        draw.text((x, y), _fit(caption, caption_font, cell_w), fill='black', font=caption_font)
+        canvas.paste(Image.fromarray(np.ascontiguousarray(picture)), (x, y + caption_h))
+    return np.asarray(canvas)
+
+
+def _wrap(text: str, font, width: int) -> list[str]:
+    lines = ['']
+    for word in text.split():
+        candidate = f'{lines[-1]} {word}'.strip()
+        if font.getlength(candidate) <= width or not lines[-1]:
+            lines[-1] = candidate
+        else:
+            lines.append(word)
+    return lines
+
+
+def _fit(text: str, font, width: int) -> str:
+    """``text`` shortened from the left ('...tail') to fit ``width`` pixels."""
+    while font.getlength(text) > width and len(text) > 4:
+        text = '...' + text[4:]
+    return text
+
+
+# ----------------------------------------------------------------------------- the three tasks
+Drawer = Callable[[str, int | None], tuple[np.ndarray, str]]
+
+
+def _classifier(loaded: LoadedModel, topk: int, device: str = 'cpu') -> Drawer:
+    """The top-k classes and scores, one per line in the top-left corner."""
     from mmpretrain.apis import ImageClassificationInferencer
-    from mmpretrain.visualization import UniversalVisualizer
 
     classes = class_names(loaded.cfg, loaded.meta)
     loaded.model._config = loaded.cfg  # what mmpretrain's inferencer reads its pipeline from
     inferencer = ImageClassificationInferencer(loaded.model, pretrained=False, classes=classes, device=device)
-    with contextlib.redirect_stdout(io.StringIO()):  # its progress bar, for one image
-        sample = inferencer(image, return_datasamples=True)[0]
-    scores = sample.pred_score
-    top = scores.topk(min(topk, scores.numel()))
-    sample.set_pred_label(top.indices)
-    visualizer = UniversalVisualizer(name=f'repvit-demo-{id(sample)}')
-    rgb = imread(image, channel_order='rgb')
-    visualizer.visualize_cls(rgb, sample, classes=classes, draw_gt=False, draw_pred=True, draw_score=True,
-                             resize=resize)
-    names = [classes[i] if classes else str(i) for i in top.indices.tolist()]
-    summary = f'top-{len(names)}: ' + ', '.join(f'{n} {v:.3f}' for n, v in zip(names, top.values.tolist()))
-    return visualizer.get_image(), summary
+
+    def draw(image: str, resize: int | None) -> tuple[np.ndarray, str]:
+        with contextlib.redirect_stdout(io.StringIO()):  # its progress bar, for one image
+            sample = inferencer(image, return_datasamples=True)[0]
+        scores = sample.pred_score.cpu()
+        top = scores.topk(min(topk, scores.numel()))
+        names = [classes[i] if classes else str(i) for i in top.indices.tolist()]
+        lines = [f'{name} {value:.2f}' for name, value in zip(names, top.values.tolist())]
+        rgb, _, _ = _enlarged(image, _drawn_size(*_image_shape(image), resize))
+        line_h = max(LABEL_MIN_PX, min(rgb.shape[:2]) // 16) + 6
+        picture = _draw_labels(rgb, [_Label(line, (4, 4 + i * line_h), (0, 0, 0) if i else (40, 40, 40))
+                                     for i, line in enumerate(lines)])
+        return picture, f'top-{len(names)}: ' + ', '.join(
+            f'{n} {v:.3f}' for n, v in zip(names, top.values.tolist()))
+
+    return draw
 
 
-def _detect(loaded: LoadedModel, image: str, score_thr: float, device: str = 'cpu') -> tuple[np.ndarray, str]:
+def _detector(loaded: LoadedModel, score_thr: float, device: str = 'cpu') -> Drawer:
+    """Masks, boxes and 'class score' labels of the instances scoring at least ``score_thr``."""
     from mmdet.apis import DetInferencer
+    from mmengine.visualization import Visualizer
 
     classes = class_names(loaded.cfg, loaded.meta) or []
-    loaded.model.dataset_meta = {'classes': tuple(classes), 'palette': _palette(loaded.cfg, len(classes))}
+    palette = _palette(loaded.cfg, len(classes))
+    loaded.model.dataset_meta = {'classes': tuple(classes), 'palette': palette}
     inferencer = _inject(DetInferencer, loaded.model)(model=loaded.cfg, device=device, show_progress=False)
-    result = inferencer(image, return_vis=True, no_save_vis=True, no_save_pred=True,
-                        pred_score_thr=score_thr)
-    drawn = sum(score >= score_thr for score in result['predictions'][0]['scores'])
-    return result['visualization'][0], f'{drawn} instances with score >= {score_thr:g}'
+
+    def draw(image: str, resize: int | None) -> tuple[np.ndarray, str]:
+        result = inferencer(image, return_datasamples=True, no_save_vis=True, no_save_pred=True,
+                            pred_score_thr=score_thr)
+        instances = result['predictions'][0].pred_instances.cpu()
+        instances = instances[instances.scores >= score_thr]
+        rgb, sx, sy = _enlarged(image, _drawn_size(*_image_shape(image), resize))
+        visualizer = Visualizer(name=f'repvit-render-{id(rgb)}', image=rgb)
+        labels = instances.labels.tolist()
+        colors = [palette[label] for label in labels]
+        if len(labels):
+            if 'masks' in instances:  # the model's masks at the image's size, enlarged like the image
+                masks = torch.nn.functional.interpolate(instances.masks[None].float(), size=rgb.shape[:2],
+                                                        mode='bilinear', align_corners=False)[0] >= 0.5
+                visualizer.draw_binary_masks(masks.numpy(), colors=colors, alphas=0.5)
+            boxes = instances.bboxes * instances.bboxes.new_tensor([sx, sy, sx, sy])
+            boxes[:, 0::2] = boxes[:, 0::2].clamp(0, rgb.shape[1] - 1)  # as drawn: inside the picture
+            boxes[:, 1::2] = boxes[:, 1::2].clamp(0, rgb.shape[0] - 1)
+            visualizer.draw_bboxes(boxes, edge_colors=colors, line_widths=2)
+        boxes = instances.bboxes.tolist()
+        picture = _draw_labels(visualizer.get_image(), [
+            _Label(f'{classes[label]} {score:.2f}', (box[0] * sx, box[1] * sy - 1), _darker(palette[label]))
+            for label, score, box in zip(labels, instances.scores.tolist(), boxes)])
+        return picture, f'{len(labels)} instances with score >= {score_thr:g}'
+
+    return draw
 
 
-def _segment(loaded: LoadedModel, image: str, device: str = 'cpu') -> tuple[np.ndarray, str]:
+def _segmentor(loaded: LoadedModel, device: str = 'cpu') -> Drawer:
+    """mmseg's colour overlay of the predicted classes, each named at the centre of its largest region."""
+    import cv2
+    from mmengine.structures import PixelData
     from mmseg.apis import MMSegInferencer
+    from mmseg.structures import SegDataSample
 
     classes = class_names(loaded.cfg, loaded.meta)
     if not classes:
@@ -102,13 +240,31 @@ def _segment(loaded: LoadedModel, image: str, device: str = 'cpu') -> tuple[np.n
     inferencer = _inject(MMSegInferencer, loaded.model)(model=loaded.cfg, classes=list(classes),
                                                         palette=palette, device=device)
     inferencer.show_progress = False  # mmengine's progress bar, for one image
-    result = inferencer(image, return_vis=True, show=False)
-    vis, pred = result['visualization'], result['predictions']  # mmseg unwraps lists of one image
-    vis = vis[0] if isinstance(vis, list) else vis
-    pred = np.asarray(pred[0] if isinstance(pred, list) else pred)
-    labels, counts = np.unique(pred, return_counts=True)
-    summary = 'classes: ' + ', '.join(f'{classes[i]} {c / pred.size:.0%}' for i, c in zip(labels, counts))
-    return vis, summary
+
+    def draw(image: str, resize: int | None) -> tuple[np.ndarray, str]:
+        sample = inferencer(image, return_datasamples=True)
+        sample = sample[0] if isinstance(sample, list) else sample  # mmseg unwraps lists of one image
+        pred = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
+        rgb, _, _ = _enlarged(image, _drawn_size(*pred.shape, resize))
+        enlarged = cv2.resize(pred, rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
+        drawn = SegDataSample(pred_sem_seg=PixelData(data=torch.from_numpy(enlarged)[None]))
+        inferencer.visualizer.add_datasample('prediction', rgb, drawn, draw_gt=False, with_labels=False)
+        labels = []
+        for index in np.unique(enlarged):
+            count, regions, stats, centres = cv2.connectedComponentsWithStats((enlarged == index).astype(np.uint8))
+            if count > 1:
+                x, y = centres[1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))]
+                labels.append(_Label(classes[index], (x - 20, y - 8), _darker(palette[index])))
+        picture = _draw_labels(inferencer.visualizer.get_image(), labels)
+        values, counts = np.unique(pred, return_counts=True)
+        return picture, 'classes: ' + ', '.join(f'{classes[i]} {c / pred.size:.0%}' for i, c in zip(values, counts))
+
+    return draw
+
+
+def _darker(color: tuple[int, int, int]) -> tuple[int, int, int]:
+    """The class colour, dark enough for white text on it."""
+    return tuple(int(c * 0.7) for c in color)
 
 
 def _check_device(device: str) -> None:
@@ -120,33 +276,48 @@ def _check_device(device: str) -> None:
         raise UserInputError(f'--device {device}: no CUDA GPU is available here (use --device cpu)')
 
 
-def render_prediction(image: str | os.PathLike, config: str | os.PathLike | Config,
+def _image_shape(image: str) -> tuple[int, int]:
+    from PIL import Image
+    with Image.open(image) as opened:
+        return opened.height, opened.width
+
+
+def render_prediction(image: str | os.PathLike | Sequence[str | os.PathLike], config: str | os.PathLike | Config,
                       checkpoint: str | os.PathLike, out: str | os.PathLike, *, task: str = 'auto',
                       force: bool = False, topk: int = 5, score_thr: float = 0.3,
-                      resize: int | None = None, device: str = 'cpu') -> dict[str, Any]:
-    """Predict on ``image`` and write the rendered picture (PNG) to ``out``.
+                      resize: int | None = None, title: str | None = None, device: str = 'cpu') -> dict[str, Any]:
+    """Predict on ``image`` (one path or several) and write the rendered picture (PNG) to ``out``.
 
     Args:
         task: ``'auto'`` (from the config's ``default_scope``) or the expected task, checked.
         topk: classes listed for a classifier; ``score_thr``: lowest detection score drawn;
-        resize: (classification) short edge of the drawn picture; default: the image's own size.
+        resize: short side of each drawn prediction; default: the image's own, at least 256 pixels, so
+            that small images (the Shapes data) have room for legible labels.
+        title: drawn above the picture; several images are drawn in a grid of up to four columns, each
+            captioned with its file name.
         device: where the model runs (``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...).
 
     Returns:
-        ``{'out', 'task', 'size': (height, width), 'summary'}``; the summary lists what was drawn.
+        ``{'out', 'task', 'size': (height, width), 'summary'}``; the summary lists what was drawn (one
+        ``name: ...`` line per image when there are several).
     """
     if task not in TASK_CHOICES:
         raise UserInputError(f'unknown task {task!r}; choose from {", ".join(TASK_CHOICES)}')
+    if resize is not None and resize < 1:
+        raise UserInputError(f'resize must be a positive number of pixels, got {resize}')
     out_path = check_output(out, force, suffixes=('.png',))
     _check_device(device)
-    image = str(image)
+    images = [str(image)] if isinstance(image, (str, os.PathLike)) else [str(i) for i in image]
+    if not images:
+        raise UserInputError('no image given')
     from mmcv import imread
-    if not os.path.isfile(image):
-        raise UserInputError(f'image not found: {image}')
-    try:
-        imread(image).shape  # noqa: B018  (a readable picture?)
-    except Exception as err:
-        raise UserInputError(f'cannot read image {image}: {err}') from err
+    for path in images:
+        if not os.path.isfile(path):
+            raise UserInputError(f'image not found: {path}')
+        try:
+            imread(path).shape  # noqa: B018  (a readable picture?)
+        except Exception as err:
+            raise UserInputError(f'cannot read image {path}: {err}') from err
 
     cfg = read_config(config)
     actual = task_of(cfg)
@@ -158,11 +329,18 @@ def render_prediction(image: str | os.PathLike, config: str | os.PathLike | Conf
     loaded.model.to(device)
     with torch.no_grad():
         if actual == 'classification':
-            picture, summary = _classify(loaded, image, topk, resize, device)
+            draw = _classifier(loaded, topk, device)
         elif actual == 'detection':
-            picture, summary = _detect(loaded, image, score_thr, device)
+            draw = _detector(loaded, score_thr, device)
         else:
-            picture, summary = _segment(loaded, image, device)
+            draw = _segmentor(loaded, device)
+        drawn = [draw(path, resize) for path in images]
+
+    if len(images) == 1 and title is None:
+        picture, summary = drawn[0]
+    else:
+        picture = _compose([(p, os.path.basename(path)) for (p, _), path in zip(drawn, images)], title)
+        summary = '\n'.join(f'{os.path.basename(path)}: {text}' for (_, text), path in zip(drawn, images))
 
     from PIL import Image
     with atomic_output(out_path) as tmp:
