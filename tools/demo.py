@@ -7,19 +7,18 @@ classifier: the top-5 classes and scores; detector: masks, boxes and labels; seg
 with class names (task from the config's default_scope). Training and fused (deploy) checkpoints both work.
 Small images are drawn enlarged (short side 256 px at least); several images make a grid of captioned panels.
 """
-import argparse
+from cli import ArgumentParser, existing_file, run_cli
 
-from cli import run_cli  # tools/cli.py: one-line errors
+TASKS = ('auto', 'classification', 'detection', 'segmentation')  # repvit_mm.deploy.render.TASK_CHOICES
 
 
 def parse_args(argv=None):
-    from repvit_mm.deploy.render import TASK_CHOICES
-    parser = argparse.ArgumentParser(description='Render predictions on one image or several')
+    parser = ArgumentParser(description='Render predictions on one image or several')
     parser.add_argument('image', nargs='+', help='input image(s)')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='training or fused checkpoint')
     parser.add_argument('--out', required=True, help='output .png')
-    parser.add_argument('--task', choices=TASK_CHOICES, default='auto',
+    parser.add_argument('--task', choices=TASKS, default='auto',
                         help="default auto: from the config's default_scope")
     parser.add_argument('--topk', type=int, default=5, help='classes listed by a classifier')
     parser.add_argument('--score-thr', type=float, default=0.3, help='lowest detection score drawn')
@@ -33,7 +32,10 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import repvit_mm  # noqa: F401
+    for image in args.image:
+        existing_file(image, 'image')
+    existing_file(args.config, 'config file')
+    existing_file(args.checkpoint, 'checkpoint')
     from repvit_mm.deploy import render_prediction
 
     image = args.image[0] if len(args.image) == 1 else args.image

@@ -14,7 +14,6 @@ data with a few iterations each (what the tests do).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import re
@@ -25,6 +24,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from cli import ArgumentParser, run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
@@ -294,7 +295,7 @@ def run_demo(out_dir: str | Path, quick: bool = False) -> DemoReport:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description='Run the repvit-mm demo on the embedded Shapes data')
+    parser = ArgumentParser(description='Run the repvit-mm demo on the embedded Shapes data')
     parser.add_argument('--out', default='work_dirs/demo', help='where data, checkpoints and pictures go')
     parser.add_argument('--quick', action='store_true', help='less data, a few iterations per step (smoke run)')
     return parser.parse_args(argv)
@@ -306,5 +307,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    from cli import run_cli  # tools/cli.py: one-line errors
     run_cli(main)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from mmengine.config import Config
 
+from ..utils.config import split_datasets
 from ..utils.errors import UserInputError
 from ..utils.outputs import atomic_output, check_output
 from .model import LoadedModel, class_names, load_model, read_config, task_of
@@ -40,17 +41,12 @@ GRID_COLUMNS = 4
 def _strip_annotation_loading(cfg: Config) -> None:
     """Inference has no labels: drop every ``*LoadAnnotations`` step of the test pipeline (the
     inferencers only know the frameworks' own transform names)."""
-    dataset = cfg.test_dataloader.dataset
-    while 'dataset' in dataset:
-        dataset = dataset.dataset
-    dataset.pipeline = [t for t in dataset.pipeline if 'LoadAnnotations' not in str(t.get('type', ''))]
+    for dataset in split_datasets(cfg, ('test',)):
+        dataset.pipeline = [t for t in dataset.pipeline if 'LoadAnnotations' not in str(t.get('type', ''))]
 
 
 def _palette(cfg: Config, num_classes: int) -> list[tuple[int, int, int]]:
-    for split in ('test', 'val', 'train'):
-        dataset = (cfg.get(f'{split}_dataloader') or {}).get('dataset') or {}
-        while 'dataset' in dataset:
-            dataset = dataset['dataset']
+    for dataset in split_datasets(cfg, ('test', 'val', 'train')):
         palette = (dataset.get('metainfo') or {}).get('palette')
         if palette and len(palette) >= num_classes:
             return [tuple(int(c) for c in color) for color in palette[:num_classes]]
