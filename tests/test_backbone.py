@@ -52,7 +52,7 @@ def test_arch_structure_and_shapes(arch):
 
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 64, 64))
-    assert [tuple(o.shape) for o in outs] == [(1, c, 64 // s, 64 // s) for c, s in zip(channels, (4, 8, 16, 32))]
+    assert [tuple(o.shape) for o in outs] == [(1, c, 64 // s, 64 // s) for c, s in zip(channels, (4, 8, 16, 32), strict=True)]
     assert model.out_channels == channels
 
 
@@ -63,7 +63,7 @@ def test_odd_input_size(arch):
     with torch.no_grad():
         outs = model(torch.randn(2, 3, 225, 161))
     expected = [(2, c, _ceil_div_chain(225, s), _ceil_div_chain(161, s))
-                for c, s in zip(channels, (4, 8, 16, 32))]
+                for c, s in zip(channels, (4, 8, 16, 32), strict=True)]
     assert [tuple(o.shape) for o in outs] == expected
     assert expected[-1][2:] == (8, 6)
 

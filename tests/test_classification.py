@@ -494,7 +494,7 @@ def test_released_and_timm_weights_evaluate_like_the_original_model(shapes_root,
         for batch in loader:
             data = preprocessor(batch, training=False)
             probs = net(data['inputs']).softmax(1)
-            expected.update({Path(s.img_path).name: p for s, p in zip(data['data_samples'], probs)})
+            expected.update({Path(s.img_path).name: p for s, p in zip(data['data_samples'], probs, strict=True)})
     assert len(expected) == 8
 
     for name, ckpt, extra in (('timm', timm_file, ()), ('authors', release_file, ()),

@@ -35,7 +35,7 @@ def logits(model, x):
 
 
 # --------------------------------------------------------------- timm -> authors' layout (test-side)
-def timm_to_official(timm_model) -> 'OrderedDict[str, torch.Tensor]':
+def timm_to_official(timm_model) -> OrderedDict[str, torch.Tensor]:
     """Write timm weights in the authors' key layout, walking timm's module tree.
 
     The authors' ``features`` list is: the stem, then one entry per cfgs row; timm's downsample holds two

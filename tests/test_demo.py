@@ -8,9 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from helpers import CONFIGS, run_tool
+from PIL import Image
 
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 PICTURES = ('classification', 'detection', 'segmentation', 'predictions', 'training_curves')

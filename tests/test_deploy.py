@@ -152,7 +152,7 @@ def test_fuse_detector_equals_unfused(work, det_ckpt):
             roi = model.roi_head.forward(feats, proposals, samples)
             outputs.append([*feats, *rpn[0], *rpn[1], *roi])
     assert len(outputs[0]) == len(outputs[1]) > 10
-    for expected, got in zip(*outputs):
+    for expected, got in zip(*outputs, strict=True):
         _assert_same(got, expected)
 
 
@@ -216,7 +216,7 @@ def test_export_onnx_detector_backbone_features(work, det_ckpt):
     got = session.run(None, {'input': x.numpy()})
     with torch.no_grad():
         expected = load_model(DET_CFG, det_ckpt).model.backbone(x)
-    for stride, g, e in zip((4, 8, 16, 32), got, expected):
+    for stride, g, e in zip((4, 8, 16, 32), got, expected, strict=True):
         assert g.shape == (2, e.shape[1], 96 // stride, 128 // stride)
         assert np.abs(g - e.numpy()).max() <= 1e-4 * max(1.0, float(e.abs().max()))
 

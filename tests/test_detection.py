@@ -216,9 +216,9 @@ def test_fused_detector_gives_same_detections(shapes_root):
         fused = detector.predict(data['inputs'], copy.deepcopy(data['data_samples']))
         feats_fused = detector.extract_feat(data['inputs'])
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in detector.backbone.modules())
-    for a, b in zip(feats_ref, feats_fused):
+    for a, b in zip(feats_ref, feats_fused, strict=True):
         torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-4)
-    for ref, out in zip(reference, fused):
+    for ref, out in zip(reference, fused, strict=True):
         ref, out = ref.pred_instances, out.pred_instances
         assert len(ref) > 0 and len(ref) == len(out)
         assert torch.equal(out.labels, ref.labels)
@@ -280,7 +280,7 @@ def test_train_then_test_reports_coco_bbox_and_segm_ap(trained, shapes_root):
     with open(outs['deploy'], 'rb') as f:
         deploy = pickle.load(f)
     assert len(plain) == len(deploy) == 16  # every val image
-    for ref, out in zip(plain, deploy):
+    for ref, out in zip(plain, deploy, strict=True):
         ref, out = ref['pred_instances'], out['pred_instances']
         assert torch.equal(ref['labels'], out['labels'])
         torch.testing.assert_close(out['bboxes'], ref['bboxes'], rtol=0, atol=1e-2)  # pixels

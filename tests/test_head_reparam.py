@@ -156,7 +156,7 @@ def test_backbone_fusion_exact_224(arch):
         switch_to_deploy(model)
         fused = model(x)
     assert not any(isinstance(m, _BatchNorm) for m in model.modules())
-    for r, f in zip(ref, fused):
+    for r, f in zip(ref, fused, strict=True):
         assert r.abs().max() > 0.1  # non-trivial features
         assert (r - f).abs().max() < 1e-4, (arch, (r - f).abs().max())
 
@@ -262,7 +262,7 @@ def test_switch_to_deploy_whole_dense_model(build):
         out = switch_to_deploy(model)
         fused = model.extract_feat(x)
     assert out is model and not model.training and model.backbone.deploy
-    for r, f in zip(ref, fused):
+    for r, f in zip(ref, fused, strict=True):
         assert (r - f).abs().max() < 1e-4
     with pytest.raises(RuntimeError, match='inference-only'):
         model.train()

@@ -40,7 +40,7 @@ def single_thread():
         os.environ['OMP_NUM_THREADS'] = omp
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_cfg(path: Path):
     from mmengine.config import Config
     return Config.fromfile(str(path))

@@ -103,7 +103,7 @@ def test_polygons_stay_inside_and_match_the_rendered_shapes() -> None:
     for index in range(12):
         scene = instance_scene(0, 'train', index, size)
         assert 1 <= len(scene.shapes) <= 5
-        for shape, coverage in zip(scene.shapes, scene.coverages):
+        for shape, coverage in zip(scene.shapes, scene.coverages, strict=True):
             polygon = shape.polygon()
             assert polygon.min() >= 0 and polygon.max() <= size
             mask = polygon_mask([polygon.ravel().tolist()], size, size)

@@ -194,7 +194,7 @@ def plot_training_curves(logs: dict[str, Path], out_png: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(logs), figsize=(5 * len(logs), 3.8), squeeze=False)
-    for ax, (name, log) in zip(axes[0], logs.items()):
+    for ax, (name, log) in zip(axes[0], logs.items(), strict=False):
         records = [json.loads(line) for line in (log.parent / 'vis_data' / 'scalars.json').read_text().splitlines()]
         train = [r for r in records if 'loss' in r]
         lines = ax.plot([r['iter'] for r in train], [r['loss'] for r in train], '.-', color='tab:blue',

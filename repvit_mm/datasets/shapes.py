@@ -140,7 +140,7 @@ def polygon_coverage(polygon: np.ndarray, image_size: int,
     ys = (np.arange(y0, y1)[:, None] + offsets).ravel()[:, None]  # sample rows
     orientation = np.sign(signed_area(polygon)) or 1.0
     inside = np.ones((ys.size, xs.size), bool)
-    for (px, py), (qx, qy) in zip(polygon, np.roll(polygon, -1, axis=0)):
+    for (px, py), (qx, qy) in zip(polygon, np.roll(polygon, -1, axis=0), strict=False):
         inside &= orientation * ((qx - px) * (ys - py) - (qy - py) * (xs - px)) >= 0
     cells = inside.reshape(y1 - y0, samples, x1 - x0, samples).mean(axis=(1, 3))
     coverage[y0:y1, x0:x1] = cells
@@ -215,7 +215,7 @@ class Scene:
         most 1/4 is; anything in between is a mixed edge pixel and stays unlabeled, as in ADE20K.
         """
         labels = np.ones(self.image.shape[:2], np.uint8)
-        for shape, coverage in zip(self.shapes, self.coverages):
+        for shape, coverage in zip(self.shapes, self.coverages, strict=False):
             labels[coverage > 0.25] = ADE20K_UNLABELED
             labels[coverage >= 0.75] = shape.label + 2
         return labels

@@ -149,7 +149,7 @@ def export_coreml(config: str | os.PathLike | Config, checkpoint: str | os.PathL
     result: dict[str, Any] = {'out': str(out_path), 'classes': classes, 'precision': precision,
                               'inputs': {'image': [1, 3, *shape]},
                               'outputs': {n: list(t.shape) for n, t in zip(
-                                  names, [sample] if isinstance(sample, torch.Tensor) else sample)}}
+                                  names, [sample] if isinstance(sample, torch.Tensor) else sample, strict=False)}}
     ok, why = can_predict()
     if ok:
         result['max_abs_diff'] = _prediction_diff(mlmodel, example, sample, names, classes, rgb)
@@ -172,5 +172,5 @@ def _prediction_diff(mlmodel, example: torch.Tensor, sample, names: list[str], c
     pred = mlmodel.predict({'image': image})
     if classes:
         probs = sample[0].numpy()
-        return max(abs(float(pred['classLabel_probs'][c]) - float(p)) for c, p in zip(classes, probs))
-    return max(float(np.abs(np.asarray(pred[n]) - t.numpy()).max()) for n, t in zip(names, sample))
+        return max(abs(float(pred['classLabel_probs'][c]) - float(p)) for c, p in zip(classes, probs, strict=False))
+    return max(float(np.abs(np.asarray(pred[n]) - t.numpy()).max()) for n, t in zip(names, sample, strict=False))

@@ -145,10 +145,10 @@ def export_onnx(config: str | os.PathLike | Config, checkpoint: str | os.PathLik
                                     blocked_layout=blocked_layout)
         session = ort_session(tmp)
         got = session.run(names, {'input': x.numpy()})
-        diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected))
+        diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected, strict=False))
         scale = max(1.0, *(float(e.abs().max()) for e in expected))
         if not diff <= tolerance * scale:
             raise UserInputError(f'ONNX Runtime output differs from PyTorch by {diff:.3g} (outputs up to '
                                  f'{scale:.3g}, tolerance {tolerance:g} of that); {out_path} not written')
-    return {'out': str(out_path), 'outputs': {n: list(g.shape) for n, g in zip(names, got)},
+    return {'out': str(out_path), 'outputs': {n: list(g.shape) for n, g in zip(names, got, strict=False)},
             'max_abs_diff': diff, 'exporter': exporter, 'opset': opset, 'check_batch': check_batch}

@@ -47,7 +47,7 @@ def max_output_diff(before: torch.nn.Module, after: torch.nn.Module, task: str,
         out = model(x, mode='tensor') if task == 'classification' else model.extract_feat(x)
         return out if isinstance(out, (tuple, list)) else (out,)
 
-    return max(float((a - b).abs().max()) for a, b in zip(run(before), run(after)))
+    return max(float((a - b).abs().max()) for a, b in zip(run(before), run(after), strict=False))
 
 
 def fuse_checkpoint(config: str | os.PathLike | Config, checkpoint: str | os.PathLike,

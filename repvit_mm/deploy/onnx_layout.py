@@ -68,7 +68,7 @@ def keep_blocked_layout(model: onnx.ModelProto) -> onnx.ModelProto:
         a, b = (_dims(infos.get(name)) for name in node.input)
         if a is None or b is None or len(a) != 4 or len(b) != 4:
             continue
-        for full, scale, swap in ((a, b, False), (b, a, True)):
+        for full, scale, swap in ((a, b, False), (b, a, True)):  # noqa: B007  (read after the break)
             spatial = full[2:]
             if (scale[2:] == [1, 1] and all(isinstance(d, int) and d > 1 for d in spatial)
                     and full[:2] == scale[:2] and isinstance(full[1], int)):

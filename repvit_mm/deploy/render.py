@@ -172,13 +172,13 @@ def _classifier(loaded: LoadedModel, topk: int, device: str = 'cpu') -> Drawer:
         scores = sample.pred_score.cpu()
         top = scores.topk(min(topk, scores.numel()))
         names = [classes[i] if classes else str(i) for i in top.indices.tolist()]
-        lines = [f'{name} {value:.2f}' for name, value in zip(names, top.values.tolist())]
+        lines = [f'{name} {value:.2f}' for name, value in zip(names, top.values.tolist(), strict=False)]
         rgb, _, _ = _enlarged(image, _drawn_size(*_image_shape(image), resize))
         line_h = max(LABEL_MIN_PX, min(rgb.shape[:2]) // 16) + 6
         picture = _draw_labels(rgb, [_Label(line, (4, 4 + i * line_h), (0, 0, 0) if i else (40, 40, 40))
                                      for i, line in enumerate(lines)])
         return picture, f'top-{len(names)}: ' + ', '.join(
-            f'{n} {v:.3f}' for n, v in zip(names, top.values.tolist()))
+            f'{n} {v:.3f}' for n, v in zip(names, top.values.tolist(), strict=False))
 
     return draw
 
@@ -214,7 +214,7 @@ def _detector(loaded: LoadedModel, score_thr: float, device: str = 'cpu') -> Dra
         boxes = instances.bboxes.tolist()
         picture = _draw_labels(visualizer.get_image(), [
             _Label(f'{classes[label]} {score:.2f}', (box[0] * sx, box[1] * sy - 1), _darker(palette[label]))
-            for label, score, box in zip(labels, instances.scores.tolist(), boxes)])
+            for label, score, box in zip(labels, instances.scores.tolist(), boxes, strict=False)])
         return picture, f'{len(labels)} instances with score >= {score_thr:g}'
 
     return draw
@@ -253,7 +253,7 @@ def _segmentor(loaded: LoadedModel, device: str = 'cpu') -> Drawer:
                 labels.append(_Label(classes[index], (x - 20, y - 8), _darker(palette[index])))
         picture = _draw_labels(inferencer.visualizer.get_image(), labels)
         values, counts = np.unique(pred, return_counts=True)
-        return picture, 'classes: ' + ', '.join(f'{classes[i]} {c / pred.size:.0%}' for i, c in zip(values, counts))
+        return picture, 'classes: ' + ', '.join(f'{classes[i]} {c / pred.size:.0%}' for i, c in zip(values, counts, strict=False))
 
     return draw
 
@@ -335,8 +335,8 @@ def render_prediction(image: str | os.PathLike | Sequence[str | os.PathLike], co
     if len(images) == 1 and title is None:
         picture, summary = drawn[0]
     else:
-        picture = _compose([(p, os.path.basename(path)) for (p, _), path in zip(drawn, images)], title)
-        summary = '\n'.join(f'{os.path.basename(path)}: {text}' for (_, text), path in zip(drawn, images))
+        picture = _compose([(p, os.path.basename(path)) for (p, _), path in zip(drawn, images, strict=False)], title)
+        summary = '\n'.join(f'{os.path.basename(path)}: {text}' for (_, text), path in zip(drawn, images, strict=False))
 
     from PIL import Image
     with atomic_output(out_path) as tmp:

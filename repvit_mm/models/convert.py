@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import functools
 from collections import OrderedDict
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -32,7 +32,7 @@ from .backbones.repvit import RepViT, normalize_arch_name
 __all__ = ['convert_official', 'convert_timm', 'convert_checkpoint', 'detect_format', 'check_state_dict',
            'unwrap_state_dict', 'guess_arch', 'describe_mismatch', 'CheckpointMismatchError']
 
-StateDict = Dict[str, torch.Tensor]
+StateDict = dict[str, torch.Tensor]
 _SHOW = 12  # keys listed per category in an error message
 
 
@@ -41,7 +41,7 @@ class CheckpointMismatchError(UserInputError):
     (``(key, checkpoint shape, model shape)``) hold every offending key."""
 
     def __init__(self, message: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
-                 mismatched: Sequence[Tuple[str, tuple, tuple]] = ()) -> None:
+                 mismatched: Sequence[tuple[str, tuple, tuple]] = ()) -> None:
         super().__init__(message)
         self.missing = list(missing)
         self.unexpected = list(unexpected)
@@ -55,7 +55,7 @@ def _listing(name: str, items: Sequence[str]) -> str:
 
 
 def describe_mismatch(missing: Sequence[str] = (), unexpected: Sequence[str] = (),
-                      mismatched: Sequence[Tuple[str, tuple, tuple]] = ()) -> str:
+                      mismatched: Sequence[tuple[str, tuple, tuple]] = ()) -> str:
     """The one way a key mismatch is worded: counts and the first keys of each kind, on one line."""
     parts = []
     if missing:
@@ -69,18 +69,18 @@ def describe_mismatch(missing: Sequence[str] = (), unexpected: Sequence[str] = (
 
 
 # ----------------------------------------------------------------------------- expected layout
-def _backbone_shapes(arch, deploy: bool = False) -> 'OrderedDict[str, tuple]':
+def _backbone_shapes(arch, deploy: bool = False) -> OrderedDict[str, tuple]:
     if isinstance(arch, str):
         return OrderedDict(_zoo_backbone_shapes(arch, deploy))
     return _build_backbone_shapes(arch, deploy)
 
 
-@functools.lru_cache(maxsize=None)
-def _zoo_backbone_shapes(arch: str, deploy: bool) -> Tuple[Tuple[str, tuple], ...]:
+@functools.cache
+def _zoo_backbone_shapes(arch: str, deploy: bool) -> tuple[tuple[str, tuple], ...]:
     return tuple(_build_backbone_shapes(arch, deploy).items())
 
 
-def _build_backbone_shapes(arch, deploy: bool) -> 'OrderedDict[str, tuple]':
+def _build_backbone_shapes(arch, deploy: bool) -> OrderedDict[str, tuple]:
     try:
         with torch.device('meta'):
             model = RepViT(arch, deploy=deploy)
@@ -90,10 +90,10 @@ def _build_backbone_shapes(arch, deploy: bool) -> 'OrderedDict[str, tuple]':
 
 
 def _head_shapes(state: Mapping[str, torch.Tensor], channels: int,
-                 deploy: bool = False) -> 'OrderedDict[str, tuple]':
+                 deploy: bool = False) -> OrderedDict[str, tuple]:
     """Expected ``head.*`` keys, given the head keys present (num_classes from the checkpoint)."""
     head_keys = [k for k in state if k.startswith('head.')]
-    out: 'OrderedDict[str, tuple]' = OrderedDict()
+    out: OrderedDict[str, tuple] = OrderedDict()
     if not head_keys:
         return out
     num_classes = None
@@ -127,9 +127,9 @@ def _mismatches(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple]
     return missing, unexpected, mismatched
 
 
-def check_state_dict(state: StateDict, arch, deploy: Optional[bool] = None,
+def check_state_dict(state: StateDict, arch, deploy: bool | None = None,
                      source: str = 'checkpoint', extra_unexpected: Sequence[str] = (),
-                     reconvert: Optional[Callable[[str], Tuple[StateDict, List[str]]]] = None) -> StateDict:
+                     reconvert: Callable[[str], tuple[StateDict, list[str]]] | None = None) -> StateDict:
     """Check a repvit-mm layout state dict against ``arch``; return it ordered as the model's.
 
     ``num_batches_tracked`` buffers absent from the checkpoint are filled with 0. ``deploy=None`` accepts
@@ -171,7 +171,7 @@ def check_state_dict(state: StateDict, arch, deploy: Optional[bool] = None,
 
 
 def guess_arch(state: Mapping[str, torch.Tensor], extra_unexpected: Sequence[str] = (),
-               reconvert: Optional[Callable[[str], Tuple[StateDict, List[str]]]] = None) -> List[str]:
+               reconvert: Callable[[str], tuple[StateDict, list[str]]] | None = None) -> list[str]:
     """Names of the zoo archs a converted state dict fits (training or deploy structure).
 
     ``reconvert(name)`` redoes a layout-dependent conversion for each candidate arch; without it
@@ -264,7 +264,7 @@ _OFFICIAL_FIXED = (
 )
 
 
-def official_feature_layout(arch) -> List[Tuple[str, str]]:
+def official_feature_layout(arch) -> list[tuple[str, str]]:
     """``(our module prefix, kind)`` of the authors' ``features.1 ..`` entries in order; kind is
     ``'block'`` or ``'reduce'`` (the stride-2 row)."""
     settings = RepViT.get_arch_settings(arch)
@@ -277,7 +277,7 @@ def official_feature_layout(arch) -> List[Tuple[str, str]]:
     return layout
 
 
-def _rename(key: str, table) -> Optional[str]:
+def _rename(key: str, table) -> str | None:
     for src, dst in table:
         if key.startswith(src):
             return dst + key[len(src):]
@@ -298,7 +298,7 @@ def convert_official(state_dict_or_ckpt, arch) -> StateDict:
                             extra_unexpected=unmapped, reconvert=lambda a: _official_to_mm(state, a))
 
 
-def _official_to_mm(state: Mapping[str, torch.Tensor], arch) -> Tuple[StateDict, List[str]]:
+def _official_to_mm(state: Mapping[str, torch.Tensor], arch) -> tuple[StateDict, list[str]]:
     layout = official_feature_layout(arch)
     out: StateDict = OrderedDict()
     unmapped = []
@@ -337,7 +337,7 @@ def convert_timm(state_dict, arch) -> StateDict:
     return check_state_dict(out, arch, deploy=False, source='timm state dict', extra_unexpected=unmapped)
 
 
-def _timm_to_mm(state: Mapping[str, torch.Tensor]) -> Tuple[StateDict, List[str]]:
+def _timm_to_mm(state: Mapping[str, torch.Tensor]) -> tuple[StateDict, list[str]]:
     out: StateDict = OrderedDict()
     unmapped = []
     for key, value in state.items():

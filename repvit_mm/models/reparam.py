@@ -12,8 +12,6 @@ A reparameterized backbone or head is inference-only: its ``train(True)`` raises
 """
 from __future__ import annotations
 
-from typing import Tuple
-
 import torch
 import torch.nn as nn
 from mmengine.logging import print_log
@@ -29,7 +27,7 @@ DEPLOY_TRAIN_ERROR = (
 
 
 def fuse_bn(weight: torch.Tensor, bias: torch.Tensor | None,
-            bn: nn.Module) -> Tuple[torch.Tensor, torch.Tensor]:
+            bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold an (eval-mode) BatchNorm that follows a conv/linear with ``weight``/``bias`` into them.
 
     ``weight`` has the output channels first (conv ``(O, I, kh, kw)`` or linear ``(O, I)``);

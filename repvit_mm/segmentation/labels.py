@@ -1,7 +1,7 @@
 """Which values a label png may hold, and the one error message for values it must not."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

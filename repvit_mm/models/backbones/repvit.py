@@ -11,7 +11,7 @@ timm's with ``c`` spelled ``conv``, so timm and the authors' checkpoints convert
 from __future__ import annotations
 
 import copy
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -77,7 +77,7 @@ class ConvBN(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
                  padding: int = 0, groups: int = 1, bn_weight_init: float = 1.0,
-                 norm_cfg: Optional[dict] = None) -> None:
+                 norm_cfg: dict | None = None) -> None:
         super().__init__()
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups,
                               bias=False)
@@ -91,7 +91,7 @@ class ConvBN(nn.Module):
         return self.bn(_channelwise(x, self.conv) if self.channelwise else self.conv(x))
 
     @torch.no_grad()
-    def fused_params(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def fused_params(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``(weight, bias)`` of the single conv equivalent to conv + BN (eval mode)."""
         return fuse_bn(self.conv.weight, None, self.bn)
 
@@ -102,7 +102,7 @@ class ConvBN(nn.Module):
 
 
 def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, padding: int = 0,
-            groups: int = 1, bn_weight_init: float = 1.0, norm_cfg: Optional[dict] = None,
+            groups: int = 1, bn_weight_init: float = 1.0, norm_cfg: dict | None = None,
             deploy: bool = False) -> nn.Module:
     """A :class:`ConvBN`, or with ``deploy`` the bare Conv2d (with bias) it fuses into."""
     if deploy:
@@ -122,7 +122,7 @@ class RepVGGDW(nn.Module):
     """
 
     def __init__(self, channels: int, kernel_size: int = 3, legacy: bool = False,
-                 norm_cfg: Optional[dict] = None) -> None:
+                 norm_cfg: dict | None = None) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.legacy = legacy
@@ -157,7 +157,7 @@ class RepVGGDW(nn.Module):
         return _conv_with(self.conv.conv, w, b)
 
 
-def repvgg_dw(channels: int, kernel_size: int = 3, legacy: bool = False, norm_cfg: Optional[dict] = None,
+def repvgg_dw(channels: int, kernel_size: int = 3, legacy: bool = False, norm_cfg: dict | None = None,
               deploy: bool = False) -> nn.Module:
     """A :class:`RepVGGDW`, or with ``deploy`` the bare depthwise Conv2d it fuses into."""
     if deploy:
@@ -184,7 +184,7 @@ class SqueezeExcite(nn.Module):
 class RepViTFFN(nn.Module):
     """Channel mixer: 1x1 ConvBN -> activation -> 1x1 ConvBN (last BN initialised to 0)."""
 
-    def __init__(self, channels: int, hidden_channels: int, act_cfg: dict, norm_cfg: Optional[dict] = None,
+    def __init__(self, channels: int, hidden_channels: int, act_cfg: dict, norm_cfg: dict | None = None,
                  deploy: bool = False) -> None:
         super().__init__()
         self.conv1 = conv_bn(channels, hidden_channels, 1, norm_cfg=norm_cfg, deploy=deploy)
@@ -200,8 +200,8 @@ class RepViTBlock(nn.Module):
     """RepViT block: RepVGGDW token mixer, optional SE, residual FFN (``x + FFN(x)``)."""
 
     def __init__(self, channels: int, mlp_ratio: float = 2., kernel_size: int = 3, use_se: bool = False,
-                 legacy: bool = False, drop_path: float = 0., act_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = None, with_cp: bool = False, deploy: bool = False) -> None:
+                 legacy: bool = False, drop_path: float = 0., act_cfg: dict | None = None,
+                 norm_cfg: dict | None = None, with_cp: bool = False, deploy: bool = False) -> None:
         super().__init__()
         self.with_cp = with_cp
         self.token_mixer = repvgg_dw(channels, kernel_size, legacy, norm_cfg=norm_cfg, deploy=deploy)
@@ -228,8 +228,8 @@ class RepViTDownsample(nn.Module):
     """
 
     def __init__(self, in_channels: int, out_channels: int, mlp_ratio: float = 2., kernel_size: int = 3,
-                 legacy: bool = False, drop_path: Sequence[float] = (0., 0.), act_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = None, with_cp: bool = False, deploy: bool = False) -> None:
+                 legacy: bool = False, drop_path: Sequence[float] = (0., 0.), act_cfg: dict | None = None,
+                 norm_cfg: dict | None = None, with_cp: bool = False, deploy: bool = False) -> None:
         super().__init__()
         act_cfg = act_cfg or dict(type='GELU')
         self.with_cp = with_cp
@@ -260,8 +260,8 @@ class RepViTStage(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, depth: int, downsample: bool,
                  mlp_ratio: float = 2., kernel_size: int = 3, legacy: bool = False,
-                 drop_path: Sequence[float] = (), act_cfg: Optional[dict] = None,
-                 norm_cfg: Optional[dict] = None, with_cp: bool = False, deploy: bool = False) -> None:
+                 drop_path: Sequence[float] = (), act_cfg: dict | None = None,
+                 norm_cfg: dict | None = None, with_cp: bool = False, deploy: bool = False) -> None:
         super().__init__()
         drop_path = list(drop_path)
         if downsample:
@@ -355,7 +355,7 @@ class RepViT(BaseBackbone):
         (1, 384, 7, 7)
     """
 
-    arch_zoo: Dict[str, dict] = {
+    arch_zoo: dict[str, dict] = {
         'm0_6': dict(channels=[40, 80, 160, 320], depths=[1, 1, 8, 1]),
         'm0_9': dict(channels=[48, 96, 192, 384], depths=[2, 2, 14, 2]),
         'm1_0': dict(channels=[56, 112, 224, 448], depths=[2, 2, 14, 2]),
@@ -369,19 +369,19 @@ class RepViT(BaseBackbone):
     }
 
     def __init__(self,
-                 arch: Union[str, dict] = 'm0_9',
+                 arch: str | dict = 'm0_9',
                  in_channels: int = 3,
-                 out_indices: Union[int, Sequence[int]] = (3, ),
+                 out_indices: int | Sequence[int] = (3, ),
                  out_at_resolution_end: bool = False,
                  frozen_stages: int = -1,
                  norm_eval: bool = False,
-                 norm_cfg: dict = dict(type='BN'),
-                 act_cfg: dict = dict(type='GELU'),
+                 norm_cfg: dict = dict(type='BN'),  # noqa: B006  (OpenMMLab style; never mutated)
+                 act_cfg: dict = dict(type='GELU'),  # noqa: B006
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
-                 channels_last: Optional[bool] = None,
+                 channels_last: bool | None = None,
                  deploy: bool = False,
-                 init_cfg: Optional[Union[dict, List[dict]]] = None) -> None:
+                 init_cfg: dict | list[dict] | None = None) -> None:
         super().__init__(init_cfg)
         self.arch_settings = self.get_arch_settings(arch)
         channels = self.arch_settings['channels']
@@ -427,7 +427,7 @@ class RepViT(BaseBackbone):
         stages = []
         cursor = 0
         prev = channels[0]
-        for i, (c, d) in enumerate(zip(channels, depths)):
+        for i, (c, d) in enumerate(zip(channels, depths, strict=False)):
             n = d + (2 if i > 0 else 0)
             stages.append(RepViTStage(prev, c, d, downsample=i > 0, mlp_ratio=mlp_ratio,
                                       kernel_size=kernel_size, legacy=legacy,
@@ -450,7 +450,7 @@ class RepViT(BaseBackbone):
             self.to(memory_format=torch.channels_last)
 
     @classmethod
-    def get_arch_settings(cls, arch: Union[str, dict]) -> dict:
+    def get_arch_settings(cls, arch: str | dict) -> dict:
         """The normalized settings dict (channels, depths, legacy, mlp_ratio, kernel_size) of ``arch``."""
         if isinstance(arch, str):
             key = normalize_arch_name(arch)
@@ -476,7 +476,7 @@ class RepViT(BaseBackbone):
         return dict(channels=channels, depths=depths, legacy=bool(arch.get('legacy', False)),
                     mlp_ratio=arch.get('mlp_ratio', 2), kernel_size=k)
 
-    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.channels_last or (self.channels_last is None and self.training and x.device.type == 'cpu'):
             x = x.contiguous(memory_format=torch.channels_last)
         x = self.stem(x)

@@ -1,7 +1,7 @@
 """RepViT classification head: BN + Linear, plus a DeiT-style distillation head."""
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple, Union
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
@@ -21,7 +21,7 @@ __all__ = ['RepViTClsHead', 'BNLinear']
 class BNLinear(nn.Module):
     """BatchNorm1d followed by Linear (the authors' ``BN_Linear``); ``fuse()`` returns one ``nn.Linear``."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm_cfg: Optional[dict] = None,
+    def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict | None = None,
                  std: float = 0.02) -> None:
         super().__init__()
         self.bn = build_norm_layer(norm_cfg or dict(type='BN1d'), in_channels)[1]
@@ -33,7 +33,7 @@ class BNLinear(nn.Module):
         return self.linear(self.bn(x))
 
     @torch.no_grad()
-    def fused_params(self) -> Tuple[torch.Tensor, torch.Tensor]:
+    def fused_params(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(weight, bias)`` of the Linear equivalent to BN + Linear (eval mode)."""
         bn, lin = self.bn, self.linear
         # y = W (a * x + c) + b  with a = gamma / std, c = beta - mean * a
@@ -86,12 +86,12 @@ class RepViTClsHead(ClsHead):
                  distillation_type: str = 'hard',
                  alpha: float = 0.5,
                  tau: float = 1.0,
-                 norm_cfg: dict = dict(type='BN1d'),
-                 loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),
-                 topk: Union[int, Tuple[int]] = (1, ),
+                 norm_cfg: dict = dict(type='BN1d'),  # noqa: B006  (OpenMMLab style; never mutated)
+                 loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),  # noqa: B006
+                 topk: int | tuple[int] = (1, ),
                  cal_acc: bool = False,
                  deploy: bool = False,
-                 init_cfg: Optional[dict] = None) -> None:
+                 init_cfg: dict | None = None) -> None:
         super().__init__(loss=loss, topk=topk, cal_acc=cal_acc, init_cfg=init_cfg)
         if num_classes <= 0:
             raise ValueError(f'num_classes must be positive, got {num_classes}')
@@ -119,7 +119,7 @@ class RepViTClsHead(ClsHead):
             self.train(False)
 
     # ------------------------------------------------------------------ forward
-    def pre_logits(self, feats: Union[torch.Tensor, Sequence[torch.Tensor]]) -> torch.Tensor:
+    def pre_logits(self, feats: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
         """Global average pooling of the last feature map (``(N, C, H, W)`` -> ``(N, C)``)."""
         x = feats[-1] if isinstance(feats, (tuple, list)) else feats
         if x.dim() == 4:
@@ -128,7 +128,7 @@ class RepViTClsHead(ClsHead):
             raise ValueError(f'RepViTClsHead expects (N, C, H, W) or (N, C) features, got {tuple(x.shape)}')
         return x
 
-    def _both_logits(self, feats) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def _both_logits(self, feats) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.deploy:
             raise RuntimeError(DEPLOY_TRAIN_ERROR.format(name=type(self).__name__))
         x = self.pre_logits(feats)
@@ -136,7 +136,7 @@ class RepViTClsHead(ClsHead):
         dist = self.head_dist(x) if self.distillation else None
         return cls, dist
 
-    def forward(self, feats) -> Union[torch.Tensor, Tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, feats) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits. Training with distillation: ``(cls_logits, dist_logits)``; otherwise one tensor
         (the mean of both heads when distilling)."""
         if self.deploy:
@@ -148,7 +148,7 @@ class RepViTClsHead(ClsHead):
             return cls, dist
         return (cls + dist) / 2
 
-    def predict(self, feats, data_samples: Optional[List[Optional[DataSample]]] = None) -> List[DataSample]:
+    def predict(self, feats, data_samples: list[DataSample | None] | None = None) -> list[DataSample]:
         """Predictions from the (averaged) logits, in any mode."""
         cls_score = self(feats)
         if isinstance(cls_score, tuple):
@@ -156,7 +156,7 @@ class RepViTClsHead(ClsHead):
         return self._get_predictions(cls_score, data_samples)
 
     # ------------------------------------------------------------------ loss
-    def loss(self, feats, data_samples: List[DataSample], teacher_logits: Optional[torch.Tensor] = None,
+    def loss(self, feats, data_samples: list[DataSample], teacher_logits: torch.Tensor | None = None,
              **kwargs) -> dict:
         """Losses for one batch.
 
@@ -208,7 +208,7 @@ class RepViTClsHead(ClsHead):
                 raise ValueError('cal_acc needs hard labels; it is pointless with Mixup/CutMix')
             score = cls if dist is None else (cls + dist) / 2
             acc = Accuracy.calculate(score.detach(), target, topk=self.topk)
-            losses.update({f'accuracy_top-{k}': a for k, a in zip(self.topk, acc)})
+            losses.update({f'accuracy_top-{k}': a for k, a in zip(self.topk, acc, strict=False)})
         return losses
 
     # ------------------------------------------------------------------ deploy
