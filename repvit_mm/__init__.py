@@ -7,6 +7,7 @@ makes mmengine load checkpoints of every scheme with ``torch.load(weights_only=T
 RepViT inside (see ``models.mmengine_loading``); and adds our classifiers to mmpretrain's model hub
 (``list_models('*repvit*')``, ``get_model(name)``; see ``models.hub``).
 """
+
 import warnings
 
 # mmengine imports pkg_resources, whose deprecation notice would open every tool's output; setuptools is

@@ -1,4 +1,5 @@
 """Shared fixtures: the Shapes data in every format; scopes a test created are forgotten after it."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +14,7 @@ from helpers import CHANNELS, CONFIGS, ROOT, assert_one_line_error, randomize_bn
 def shapes_root(tmp_path_factory) -> Path:
     """A small Shapes dataset in the ImageNet, COCO and ADE20K layouts (made once per test session)."""
     from repvit_mm.datasets.shapes import make_shapes
+
     root = tmp_path_factory.mktemp('shapes')
     make_shapes(root, seed=0)
     return root
@@ -22,6 +24,7 @@ def _forget_new_scopes():
     """Yield, then forget the DefaultScopes created meanwhile (mmengine keeps the newest DefaultScope as the
     current one, so a scope left behind would decide registry lookups of the tests after it)."""
     from mmengine.registry import DefaultScope
+
     before = set(DefaultScope._instance_dict)
     yield
     for name in set(DefaultScope._instance_dict) - before:

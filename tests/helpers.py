@@ -1,4 +1,5 @@
 """Helpers the tests share: paths, running the tools as a user would, the one-line error check, BN noise."""
+
 from __future__ import annotations
 
 import importlib
@@ -11,8 +12,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
 # width of the last stage (the classifier head's input) per arch, as the paper and timm have them
-CHANNELS = {'m0_6': 320, 'm0_9': 384, 'm1_0': 448, 'm1_1': 512, 'm1_5': 512, 'm2_3': 640, 'm1': 384,
-            'm2': 512, 'm3': 512}
+CHANNELS = {
+    'm0_6': 320,
+    'm0_9': 384,
+    'm1_0': 448,
+    'm1_1': 512,
+    'm1_5': 512,
+    'm2_3': 640,
+    'm1': 384,
+    'm2': 512,
+    'm3': 512,
+}
 
 
 def tool_env() -> dict:
@@ -24,15 +34,21 @@ def tool_env() -> dict:
     return env
 
 
-def run_tool(script: str, *args, cwd: Path | None = None, check: bool = True, timeout: int = 900,
-             launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+def run_tool(
+    script: str,
+    *args,
+    cwd: Path | None = None,
+    check: bool = True,
+    timeout: int = 900,
+    launcher: list[str] | None = None,
+) -> subprocess.CompletedProcess:
     """Run ``tools/<script>`` in a fresh interpreter, as a user would; returns the finished process."""
     cmd = [*(launcher or [sys.executable]), str(ROOT / 'tools' / script), *map(str, args)]
-    proc = subprocess.run(cmd, cwd=cwd or ROOT, env=tool_env(), capture_output=True, text=True,
-                          timeout=timeout)
+    proc = subprocess.run(cmd, cwd=cwd or ROOT, env=tool_env(), capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n'
-                             f'{proc.stderr[-6000:]}')
+        raise AssertionError(
+            f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}'
+        )
     return proc
 
 
@@ -52,6 +68,7 @@ def randomize_bn_(model, seed: int = 0):
     too), so that BN folding really changes weights; returns the model."""
     import torch
     from torch.nn.modules.batchnorm import _BatchNorm
+
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():

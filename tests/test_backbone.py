@@ -1,4 +1,5 @@
 """RepViT backbone: arch zoo, output shapes/strides, frozen stages, norm_eval, options, registries."""
+
 from __future__ import annotations
 
 import math
@@ -52,7 +53,9 @@ def test_arch_structure_and_shapes(arch):
 
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 64, 64))
-    assert [tuple(o.shape) for o in outs] == [(1, c, 64 // s, 64 // s) for c, s in zip(channels, (4, 8, 16, 32), strict=True)]
+    assert [tuple(o.shape) for o in outs] == [
+        (1, c, 64 // s, 64 // s) for c, s in zip(channels, (4, 8, 16, 32), strict=True)
+    ]
     assert model.out_channels == channels
 
 
@@ -62,28 +65,30 @@ def test_odd_input_size(arch):
     model = RepViT(arch, out_indices=(0, 1, 2, 3)).eval()
     with torch.no_grad():
         outs = model(torch.randn(2, 3, 225, 161))
-    expected = [(2, c, _ceil_div_chain(225, s), _ceil_div_chain(161, s))
-                for c, s in zip(channels, (4, 8, 16, 32), strict=True)]
+    expected = [
+        (2, c, _ceil_div_chain(225, s), _ceil_div_chain(161, s)) for c, s in zip(channels, (4, 8, 16, 32), strict=True)
+    ]
     assert [tuple(o.shape) for o in outs] == expected
     assert expected[-1][2:] == (8, 6)
 
 
-@pytest.mark.parametrize('out_indices, expected', [
-    ((3, ), [3]), (3, [3]), ((0, 2), [0, 2]), ((-1, ), [3]), ((-4, -2), [0, 2]), ((1, ), [1])])
+@pytest.mark.parametrize(
+    'out_indices, expected', [((3,), [3]), (3, [3]), ((0, 2), [0, 2]), ((-1,), [3]), ((-4, -2), [0, 2]), ((1,), [1])]
+)
 def test_out_indices(out_indices, expected):
     model = RepViT('m0_6', out_indices=out_indices).eval()
     assert list(model.out_indices) == expected
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 64, 64))
     assert [o.shape[1] for o in outs] == [[40, 80, 160, 320][i] for i in expected]
-    assert [o.shape[2] for o in outs] == [64 // (4 * 2 ** i) for i in expected]
+    assert [o.shape[2] for o in outs] == [64 // (4 * 2**i) for i in expected]
 
 
 def test_invalid_arguments():
     with pytest.raises(ValueError, match='unknown RepViT arch'):
         RepViT('m9_9')
     with pytest.raises(ValueError, match='out_indices'):
-        RepViT('m0_6', out_indices=(4, ))
+        RepViT('m0_6', out_indices=(4,))
     with pytest.raises(ValueError, match='frozen_stages'):
         RepViT('m0_6', frozen_stages=5)
     with pytest.raises(ValueError, match='missing keys'):
@@ -91,10 +96,12 @@ def test_invalid_arguments():
 
 
 def test_arch_aliases_and_custom_dict():
-    assert RepViT.get_arch_settings('M0.9') == RepViT.get_arch_settings('repvit_m0_9') \
-        == RepViT.get_arch_settings('m0_9')
-    model = RepViT(dict(channels=[16, 32, 48], depths=[1, 0, 2], legacy=True, mlp_ratio=3),
-                   out_indices=(0, 1, 2)).eval()
+    assert (
+        RepViT.get_arch_settings('M0.9') == RepViT.get_arch_settings('repvit_m0_9') == RepViT.get_arch_settings('m0_9')
+    )
+    model = RepViT(
+        dict(channels=[16, 32, 48], depths=[1, 0, 2], legacy=True, mlp_ratio=3), out_indices=(0, 1, 2)
+    ).eval()
     assert model.stages[0].blocks[0].channel_mixer.conv1.conv.out_channels == 48
     with torch.no_grad():
         outs = model(torch.randn(1, 3, 32, 48))
@@ -149,6 +156,7 @@ def test_syncbn_norm_cfg():
     assert all(not m.weight.requires_grad for m in norms)
     # Fusing SyncBN (e.g. a detector trained with SyncBN) works like BN.
     from repvit_mm.models import switch_to_deploy
+
     switch_to_deploy(model)
     assert not any(isinstance(m, _BatchNorm) for m in model.modules())
 
@@ -198,11 +206,11 @@ def test_out_at_resolution_end():
 def test_build_from_mmdet_and_mmseg_registries():
     from mmdet.registry import MODELS as DET_MODELS
     from mmseg.registry import MODELS as SEG_MODELS
+
     for registry in (DET_MODELS, SEG_MODELS):
         model = registry.build(dict(type='mmpretrain.RepViT', arch='m0_9', out_indices=(0, 1, 2, 3)))
         assert isinstance(model, RepViT)
         model.eval()
         with torch.no_grad():
             outs = model(torch.randn(1, 3, 64, 96))
-        assert [tuple(o.shape) for o in outs] == [(1, 48, 16, 24), (1, 96, 8, 12), (1, 192, 4, 6),
-                                                  (1, 384, 2, 3)]
+        assert [tuple(o.shape) for o in outs] == [(1, 48, 16, 24), (1, 96, 8, 12), (1, 192, 4, 6), (1, 384, 2, 3)]

@@ -1,6 +1,7 @@
 """Checkpoint integrity: one strict loading path for every route (tools, load_from, --resume, init_cfg, the
 upstream APIs), weights-only loading on every scheme, crash-proof saves, and the authors' COCO / ADE20K
 release layouts."""
+
 from __future__ import annotations
 
 import logging
@@ -23,6 +24,7 @@ SHAPES_CLASSES = ('circle', 'square', 'triangle')
 
 def load_cfg(path: Path, **options):
     from repvit_mm.apis import load_config
+
     return load_config(str(path), options or None)
 
 
@@ -33,6 +35,7 @@ def cls_options(shapes_root: Path) -> dict:
 
 def build(cfg_path: Path, **options):
     from repvit_mm.models.build import build_model
+
     return build_model(load_cfg(cfg_path, **options))
 
 
@@ -40,11 +43,16 @@ def build(cfg_path: Path, **options):
 def cls_files(tmp_path_factory) -> dict[str, Path]:
     """Shapes classifiers (3 classes, RepViT-M0.9) in our layout, fused, as a 5-class and an M1.5 one."""
     from repvit_mm.models import switch_to_deploy
+
     root = tmp_path_factory.mktemp('cls-files')
     torch.manual_seed(0)
     model = randomize_bn_(build(CLS_CFG))
-    files = {'ours': root / 'ours.pth', 'fused': root / 'fused.pth', 'five': root / 'five.pth',
-             'm1_5': root / 'm1_5.pth'}
+    files = {
+        'ours': root / 'ours.pth',
+        'fused': root / 'fused.pth',
+        'five': root / 'five.pth',
+        'm1_5': root / 'm1_5.pth',
+    }
     torch.save({'state_dict': model.state_dict(), 'meta': {}}, files['ours'])
     torch.save({'state_dict': switch_to_deploy(model).state_dict(), 'meta': {'deploy': True}}, files['fused'])
     five = build(CLS_CFG, **{'model.head.num_classes': 5})
@@ -69,8 +77,20 @@ def test_every_mmengine_scheme_loads_weights_only():
     from mmengine.runner import CheckpointLoader
 
     import repvit_mm  # noqa: F401
-    upstream = {'', 'http://', 'https://', 'pavi://', r'(\S+\:)?s3://', r'(\S+\:)?petrel://', 'modelzoo://',
-                'torchvision://', 'open-mmlab://', 'openmmlab://', 'mmcls://'}
+
+    upstream = {
+        '',
+        'http://',
+        'https://',
+        'pavi://',
+        r'(\S+\:)?s3://',
+        r'(\S+\:)?petrel://',
+        'modelzoo://',
+        'torchvision://',
+        'open-mmlab://',
+        'openmmlab://',
+        'mmcls://',
+    }
     assert upstream <= set(CheckpointLoader._schemes)
     for prefix, loader in CheckpointLoader._schemes.items():  # mmengine's own loaders all replaced
         assert loader.__name__.startswith('load_from_safe_'), (prefix, loader)
@@ -90,6 +110,7 @@ def test_malicious_file_through_http_and_torchvision_schemes(tmp_path, monkeypat
 
     from repvit_mm.models import RepViT
     from repvit_mm.utils import UnsafeCheckpointError
+
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     marker = tmp_path / 'pwned'
     _prefill_hub(tmp_path / 'torch', 'evil.pth', marker)
@@ -100,8 +121,9 @@ def test_malicious_file_through_http_and_torchvision_schemes(tmp_path, monkeypat
         load_checkpoint(torch.nn.Linear(2, 2), 'https://example.invalid/models/evil.pth')
     with pytest.raises(UnsafeCheckpointError, match='refused to load'):
         load_checkpoint(torch.nn.Linear(2, 2), 'torchvision://resnet18')
-    backbone = RepViT('m0_9', init_cfg=dict(type='Pretrained', checkpoint='https://example.invalid/evil.pth',
-                                            prefix='backbone.'))
+    backbone = RepViT(
+        'm0_9', init_cfg=dict(type='Pretrained', checkpoint='https://example.invalid/evil.pth', prefix='backbone.')
+    )
     with pytest.raises(UnsafeCheckpointError, match='refused to load'):
         backbone.init_weights()
     assert not marker.exists()
@@ -112,8 +134,9 @@ def test_malicious_url_given_to_tools_test_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch'))
     marker = tmp_path / 'pwned'
     _prefill_hub(tmp_path / 'torch', 'evil.pth', marker)
-    proc = run_tool('test.py', CLS_CFG, 'https://example.invalid/models/evil.pth', '--work-dir', tmp_path / 'w',
-                    check=False)
+    proc = run_tool(
+        'test.py', CLS_CFG, 'https://example.invalid/models/evil.pth', '--work-dir', tmp_path / 'w', check=False
+    )
     assert_one_line_error(proc, 'https://example.invalid/models/evil.pth', 'refused to load')
     assert not marker.exists() and not (tmp_path / 'w').exists()
 
@@ -130,9 +153,15 @@ def test_empty_numpy_arrays_load_and_bytes_stays_narrow(tmp_path):
     from mmengine.runner import CheckpointLoader
 
     from repvit_mm.utils import UnsafeCheckpointError
+
     path = tmp_path / 'hub.pth'
-    torch.save({'message_hub': {'log_scalars': {'val/loss': HistoryBuffer()}},
-                'meta': {'empty': np.zeros((0, 3), dtype=np.float32)}}, path)
+    torch.save(
+        {
+            'message_hub': {'log_scalars': {'val/loss': HistoryBuffer()}},
+            'meta': {'empty': np.zeros((0, 3), dtype=np.float32)},
+        },
+        path,
+    )
     loaded = CheckpointLoader.load_checkpoint(str(path), map_location='cpu')
     assert loaded['message_hub']['log_scalars']['val/loss'].data[0].size == 0
     assert loaded['meta']['empty'].shape == (0, 3)
@@ -149,6 +178,7 @@ def test_wrong_arch_is_refused_by_every_route(cls_files, shapes_root, tmp_path):
     from repvit_mm.apis import prepare_test_cfg, prepare_train_cfg
     from repvit_mm.deploy import load_model
     from repvit_mm.models.checkpoints import CheckpointMismatchError
+
     wrong = str(cls_files['m1_5'])
     expected = ("fits arch 'm1_5'", 'keys with wrong shapes', wrong)
 
@@ -160,8 +190,9 @@ def test_wrong_arch_is_refused_by_every_route(cls_files, shapes_root, tmp_path):
 
     work = tmp_path / 'w'
     refused(lambda: prepare_test_cfg(load_cfg(CLS_CFG, **cls_options(shapes_root)), wrong, work_dir=str(work)))
-    refused(lambda: prepare_train_cfg(load_cfg(CLS_CFG, load_from=wrong, **cls_options(shapes_root)),
-                                      work_dir=str(work)))
+    refused(
+        lambda: prepare_train_cfg(load_cfg(CLS_CFG, load_from=wrong, **cls_options(shapes_root)), work_dir=str(work))
+    )
     init = {'model.backbone.init_cfg': dict(type='Pretrained', checkpoint=wrong, prefix='backbone.')}
     refused(lambda: prepare_train_cfg(load_cfg(CLS_CFG, **init, **cls_options(shapes_root)), work_dir=str(work)))
     assert not work.exists()  # all before the Runner made its work dir
@@ -175,8 +206,9 @@ def test_tools_refuse_wrong_checkpoints_with_one_line(cls_files, shapes_root, tm
     options = ['--cfg-options', *(f'{k}={v}' for k, v in cls_options(shapes_root).items())]
     proc = run_tool('test.py', CLS_CFG, cls_files['m1_5'], '--work-dir', tmp_path / 'w', *options, check=False)
     assert_one_line_error(proc, str(cls_files['m1_5']), "fits arch 'm1_5'")
-    proc = run_tool('train.py', CLS_CFG, '--resume', cls_files['ours'], '--work-dir', tmp_path / 'w', *options,
-                    check=False)
+    proc = run_tool(
+        'train.py', CLS_CFG, '--resume', cls_files['ours'], '--work-dir', tmp_path / 'w', *options, check=False
+    )
     assert_one_line_error(proc, 'not a training checkpoint', f'load_from={cls_files["ours"]}')
     assert not (tmp_path / 'w').exists()
 
@@ -186,21 +218,29 @@ def test_fused_checkpoint_is_evaluated_as_the_fused_model(cls_files, shapes_root
     --deploy); training from it is refused."""
     from repvit_mm.apis import prepare_test_cfg, prepare_train_cfg, test
     from repvit_mm.models.checkpoints import CheckpointMismatchError
+
     metrics = {}
     for name, deploy in (('ours', False), ('fused', False), ('fused', True)):
-        cfg = prepare_test_cfg(load_cfg(CLS_CFG, **cls_options(shapes_root)), str(cls_files[name]),
-                               work_dir=str(tmp_path / f'{name}-{deploy}'), deploy=deploy)
+        cfg = prepare_test_cfg(
+            load_cfg(CLS_CFG, **cls_options(shapes_root)),
+            str(cls_files[name]),
+            work_dir=str(tmp_path / f'{name}-{deploy}'),
+            deploy=deploy,
+        )
         hooks = [h for h in cfg.get('custom_hooks', []) if h['type'] == 'ReparameterizeHook']
         assert [h['before_load'] for h in hooks] == ([True] if name == 'fused' else [])
         metrics[name, deploy] = test(cfg)['accuracy/top1']
     assert metrics['ours', False] == metrics['fused', False] == metrics['fused', True]
     with pytest.raises(CheckpointMismatchError, match='fused'):
-        prepare_train_cfg(load_cfg(CLS_CFG, load_from=str(cls_files['fused']), **cls_options(shapes_root)),
-                          work_dir=str(tmp_path / 'train'))
+        prepare_train_cfg(
+            load_cfg(CLS_CFG, load_from=str(cls_files['fused']), **cls_options(shapes_root)),
+            work_dir=str(tmp_path / 'train'),
+        )
 
 
 def test_classifier_checkpoint_is_refused_by_a_detector(cls_files):
     from repvit_mm.models.checkpoints import CheckpointMismatchError, fit_checkpoint, read_checkpoint
+
     with pytest.raises(CheckpointMismatchError, match=r'missing keys \[neck\.') as info:
         fit_checkpoint(build(DET_CFG), read_checkpoint(str(cls_files['ours'])))
     assert 'unexpected keys [head.head.bn.weight' in str(info.value)
@@ -208,6 +248,7 @@ def test_classifier_checkpoint_is_refused_by_a_detector(cls_files):
 
 def test_distillation_head_mismatch_names_the_config_to_use(cls_files):
     from repvit_mm.models.checkpoints import CheckpointMismatchError, fit_checkpoint, read_checkpoint
+
     distill = build(CLS_CFG, **{'model.head.distillation': True})
     with pytest.raises(CheckpointMismatchError, match='has no distillation head'):
         fit_checkpoint(distill, read_checkpoint(str(cls_files['ours'])))
@@ -228,6 +269,7 @@ def test_finetuning_to_other_classes_reinitialises_only_the_named_heads(cls_file
 
     from repvit_mm.apis import prepare_train_cfg
     from repvit_mm.models.checkpoints import CheckpointMismatchError, allow_head_reinit, fit_checkpoint, read_checkpoint
+
     model = build(CLS_CFG, **{'model.head.num_classes': 5})
     ckpt = read_checkpoint(str(cls_files['ours']))
     with pytest.raises(CheckpointMismatchError, match='head.head.linear.weight'):
@@ -239,22 +281,28 @@ def test_finetuning_to_other_classes_reinitialises_only_the_named_heads(cls_file
     logger.addHandler(_Collect(records))
     with allow_head_reinit():  # as tools/train.py loads load_from
         load_checkpoint(model, str(cls_files['ours']), logger=logger)
-    assert [r for r in records if 'heads re-initialised for another number of classes (shapes differ): '
-            'head.head.linear' in r] == [records[-1]]
+    assert [
+        r
+        for r in records
+        if 'heads re-initialised for another number of classes (shapes differ): head.head.linear' in r
+    ] == [records[-1]]
     assert torch.equal(model.head.head.linear.weight, head_before)
     saved = torch.load(cls_files['ours'], weights_only=True)['state_dict']
     assert torch.equal(model.backbone.stem.conv1.conv.weight, saved['backbone.stem.conv1.conv.weight'])
     # load_from with another number of classes passes the tool's check; other mismatches still fail
-    prepare_train_cfg(load_cfg(CLS_CFG, load_from=str(cls_files['five']), **cls_options(shapes_root)),
-                      work_dir=str(tmp_path / 'w'))
+    prepare_train_cfg(
+        load_cfg(CLS_CFG, load_from=str(cls_files['five']), **cls_options(shapes_root)), work_dir=str(tmp_path / 'w')
+    )
 
 
 def test_resume_checks_the_file_it_continues_from(cls_files, shapes_root, tmp_path):
     from repvit_mm.apis import prepare_train_cfg
     from repvit_mm.utils import UserInputError
+
     with pytest.raises(UserInputError, match='not a training checkpoint'):
-        prepare_train_cfg(load_cfg(CLS_CFG, **cls_options(shapes_root)), work_dir=str(tmp_path / 'w'),
-                          resume=str(cls_files['ours']))
+        prepare_train_cfg(
+            load_cfg(CLS_CFG, **cls_options(shapes_root)), work_dir=str(tmp_path / 'w'), resume=str(cls_files['ours'])
+        )
     work = tmp_path / 'auto'
     work.mkdir()
     (work / 'last_checkpoint').write_text(str(work / 'iter_9.pth'))
@@ -266,6 +314,7 @@ def test_authors_release_as_init_cfg_of_a_bare_backbone(tmp_path):
     """init_cfg=Pretrained with prefix='backbone.' reads the authors' ImageNet layout too."""
     from repvit_mm.models import RepViT
     from repvit_mm.models.convert import convert_timm
+
     torch.manual_seed(0)
     net = randomize_bn_(timm.create_model('repvit_m0_9', pretrained=False))
     path = tmp_path / 'repvit_m0_9_distill_300e.pth'
@@ -284,6 +333,7 @@ def _authors_release(tmp_path: Path, cfg_path: Path, name: str, meta: dict, **op
     mmdet 2.28 / mmseg 0.30 give them (the same as mmdet 3.3 / mmseg 1.2), ``meta`` with ``CLASSES``.
     Returns the file and our layout of the same weights."""
     from repvit_mm.models.convert import convert_timm
+
     torch.manual_seed(0)
     net = randomize_bn_(timm.create_model('repvit_m0_9', pretrained=False, num_classes=0))
     heads = randomize_bn_(build(cfg_path, **options)).state_dict()
@@ -316,6 +366,7 @@ def _max_diff(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 def test_authors_dense_releases_load_convert_and_match(task, tmp_path):
     from repvit_mm.deploy import load_model
     from repvit_mm.models.checkpoints import read_checkpoint
+
     if task == 'detection':
         cfg_path, name = DET_CFG, 'repvit_m0_9_coco.pth'
         meta = {'CLASSES': SHAPES_CLASSES, 'mmdet_version': '2.28.2', 'epoch': 12}
@@ -343,9 +394,11 @@ def test_authors_dense_releases_load_convert_and_match(task, tmp_path):
     # the upstream inference APIs take the release file as it is
     if task == 'detection':
         from mmdet.apis import init_detector
+
         upstream = init_detector(str(cfg_path), str(release), device='cpu')
     else:
         from mmseg.apis import init_model
+
         upstream = init_model(str(cfg_path), str(release), device='cpu')
     assert _max_diff(_outputs(upstream, x), _outputs(direct.model, x)) < 1e-5
     assert list(upstream.dataset_meta['classes']) == list(meta['CLASSES'])
@@ -355,6 +408,7 @@ def test_convert_checks_the_arch_of_a_dense_release(tmp_path):
     from test_convert import _load_tool
 
     from repvit_mm.utils import UserInputError
+
     release, _ = _authors_release(tmp_path, DET_CFG, 'repvit_m0_9_coco.pth', {'CLASSES': SHAPES_CLASSES})
     with pytest.raises(UserInputError) as info:
         _load_tool().main([str(release), str(tmp_path / 'out.pth'), '--arch', 'm1_1'])
@@ -367,12 +421,16 @@ def test_convert_checks_the_arch_of_a_dense_release(tmp_path):
 def test_coco_release_fine_tunes_to_other_classes(tmp_path):
     """The authors' 80-class COCO model as load_from of a 3-class config: box, mask heads re-initialised."""
     from repvit_mm.models.checkpoints import CheckpointMismatchError, fit_checkpoint, read_checkpoint
+
     coco = {'model.roi_head.bbox_head.num_classes': 80, 'model.roi_head.mask_head.num_classes': 80}
     release, _ = _authors_release(tmp_path, DET_CFG, 'repvit_m0_9_coco.pth', {'CLASSES': tuple('x' * 80)}, **coco)
     ckpt = read_checkpoint(str(release))
     model = build(DET_CFG)
     assert fit_checkpoint(model, ckpt, finetune=True).reinitialised == [
-        'roi_head.bbox_head.fc_cls', 'roi_head.bbox_head.fc_reg', 'roi_head.mask_head.conv_logits']
+        'roi_head.bbox_head.fc_cls',
+        'roi_head.bbox_head.fc_reg',
+        'roi_head.mask_head.conv_logits',
+    ]
     with pytest.raises(CheckpointMismatchError, match='roi_head.bbox_head.fc_cls.weight'):
         fit_checkpoint(model, ckpt)
 
@@ -387,8 +445,9 @@ def test_tools_test_evaluates_the_authors_dense_releases(task, shapes_root, tmp_
         options = [f'test_dataloader.dataset.data_root={coco}', f'test_evaluator.ann_file={ann}']
         cfg_path, metric = DET_CFG, 'coco/bbox_mAP'
     else:
-        release, _ = _authors_release(tmp_path, SEG_CFG, 'repvit_m0_9_ade20k.pth',
-                                      {'CLASSES': ('background', *SHAPES_CLASSES)})
+        release, _ = _authors_release(
+            tmp_path, SEG_CFG, 'repvit_m0_9_ade20k.pth', {'CLASSES': ('background', *SHAPES_CLASSES)}
+        )
         options = [f'test_dataloader.dataset.data_root={shapes_root / "ade20k"}']
         cfg_path, metric = SEG_CFG, 'mIoU'
     proc = run_tool('test.py', cfg_path, release, '--work-dir', tmp_path / 'w', '--cfg-options', *options)
@@ -396,7 +455,7 @@ def test_tools_test_evaluates_the_authors_dense_releases(task, shapes_root, tmp_
 
 
 # ----------------------------------------------------------------------------------------- crash-proof saves
-_CRASH_DRIVER = '''
+_CRASH_DRIVER = """
 import os, runpy, sys
 from mmengine.fileio import LocalBackend
 
@@ -416,7 +475,7 @@ def put(self, obj, filepath):  # the process dies half-way through writing iter_
 LocalBackend.put = put
 sys.argv = sys.argv[1:]
 runpy.run_path(sys.argv[0], run_name='__main__')
-'''
+"""
 
 
 @pytest.mark.slow
@@ -424,15 +483,34 @@ def test_kill_during_a_save_keeps_the_last_complete_checkpoint(shapes_root, tmp_
     """max_keep_ckpts=1 and a crash in the middle of writing the next checkpoint: the previous one, and
     last_checkpoint naming it, survive; --resume continues from it; no partial *.pth ever exists."""
     from repvit_mm.models.checkpoints import read_checkpoint
+
     work = tmp_path / 'w'
-    options = ['--cfg-options', *(f'{k}={v}' for k, v in cls_options(shapes_root).items()),
-               'train_dataloader.batch_size=4', 'train_cfg.max_iters=3', 'train_cfg.val_interval=1',
-               'default_hooks.checkpoint.interval=1', 'default_hooks.checkpoint.max_keep_ckpts=1']
+    options = [
+        '--cfg-options',
+        *(f'{k}={v}' for k, v in cls_options(shapes_root).items()),
+        'train_dataloader.batch_size=4',
+        'train_cfg.max_iters=3',
+        'train_cfg.val_interval=1',
+        'default_hooks.checkpoint.interval=1',
+        'default_hooks.checkpoint.max_keep_ckpts=1',
+    ]
     driver = tmp_path / 'crash.py'
     driver.write_text(_CRASH_DRIVER)
-    proc = subprocess.run([sys.executable, str(driver), str(ROOT / 'tools' / 'train.py'), str(CLS_CFG),
-                           '--work-dir', str(work), *options], env=tool_env(), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(driver),
+            str(ROOT / 'tools' / 'train.py'),
+            str(CLS_CFG),
+            '--work-dir',
+            str(work),
+            *options,
+        ],
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 137, proc.stderr[-3000:]
 
     checkpoints = sorted(p.name for p in work.glob('*.pth'))
@@ -452,6 +530,7 @@ def test_kill_during_a_save_keeps_the_last_complete_checkpoint(shapes_root, tmp_
 
 def test_atomic_write_never_leaves_an_empty_pointer(tmp_path, monkeypatch):
     from repvit_mm.engine.checkpoint_hook import atomic_write_text
+
     pointer = tmp_path / 'last_checkpoint'
     atomic_write_text(str(pointer), 'iter_1.pth')
 

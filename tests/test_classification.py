@@ -5,6 +5,7 @@ Real ImageNet and the RegNetY-16GF teacher cannot be used here; the configs are 
 ``--cfg-options`` to the Shapes data (3 classes, ImageNet folder layout), 32 px images and a small
 RegNetY teacher built by timm with random weights.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,27 +35,41 @@ def _name(arch: str) -> str:
     return arch.replace('_', '.')
 
 
-def shrink_options(shapes_root: Path, teacher: str | None = 'random', *, splits=('train', 'val', 'test'),
-                   extra: tuple[str, ...] = ()) -> list[str]:
+def shrink_options(
+    shapes_root: Path, teacher: str | None = 'random', *, splits=('train', 'val', 'test'), extra: tuple[str, ...] = ()
+) -> list[str]:
     """``--cfg-options`` that turn an ImageNet config into a seconds-long run on the Shapes data:
     3 classes, 32 px, 2 training images per epoch (batch 2: one iteration), 2 epochs, 8 validation
     images. ``teacher``: the small teacher's checkpoint, ``'random'`` for random weights, ``None`` to
     leave the teacher settings alone (tools/test.py needs no teacher)."""
     data = shapes_root / 'imagenet'
-    opts = ['data_preprocessor.num_classes=3', 'model.head.num_classes=3', 'model.head.topk=(1,2)',
-            'train_cfg.max_epochs=2', 'param_scheduler.0.warmup_t=1',
-            'default_hooks.logger.interval=1', 'val_evaluator.topk=(1,2)', 'test_evaluator.topk=(1,2)']
+    opts = [
+        'data_preprocessor.num_classes=3',
+        'model.head.num_classes=3',
+        'model.head.topk=(1,2)',
+        'train_cfg.max_epochs=2',
+        'param_scheduler.0.warmup_t=1',
+        'default_hooks.logger.interval=1',
+        'val_evaluator.topk=(1,2)',
+        'test_evaluator.topk=(1,2)',
+    ]
     if teacher is not None:
         random_init = teacher == 'random'
-        opts += ['model.teacher.num_classes=3', f'model.teacher.name={TEACHER}',
-                 f'model.teacher.checkpoint={None if random_init else teacher}',
-                 f'model.teacher.random_init={random_init}']
+        opts += [
+            'model.teacher.num_classes=3',
+            f'model.teacher.name={TEACHER}',
+            f'model.teacher.checkpoint={None if random_init else teacher}',
+            f'model.teacher.random_init={random_init}',
+        ]
     for split in splits:
         loader = f'{split}_dataloader'
-        opts += [f'{loader}.dataset.data_root={data}', f'{loader}.num_workers=0',
-                 f'{loader}.batch_size={2 if split == "train" else 8}',
-                 f'{loader}.dataset.indices={2 if split == "train" else 8}',
-                 f'{loader}.dataset.pipeline.1.scale={SIZE}']
+        opts += [
+            f'{loader}.dataset.data_root={data}',
+            f'{loader}.num_workers=0',
+            f'{loader}.batch_size={2 if split == "train" else 8}',
+            f'{loader}.dataset.indices={2 if split == "train" else 8}',
+            f'{loader}.dataset.pipeline.1.scale={SIZE}',
+        ]
         if split != 'train':
             opts.append(f'{loader}.dataset.pipeline.2.crop_size={SIZE}')
     return ['--cfg-options', *opts, *extra]
@@ -65,6 +80,7 @@ def options_dict(options: list[str]) -> dict:
     import argparse
 
     from mmengine.config import DictAction
+
     parser = argparse.ArgumentParser()
     parser.add_argument('--cfg-options', nargs='+', action=DictAction)
     return parser.parse_args(options).cfg_options
@@ -72,12 +88,14 @@ def options_dict(options: list[str]) -> dict:
 
 def load_cfg(path: Path, options: list[str] | None = None):
     from repvit_mm.apis import load_config
+
     return load_config(str(path), options_dict(options) if options else None)
 
 
 def build_model(cfg):
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
+
     model_cfg = copy.deepcopy(cfg.model)
     model_cfg.setdefault('data_preprocessor', cfg.get('data_preprocessor'))
     with DefaultScope.overwrite_default_scope('mmpretrain'):
@@ -88,6 +106,7 @@ def build_model(cfg):
 def teacher_ckpt(tmp_path_factory) -> Path:
     """A 3-class RegNetY teacher saved in DeiT's layout (``{'model': state_dict}``)."""
     import timm
+
     torch.manual_seed(0)
     teacher = timm.create_model(TEACHER, num_classes=3, global_pool='avg')
     path = tmp_path_factory.mktemp('teacher') / f'{TEACHER}.pth'
@@ -103,8 +122,10 @@ def distill_cfg(shapes_root, teacher_ckpt):
 # ------------------------------------------------------------------------------------------ configs
 def test_every_arch_has_three_configs_with_the_recipe():
     from mmengine.config import Config
-    expected = {f'repvit-{_name(a)}_8xb256-{kind}_in1k.py' for a in ARCHS
-                for kind in ('distill-300e', 'distill-450e', '300e')}
+
+    expected = {
+        f'repvit-{_name(a)}_8xb256-{kind}_in1k.py' for a in ARCHS for kind in ('distill-300e', 'distill-450e', '300e')
+    }
     assert expected <= {p.name for p in CLS.glob('repvit-*_in1k.py')}
     for name in sorted(expected):
         cfg = Config.fromfile(str(CLS / name))
@@ -119,7 +140,11 @@ def test_every_arch_has_three_configs_with_the_recipe():
         assert cfg.auto_scale_lr.base_batch_size == 8 * cfg.train_dataloader.batch_size == 2048
         [schedule] = cfg.param_scheduler  # every epoch's value: tests/test_recipe.py
         assert (schedule.type, schedule.warmup_t, schedule.warmup_lr_init, schedule.lr_min) == (
-            'EpochEndCosineLR', 5, 1e-6, 1e-5)
+            'EpochEndCosineLR',
+            5,
+            1e-6,
+            1e-5,
+        )
         assert 't_initial' not in schedule and 'end' not in schedule  # the cosine spans max_epochs
         assert cfg.data_preprocessor.random_erasing == dict(probability=0.25, mode='pixel', max_count=1)
         assert cfg.train_dataloader.sampler.type == 'RepeatAugSampler'
@@ -137,6 +162,7 @@ def test_every_arch_has_three_configs_with_the_recipe():
 def test_head_width_matches_each_backbone():
     """in_channels of every arch's head is the width of its last stage; one classifier is built and run."""
     from repvit_mm.models import RepViT
+
     for arch in ARCHS:
         cfg = load_cfg(CLS / f'repvit-{_name(arch)}_8xb256-300e_in1k.py')
         assert cfg.model.head.in_channels == RepViT.get_arch_settings(arch)['channels'][-1], arch
@@ -169,8 +195,13 @@ def test_recipe_is_in_the_built_objects(shapes_root, teacher_ckpt, tmp_path):
     runner = Runner.from_cfg(cfg)
 
     transforms = runner.train_dataloader.dataset.pipeline.transforms
-    assert [type(t) for t in transforms[:5]] == [LoadImageFromFileOrFail, RandomResizedCrop, RandomFlip,
-                                                RandAugment, PackInputs]  # erasing: in the preprocessor
+    assert [type(t) for t in transforms[:5]] == [
+        LoadImageFromFileOrFail,
+        RandomResizedCrop,
+        RandomFlip,
+        RandAugment,
+        PackInputs,
+    ]  # erasing: in the preprocessor
     assert transforms[1].interpolation == 'bicubic' and transforms[2].prob == 0.5
     rand_aug = transforms[3]
     assert (rand_aug.num_policies, rand_aug.magnitude_level, rand_aug.magnitude_std) == (2, 9, 0.5)
@@ -204,10 +235,13 @@ def test_recipe_is_in_the_built_objects(shapes_root, teacher_ckpt, tmp_path):
 
 def test_agc_clips_each_unit_to_its_weight_norm():
     from mmengine.optim import build_optim_wrapper
+
     torch.manual_seed(0)
     layer = torch.nn.Linear(4, 3)
-    wrapper = build_optim_wrapper(layer, dict(type='AGCOptimWrapper', clip_grad=dict(type='agc', clip_factor=0.02),
-                                              optimizer=dict(type='SGD', lr=0.0)))
+    wrapper = build_optim_wrapper(
+        layer,
+        dict(type='AGCOptimWrapper', clip_grad=dict(type='agc', clip_factor=0.02), optimizer=dict(type='SGD', lr=0.0)),
+    )
     layer.weight.grad = torch.stack([layer.weight[0] * 1e-4, layer.weight[1] * 10, layer.weight[2] * 0.5])
     layer.bias.grad = torch.full((3,), 100.0)
     before = layer.weight.grad.clone()
@@ -223,14 +257,18 @@ def test_agc_rejects_unknown_arguments():
     from mmengine.optim import build_optim_wrapper
 
     from repvit_mm.utils import UserInputError
+
     with pytest.raises(UserInputError, match='clip_factor'):
-        build_optim_wrapper(torch.nn.Linear(2, 2), dict(type='AGCOptimWrapper', clip_grad=dict(max_norm=1.0),
-                                                         optimizer=dict(type='SGD', lr=0.1)))
+        build_optim_wrapper(
+            torch.nn.Linear(2, 2),
+            dict(type='AGCOptimWrapper', clip_grad=dict(max_norm=1.0), optimizer=dict(type='SGD', lr=0.1)),
+        )
 
 
 # ------------------------------------------------------------------------------------------ distillation
 def _labelled(n: int, num_classes: int = 3):
     from mmpretrain.structures import DataSample
+
     labels = torch.arange(n) % num_classes
     return labels, [DataSample().set_gt_label(int(y)) for y in labels]
 
@@ -256,8 +294,17 @@ def test_distillation_loss_matches_hand_computation(distill_cfg, kind):
             distill = F.cross_entropy(dist_logits, teacher.argmax(1))
         else:  # DeiT: KL(teacher || student) at temperature tau, summed, * tau^2 / numel
             tau = 2.0
-            distill = F.kl_div(F.log_softmax(dist_logits / tau, 1), F.log_softmax(teacher / tau, 1),
-                               reduction='sum', log_target=True) * tau * tau / dist_logits.numel()
+            distill = (
+                F.kl_div(
+                    F.log_softmax(dist_logits / tau, 1),
+                    F.log_softmax(teacher / tau, 1),
+                    reduction='sum',
+                    log_target=True,
+                )
+                * tau
+                * tau
+                / dist_logits.numel()
+            )
     assert distill > 0
     torch.testing.assert_close(total.detach(), 0.5 * base + 0.5 * distill, rtol=1e-5, atol=1e-6)
 
@@ -266,6 +313,7 @@ def test_teacher_is_frozen_and_outside_checkpoint_and_optimizer(distill_cfg, tea
     from mmengine.optim import build_optim_wrapper
 
     from repvit_mm.utils import safe_torch_load
+
     torch.manual_seed(0)
     model = build_model(distill_cfg)
     teacher = model.teacher
@@ -283,8 +331,10 @@ def test_teacher_is_frozen_and_outside_checkpoint_and_optimizer(distill_cfg, tea
     model.train()
     assert model.training and model.backbone.training and not teacher.training
     student_before = copy.deepcopy(model.backbone.state_dict())
-    data = dict(inputs=[torch.randint(0, 255, (3, SIZE, SIZE), dtype=torch.uint8) for _ in range(4)],
-                data_samples=_labelled(4)[1])
+    data = dict(
+        inputs=[torch.randint(0, 255, (3, SIZE, SIZE), dtype=torch.uint8) for _ in range(4)],
+        data_samples=_labelled(4)[1],
+    )
     for _ in range(2):
         model.train_step(copy.deepcopy(data), wrapper)
     assert not teacher.training
@@ -308,6 +358,7 @@ def test_no_distillation_config_has_no_teacher():
 def test_teacher_checkpoint_that_does_not_fit_names_the_file(tmp_path):
     from repvit_mm.classification import build_teacher
     from repvit_mm.utils import UserInputError
+
     bad = tmp_path / 'wrong_teacher.pth'
     torch.save({'model': {'fc.weight': torch.zeros(3, 4)}}, bad)
     with pytest.raises(UserInputError, match='wrong_teacher.pth.*missing'):
@@ -335,6 +386,7 @@ def trained(shapes_root, teacher_ckpt, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_train_two_iterations_then_test(trained, shapes_root):
     from repvit_mm.utils import safe_torch_load
+
     ckpt = safe_torch_load(str(trained / 'epoch_2.pth'))
     assert ckpt['meta']['iter'] == 2
     keys = list(ckpt['state_dict'])
@@ -344,8 +396,14 @@ def test_train_two_iterations_then_test(trained, shapes_root):
     assert list(trained.glob('best_accuracy_top1_epoch_*.pth'))
 
     # Evaluating needs no teacher: the config's default teacher path does not exist here.
-    proc = run_tool('test.py', DISTILL_300E, trained / 'epoch_2.pth', '--work-dir', trained,
-                    *shrink_options(shapes_root, None, splits=('test',)))
+    proc = run_tool(
+        'test.py',
+        DISTILL_300E,
+        trained / 'epoch_2.pth',
+        '--work-dir',
+        trained,
+        *shrink_options(shapes_root, None, splits=('test',)),
+    )
     metrics = json.loads(re.search(r'metrics: (.*)', proc.stdout).group(1))
     assert set(metrics) >= {'accuracy/top1', 'accuracy/top2'}
     assert 0.0 <= metrics['accuracy/top1'] <= metrics['accuracy/top2'] <= 100.0
@@ -355,8 +413,7 @@ def test_train_two_iterations_then_test(trained, shapes_root):
 @pytest.mark.slow
 def test_missing_data_root_is_one_line(shapes_root, teacher_ckpt, tmp_path):
     missing = tmp_path / 'no_imagenet'
-    options = shrink_options(shapes_root, str(teacher_ckpt),
-                             extra=(f'train_dataloader.dataset.data_root={missing}',))
+    options = shrink_options(shapes_root, str(teacher_ckpt), extra=(f'train_dataloader.dataset.data_root={missing}',))
     proc = run_tool('train.py', DISTILL_300E, '--work-dir', tmp_path / 'w', *options, check=False)
     assert_one_line_error(proc, 'data root not found', str(missing))
     assert not (tmp_path / 'w').exists()
@@ -365,6 +422,7 @@ def test_missing_data_root_is_one_line(shapes_root, teacher_ckpt, tmp_path):
 def test_image_folder_without_class_folders_is_reported(tmp_path):
     from repvit_mm.classification.checks import check_image_folder_dataset
     from repvit_mm.utils import UserInputError
+
     (tmp_path / 'train').mkdir()
     (tmp_path / 'train' / 'img.JPEG').write_bytes(b'x')
     with pytest.raises(UserInputError, match=f'no class folders in {tmp_path / "train"}'):
@@ -383,9 +441,15 @@ def test_no_class_folders_through_the_tool(trained, shapes_root, tmp_path):
     flat = tmp_path / 'flat'
     (flat / 'val').mkdir(parents=True)
     shutil.copy(next((shapes_root / 'imagenet' / 'val' / 'circle').glob('*.JPEG')), flat / 'val' / 'a.JPEG')
-    proc = run_tool('test.py', DISTILL_300E, trained / 'epoch_2.pth', '--work-dir', tmp_path / 'w',
-                    *shrink_options(shapes_root, None, splits=('test',),
-                                    extra=(f'test_dataloader.dataset.data_root={flat}',)), check=False)
+    proc = run_tool(
+        'test.py',
+        DISTILL_300E,
+        trained / 'epoch_2.pth',
+        '--work-dir',
+        tmp_path / 'w',
+        *shrink_options(shapes_root, None, splits=('test',), extra=(f'test_dataloader.dataset.data_root={flat}',)),
+        check=False,
+    )
     assert_one_line_error(proc, 'no class folders', str(flat / 'val'))
 
 
@@ -397,13 +461,15 @@ def test_corrupt_image_is_one_line_naming_it(trained, shapes_root, tmp_path):
     (data / 'val' / first).write_bytes(b'\xff\xd8 this is not a JPEG')
     options = shrink_options(shapes_root, None, splits=('test',), extra=('test_dataloader.num_workers=1',))
     options = [o.replace(str(shapes_root / 'imagenet'), str(data)) for o in options]
-    proc = run_tool('test.py', DISTILL_300E, trained / 'epoch_2.pth', '--work-dir', tmp_path / 'w', *options,
-                    check=False)
+    proc = run_tool(
+        'test.py', DISTILL_300E, trained / 'epoch_2.pth', '--work-dir', tmp_path / 'w', *options, check=False
+    )
     assert_one_line_error(proc, 'corrupt image file', str(data / 'val' / first))
 
 
 def test_corrupt_image_error_stays_one_line_from_a_worker(tmp_path):
     from repvit_mm.classification import LoadImageFromFileOrFail, UnreadableImageError
+
     bad = tmp_path / 'bad.JPEG'
     bad.write_bytes(b'not an image')
 
@@ -422,8 +488,9 @@ def test_corrupt_image_error_stays_one_line_from_a_worker(tmp_path):
 @pytest.mark.slow
 def test_missing_teacher_checkpoint_is_one_line(shapes_root, tmp_path):
     missing = tmp_path / 'regnety_160-a5fe301d.pth'
-    proc = run_tool('train.py', DISTILL_300E, '--work-dir', tmp_path / 'w',
-                    *shrink_options(shapes_root, str(missing)), check=False)
+    proc = run_tool(
+        'train.py', DISTILL_300E, '--work-dir', tmp_path / 'w', *shrink_options(shapes_root, str(missing)), check=False
+    )
     assert_one_line_error(proc, 'teacher checkpoint not found', str(missing))
 
 
@@ -432,13 +499,16 @@ def to_authors_layout(state: dict, arch: str) -> dict:
     """Our ``backbone.*``/``head.*`` keys renamed to the authors' release layout (``features.*``,
     ``classifier.*``): the inverse of the converter's tables."""
     from repvit_mm.models.convert import _OFFICIAL_BLOCK, _OFFICIAL_FIXED, _OFFICIAL_REDUCE, official_feature_layout
-    layout = sorted(((prefix, i + 1, kind) for i, (prefix, kind) in enumerate(official_feature_layout(arch))),
-                    key=lambda entry: -len(entry[0]))  # 'downsample.pre_block.' before 'downsample.'
+
+    layout = sorted(
+        ((prefix, i + 1, kind) for i, (prefix, kind) in enumerate(official_feature_layout(arch))),
+        key=lambda entry: -len(entry[0]),
+    )  # 'downsample.pre_block.' before 'downsample.'
 
     def invert(key: str, table) -> str | None:
         for src, dst in sorted(table, key=lambda pair: -len(pair[1])):
             if key.startswith(dst):
-                return src + key[len(dst):]
+                return src + key[len(dst) :]
         return None
 
     out = {}
@@ -446,7 +516,7 @@ def to_authors_layout(state: dict, arch: str) -> dict:
         new = invert(key, _OFFICIAL_FIXED)
         if new is None:
             prefix, index, kind = next(entry for entry in layout if key.startswith(entry[0]))
-            rest = invert(key[len(prefix):], _OFFICIAL_BLOCK if kind == 'block' else _OFFICIAL_REDUCE)
+            rest = invert(key[len(prefix) :], _OFFICIAL_BLOCK if kind == 'block' else _OFFICIAL_REDUCE)
             new = f'features.{index}.{rest}'
         out[new] = value
     return out
@@ -454,6 +524,7 @@ def to_authors_layout(state: dict, arch: str) -> dict:
 
 def _dumped_scores(path: Path) -> dict[str, torch.Tensor]:
     import pickle
+
     with open(path, 'rb') as f:
         return {Path(r['img_path']).name: torch.as_tensor(r['pred_score']) for r in pickle.load(f)}
 
@@ -468,6 +539,7 @@ def test_released_and_timm_weights_evaluate_like_the_original_model(shapes_root,
     from mmpretrain.registry import MODELS
 
     from repvit_mm.models import convert_checkpoint
+
     torch.manual_seed(0)
     net = timm.create_model('repvit_m0_9', num_classes=3, distillation=True)
     for m in net.modules():  # BN statistics that matter, so a mis-mapped buffer changes the scores
@@ -477,6 +549,7 @@ def test_released_and_timm_weights_evaluate_like_the_original_model(shapes_root,
     net.eval()
     timm_file = tmp_path / 'model.safetensors'  # how timm weights come from the Hugging Face hub
     from safetensors.torch import save_file
+
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(timm_file))
     ours = convert_checkpoint(net.state_dict(), 'm0_9')
     authors = to_authors_layout(ours, 'm0_9')
@@ -497,11 +570,23 @@ def test_released_and_timm_weights_evaluate_like_the_original_model(shapes_root,
             expected.update({Path(s.img_path).name: p for s, p in zip(data['data_samples'], probs, strict=True)})
     assert len(expected) == 8
 
-    for name, ckpt, extra in (('timm', timm_file, ()), ('authors', release_file, ()),
-                              ('authors-deploy', release_file, ('--deploy',))):
+    for name, ckpt, extra in (
+        ('timm', timm_file, ()),
+        ('authors', release_file, ()),
+        ('authors-deploy', release_file, ('--deploy',)),
+    ):
         out = tmp_path / f'{name}.pkl'
-        proc = run_tool('test.py', DISTILL_300E, ckpt, '--work-dir', tmp_path / name, '--out', out, *extra,
-                        *shrink_options(shapes_root, None, splits=('test',)))
+        proc = run_tool(
+            'test.py',
+            DISTILL_300E,
+            ckpt,
+            '--work-dir',
+            tmp_path / name,
+            '--out',
+            out,
+            *extra,
+            *shrink_options(shapes_root, None, splits=('test',)),
+        )
         assert 'accuracy/top1' in proc.stdout
         scores = _dumped_scores(out)
         assert scores.keys() == expected.keys(), name
@@ -522,13 +607,23 @@ def test_repvit_m0_9_learns_shapes(shapes_root, tmp_path):
     floor that a model which does not learn (33.3 %) cannot reach; this run gets about 55 %."""
     from repvit_mm.apis import load_config, prepare_train_cfg, train
     from repvit_mm.classification import AGCOptimWrapper
+
     data = str(shapes_root / 'imagenet')
     iters = 120
-    cfg = load_config(str(CLS / 'repvit-m0.9_shapes-64px.py'), {
-        'train_dataloader.dataset.data_root': data, 'val_dataloader.dataset.data_root': data,
-        'train_dataloader.batch_size': 24, 'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
-        'param_scheduler.1.end': iters, 'default_hooks.checkpoint.interval': iters,
-        'optim_wrapper.type': 'AGCOptimWrapper', 'optim_wrapper.clip_grad': dict(clip_factor=0.02)})
+    cfg = load_config(
+        str(CLS / 'repvit-m0.9_shapes-64px.py'),
+        {
+            'train_dataloader.dataset.data_root': data,
+            'val_dataloader.dataset.data_root': data,
+            'train_dataloader.batch_size': 24,
+            'train_cfg.max_iters': iters,
+            'train_cfg.val_interval': iters,
+            'param_scheduler.1.end': iters,
+            'default_hooks.checkpoint.interval': iters,
+            'optim_wrapper.type': 'AGCOptimWrapper',
+            'optim_wrapper.clip_grad': dict(clip_factor=0.02),
+        },
+    )
     runner = train(prepare_train_cfg(cfg, work_dir=str(tmp_path)))
     assert isinstance(runner.optim_wrapper, AGCOptimWrapper)
     losses = runner.message_hub.get_scalar('train/loss').data[0]

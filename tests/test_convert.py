@@ -1,4 +1,5 @@
 """Checkpoint conversion: timm parity for every timm arch, the authors' layout, clear errors, the CLI."""
+
 from __future__ import annotations
 
 import os
@@ -18,14 +19,19 @@ from repvit_mm.models import RepViT
 from repvit_mm.models.convert import CheckpointMismatchError, convert_checkpoint, convert_official, convert_timm
 from repvit_mm.utils.errors import UserInputError
 
-TIMM_ARCHS = sorted(n[len('repvit_'):] for n in timm.list_models('repvit_*'))
+TIMM_ARCHS = sorted(n[len('repvit_') :] for n in timm.list_models('repvit_*'))
 
 
 def build_classifier(arch: str, distillation: bool = True, num_classes: int = 1000):
-    return MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type='RepViT', arch=arch),
-        head=dict(type='RepViTClsHead', num_classes=num_classes, in_channels=CHANNELS[arch],
-                  distillation=distillation)))
+    return MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(type='RepViT', arch=arch),
+            head=dict(
+                type='RepViTClsHead', num_classes=num_classes, in_channels=CHANNELS[arch], distillation=distillation
+            ),
+        )
+    )
 
 
 def logits(model, x):
@@ -41,11 +47,20 @@ def timm_to_official(timm_model) -> OrderedDict[str, torch.Tensor]:
     The authors' ``features`` list is: the stem, then one entry per cfgs row; timm's downsample holds two
     of those rows (``pre_block``: a regular block; the stride-2 row: spatial/channel downsample + ffn).
     """
-    block_map = [('token_mixer.conv.', 'token_mixer.0.conv.'), ('token_mixer.conv1.', 'token_mixer.0.conv1.'),
-                 ('token_mixer.bn.', 'token_mixer.0.bn.'), ('se.', 'token_mixer.1.'),
-                 ('channel_mixer.conv1.', 'channel_mixer.m.0.'), ('channel_mixer.conv2.', 'channel_mixer.m.2.')]
-    reduce_map = [('spatial_downsample.', 'token_mixer.0.'), ('channel_downsample.', 'token_mixer.2.'),
-                  ('ffn.conv1.', 'channel_mixer.m.0.'), ('ffn.conv2.', 'channel_mixer.m.2.')]
+    block_map = [
+        ('token_mixer.conv.', 'token_mixer.0.conv.'),
+        ('token_mixer.conv1.', 'token_mixer.0.conv1.'),
+        ('token_mixer.bn.', 'token_mixer.0.bn.'),
+        ('se.', 'token_mixer.1.'),
+        ('channel_mixer.conv1.', 'channel_mixer.m.0.'),
+        ('channel_mixer.conv2.', 'channel_mixer.m.2.'),
+    ]
+    reduce_map = [
+        ('spatial_downsample.', 'token_mixer.0.'),
+        ('channel_downsample.', 'token_mixer.2.'),
+        ('ffn.conv1.', 'channel_mixer.m.0.'),
+        ('ffn.conv2.', 'channel_mixer.m.2.'),
+    ]
     entries = [('stem.conv1.', 'features.0.0.', None), ('stem.conv2.', 'features.0.2.', None)]
     k = 1
     for i, stage in enumerate(timm_model.stages):
@@ -56,15 +71,17 @@ def timm_to_official(timm_model) -> OrderedDict[str, torch.Tensor]:
         for j in range(len(stage.blocks)):
             entries.append((f'stages.{i}.blocks.{j}.', f'features.{k}.', block_map))
             k += 1
-    entries += [('head.head.', 'classifier.classifier.', None),
-                ('head.head_dist.', 'classifier.classifier_dist.', None)]
+    entries += [
+        ('head.head.', 'classifier.classifier.', None),
+        ('head.head_dist.', 'classifier.classifier_dist.', None),
+    ]
     out = OrderedDict()
     for key, value in timm_model.state_dict().items():
         for src, dst, sub in entries:
             if key.startswith(src):
-                rest = key[len(src):]
+                rest = key[len(src) :]
                 if sub is not None:
-                    rest = next(d + rest[len(s):] for s, d in sub if rest.startswith(s))
+                    rest = next(d + rest[len(s) :] for s, d in sub if rest.startswith(s))
                 out[dst + rest] = value
                 break
         else:
@@ -104,13 +121,34 @@ def test_timm_and_official_parity(arch):
 # A re-implementation of the structure of the authors' model/repvit.py (names and order of modules),
 # driven by their cfgs tables (k=3, t=2 in every row; rows are (channels, use_se, stride)).
 AUTHORS_CFGS = {
-    'm0_6': dict(legacy=False, rows=[
-        (40, 1, 1), (40, 0, 1), (80, 0, 2), (80, 1, 1), (80, 0, 1), (160, 0, 2), (160, 1, 1), (160, 0, 1),
-        (160, 1, 1), (160, 0, 1), (160, 1, 1), (160, 0, 1), (160, 1, 1), (160, 0, 1), (160, 0, 1),
-        (320, 0, 2), (320, 1, 1)]),
-    'm1': dict(legacy=True, rows=[
-        (48, 1, 1), (48, 0, 1), (48, 0, 1), (96, 0, 2), (96, 1, 1), (96, 0, 1), (96, 0, 1), (192, 0, 2)]
-        + [(192, 1 - i % 2, 1) for i in range(14)] + [(192, 0, 1), (384, 0, 2), (384, 1, 1), (384, 0, 1)]),
+    'm0_6': dict(
+        legacy=False,
+        rows=[
+            (40, 1, 1),
+            (40, 0, 1),
+            (80, 0, 2),
+            (80, 1, 1),
+            (80, 0, 1),
+            (160, 0, 2),
+            (160, 1, 1),
+            (160, 0, 1),
+            (160, 1, 1),
+            (160, 0, 1),
+            (160, 1, 1),
+            (160, 0, 1),
+            (160, 1, 1),
+            (160, 0, 1),
+            (160, 0, 1),
+            (320, 0, 2),
+            (320, 1, 1),
+        ],
+    ),
+    'm1': dict(
+        legacy=True,
+        rows=[(48, 1, 1), (48, 0, 1), (48, 0, 1), (96, 0, 2), (96, 1, 1), (96, 0, 1), (96, 0, 1), (192, 0, 2)]
+        + [(192, 1 - i % 2, 1) for i in range(14)]
+        + [(192, 0, 1), (384, 0, 2), (384, 1, 1), (384, 0, 1)],
+    ),
 }
 
 
@@ -254,6 +292,7 @@ def test_foreign_checkpoint_is_refused():
 
 def test_own_layout_and_fused_checkpoints_pass_the_check():
     from repvit_mm.models import switch_to_deploy
+
     model = build_classifier('m0_6', num_classes=5)
     state = model.state_dict()
     assert list(convert_checkpoint({'state_dict': state}, 'm0_6')) == list(state)
@@ -270,7 +309,7 @@ def test_num_batches_tracked_optional_and_backbone_only():
     out = convert_timm(state, 'm0_9')
     assert not any(k.startswith('head.') for k in out)
     backbone = RepViT('m0_9')
-    backbone.load_state_dict({k[len('backbone.'):]: v for k, v in out.items()}, strict=True)
+    backbone.load_state_dict({k[len('backbone.') :]: v for k, v in out.items()}, strict=True)
 
 
 # ------------------------------------------------------------------------------ loading + the CLI
@@ -295,8 +334,15 @@ def test_cli_round_trip_and_refusals(tmp_path):
     src = tmp_path / 'repvit_m0_9_distill_300e.pth'
     # as the authors' DeiT-style training script saves it: its argparse options ride along
     import argparse
-    torch.save({'model': timm_to_official(tm), 'epoch': 299,
-                'args': argparse.Namespace(model='repvit_m0_9', lr=1e-3, distillation_type='hard')}, src)
+
+    torch.save(
+        {
+            'model': timm_to_official(tm),
+            'epoch': 299,
+            'args': argparse.Namespace(model='repvit_m0_9', lr=1e-3, distillation_type='hard'),
+        },
+        src,
+    )
     dst = tmp_path / 'out' / 'repvit-m0.9.pth'
 
     proc = run_tool('convert_checkpoint.py', src, dst, '--arch', 'M0.9')
@@ -327,6 +373,7 @@ def test_cli_round_trip_and_refusals(tmp_path):
     with pytest.raises(UserInputError, match='already exists'):
         tool.main([str(src), str(dst), '--arch', 'm0_9'])
     from safetensors.torch import save_file
+
     timm_src = tmp_path / 'model.safetensors'  # how timm weights come from the HF hub
     save_file({k: v.contiguous() for k, v in tm.state_dict().items()}, str(timm_src))
     tool.main([str(timm_src), str(dst), '--arch', 'm0_9', '--format', 'timm', '--force'])
@@ -338,6 +385,7 @@ def test_cli_round_trip_and_refusals(tmp_path):
 def _load_tool():
     import importlib.util
     from pathlib import Path
+
     path = Path(__file__).resolve().parents[1] / 'tools' / 'convert_checkpoint.py'
     spec = importlib.util.spec_from_file_location('convert_checkpoint_tool', path)
     module = importlib.util.module_from_spec(spec)

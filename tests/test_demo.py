@@ -1,4 +1,5 @@
 """The README's demo (``tools/run_demo.py``) and the pictures it draws (``repvit_mm.deploy.render``)."""
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,13 @@ def test_small_images_are_drawn_enlarged_in_a_captioned_grid(tmp_path):
 
     torch.manual_seed(0)
     ckpt = tmp_path / 'cls.pth'
-    torch.save({'state_dict': load_model(CLS_CFG).model.state_dict(),
-                'meta': {'dataset_meta': {'classes': ['circle', 'square', 'triangle']}}}, ckpt)
+    torch.save(
+        {
+            'state_dict': load_model(CLS_CFG).model.state_dict(),
+            'meta': {'dataset_meta': {'classes': ['circle', 'square', 'triangle']}},
+        },
+        ckpt,
+    )
     rng = np.random.default_rng(0)
     images = []
     for index in range(5):
@@ -84,6 +90,7 @@ def test_small_images_are_drawn_enlarged_in_a_captioned_grid(tmp_path):
 
 def test_the_demo_driver_is_not_part_of_the_library():
     import repvit_mm
+
     package = Path(repvit_mm.__file__).parent
     assert not list(package.rglob('*demo*.py'))  # it runs tools/*.py: a tool of the source checkout
 
@@ -107,8 +114,14 @@ def check_demo(out: Path, stdout: str) -> dict[str, float]:
     assert (out / 'deploy' / 'classifier.onnx').stat().st_size > 100_000
     assert (out / 'deploy' / 'classifier.mlpackage' / 'Manifest.json').is_file()
 
-    expected = ['classification accuracy/top1', 'detection coco/bbox_mAP', 'detection coco/segm_mAP',
-                'segmentation mIoU', 'images/s at batch 1, fused', 'images/s at batch 1, unfused']
+    expected = [
+        'classification accuracy/top1',
+        'detection coco/bbox_mAP',
+        'detection coco/segm_mAP',
+        'segmentation mIoU',
+        'images/s at batch 1, fused',
+        'images/s at batch 1, unfused',
+    ]
     for name in expected:
         assert name in metrics and math.isfinite(metrics[name]), name
     assert 0 <= metrics['classification accuracy/top1'] <= 100
@@ -122,8 +135,10 @@ def test_quick_demo_produces_every_artefact_and_picture(tmp_path):
     proc = run_tool('run_demo.py', '--out', out, '--quick', timeout=1800)
     check_demo(out, proc.stdout)
     # the classifier's picture shows the first validation images, in the split's order (classes interleaved)
-    first = [line.split()[0].split('/')[1] for line in
-             (out / 'data-quick' / 'imagenet' / 'meta' / 'val.txt').read_text().splitlines()[:4]]
+    first = [
+        line.split()[0].split('/')[1]
+        for line in (out / 'data-quick' / 'imagenet' / 'meta' / 'val.txt').read_text().splitlines()[:4]
+    ]
     assert first == ['circle_00000.JPEG', 'square_00000.JPEG', 'triangle_00000.JPEG', 'circle_00001.JPEG']
     drawn = re.findall(r'^(\w+_\d+\.JPEG): top-3: ', proc.stdout, re.M)
     assert drawn == first

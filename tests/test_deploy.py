@@ -3,6 +3,7 @@
 Everything runs RepViT-M0.9 at 64-128 px on randomly initialised weights (with non-trivial BatchNorm
 statistics, so that folding them is really exercised); no timing is asserted.
 """
+
 from __future__ import annotations
 
 import json
@@ -37,6 +38,7 @@ def _assert_same(got: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5) -
 
 def _save_random_checkpoint(config: Path, path: Path, meta: dict | None = None) -> Path:
     from repvit_mm.deploy import load_model
+
     with torch.random.fork_rng():
         torch.manual_seed(0)
         model = load_model(config).model
@@ -49,6 +51,7 @@ def _deploy_model(config: Path, fused_ckpt: Path, task: str) -> torch.nn.Module:
     """The config built with the documented deploy flags, the fused checkpoint loaded strictly."""
     from repvit_mm.apis import load_config
     from repvit_mm.deploy.model import build_model
+
     options = {'model.backbone.deploy': True}
     if task == 'classification':
         options['model.head.deploy'] = True
@@ -60,6 +63,7 @@ def _deploy_model(config: Path, fused_ckpt: Path, task: str) -> torch.nn.Module:
 
 def _image(path: Path, size: tuple[int, int]) -> Path:
     from PIL import Image, ImageDraw
+
     image = Image.new('RGB', size, (110, 110, 110))
     draw = ImageDraw.Draw(image)
     draw.ellipse((8, 8, size[0] // 2, size[1] // 2), fill=(220, 20, 60))
@@ -96,14 +100,17 @@ def seg_ckpt(work) -> Path:
 
 # ----------------------------------------------------------------------------------------- fuse
 def test_package_import_is_light():
-    code = ('import sys, repvit_mm.deploy; '
-            'print(sorted(m for m in ("coremltools", "onnxruntime", "onnx", "timm") if m in sys.modules))')
+    code = (
+        'import sys, repvit_mm.deploy; '
+        'print(sorted(m for m in ("coremltools", "onnxruntime", "onnx", "timm") if m in sys.modules))'
+    )
     proc = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == '[]'
 
 
 def test_fuse_classifier_equals_unfused_and_loads_into_deploy_config(cls_ckpt, cls_fused):
     from repvit_mm.deploy import load_model
+
     fused_path, proc = cls_fused
     assert 'model.backbone.deploy=True model.head.deploy=True' in proc.stdout
     ckpt = torch.load(fused_path, map_location='cpu', weights_only=True)
@@ -130,6 +137,7 @@ def test_fuse_detector_equals_unfused(work, det_ckpt):
     from mmengine.structures import InstanceData
 
     from repvit_mm.deploy import fuse_checkpoint, load_model
+
     out = work / 'det_fused.pth'
     info = fuse_checkpoint(DET_CFG, det_ckpt, out)
     assert info['cfg_options'] == {'model.backbone.deploy': True}
@@ -138,12 +146,18 @@ def test_fuse_detector_equals_unfused(work, det_ckpt):
     deployed = _deploy_model(DET_CFG, out, 'detection')
 
     x = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(2))
-    meta = dict(img_shape=(128, 128), ori_shape=(128, 128), pad_shape=(128, 128),
-                batch_input_shape=(128, 128), scale_factor=(1.0, 1.0))
+    meta = dict(
+        img_shape=(128, 128),
+        ori_shape=(128, 128),
+        pad_shape=(128, 128),
+        batch_input_shape=(128, 128),
+        scale_factor=(1.0, 1.0),
+    )
     samples = [DetDataSample(metainfo=meta) for _ in range(2)]
     # fixed proposals: the RoI heads' raw outputs are compared without NMS choosing between near-ties
-    proposals = [InstanceData(bboxes=torch.tensor([[8., 8., 60., 60.], [60., 60., 120., 120.]]))
-                 for _ in range(2)]
+    proposals = [
+        InstanceData(bboxes=torch.tensor([[8.0, 8.0, 60.0, 60.0], [60.0, 60.0, 120.0, 120.0]])) for _ in range(2)
+    ]
     outputs = []
     with torch.no_grad():
         for model in (unfused, deployed):
@@ -158,6 +172,7 @@ def test_fuse_detector_equals_unfused(work, det_ckpt):
 
 def test_fuse_segmentor_equals_unfused(work, seg_ckpt):
     from repvit_mm.deploy import fuse_checkpoint, load_model
+
     out = work / 'seg_fused.pth'
     fuse_checkpoint(SEG_CFG, seg_ckpt, out)
     unfused = load_model(SEG_CFG, seg_ckpt).model
@@ -175,6 +190,7 @@ def test_export_onnx_classifier_matches_pytorch_with_dynamic_batch(work, cls_ckp
     import onnxruntime as ort
 
     from repvit_mm.deploy import load_model
+
     out = work / 'cls.onnx'
     proc = run_tool('export_onnx.py', CLS_CFG, cls_ckpt, out, '--shape', '64', '64')
     reported = float(re.search(r'max abs diff: (\S+)', proc.stdout).group(1))
@@ -199,8 +215,9 @@ def test_export_onnx_classifier_matches_pytorch_with_dynamic_batch(work, cls_ckp
     ops = {path: [n.op_type for n in onnx.load(str(path)).graph.node] for path in (out, plain)}
     assert 'Resize' in ops[out] and 'Resize' not in ops[plain] and 'ReduceMean' in ops[plain]
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(9)).numpy()
-    (a,), (b,) = (ort.InferenceSession(str(p), providers=['CPUExecutionProvider']).run(None, {'input': x})
-                  for p in (out, plain))
+    (a,), (b,) = (
+        ort.InferenceSession(str(p), providers=['CPUExecutionProvider']).run(None, {'input': x}) for p in (out, plain)
+    )
     assert np.abs(a - b).max() < 1e-5
 
 
@@ -208,6 +225,7 @@ def test_export_onnx_detector_backbone_features(work, det_ckpt):
     import onnxruntime as ort
 
     from repvit_mm.deploy import export_onnx, load_model
+
     out = work / 'det_backbone.onnx'
     info = export_onnx(DET_CFG, det_ckpt, out, shape=(96, 128), backbone_only=True)
     assert list(info['outputs']) == ['feat0', 'feat1', 'feat2', 'feat3']
@@ -225,6 +243,7 @@ def test_export_onnx_dynamo_exporter_agrees(work, cls_ckpt):
     import onnxruntime as ort
 
     from repvit_mm.deploy import export_onnx
+
     out = work / 'cls_dynamo.onnx'
     info = export_onnx(CLS_CFG, cls_ckpt, out, shape=(64, 64), exporter='dynamo')
     assert info['opset'] == 18 and info['max_abs_diff'] < 1e-4
@@ -237,6 +256,7 @@ def _ort_optimized_ops(onnx_path: Path) -> list[tuple[str, str]]:
     """(domain, op type) of every node of the graph ONNX Runtime runs on CPU after all optimisations."""
     import onnx
     import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.optimized_model_filepath = str(onnx_path.with_suffix('.ort-optimized.onnx'))
@@ -254,10 +274,11 @@ def test_onnx_squeeze_excite_rewrite_is_exact_and_keeps_blocked_layout(work):
 
     from repvit_mm.deploy.export_onnx import export_tensor_model
     from repvit_mm.models import RepViT, switch_to_deploy
+
     torch.manual_seed(0)
     # M0.9: every width a multiple of ONNX Runtime's channel block (16 with AVX-512; its blocked pooling
     # needs that), unlike M0.6's 40 channels
-    model = switch_to_deploy(randomize_bn_(RepViT('m0_9', out_indices=(3, ))).eval())
+    model = switch_to_deploy(randomize_bn_(RepViT('m0_9', out_indices=(3,))).eval())
     num_se = sum(1 for m in model.modules() if type(m).__name__ == 'SqueezeExcite')
     assert num_se == 1 + 1 + 7 + 1  # every other block of depths [2, 2, 14, 2]
     plain, blocked = work / 'se_plain.onnx', work / 'se_blocked.onnx'
@@ -266,6 +287,7 @@ def test_onnx_squeeze_excite_rewrite_is_exact_and_keeps_blocked_layout(work):
 
     def ops(path):
         return [n.op_type for n in onnx.load(str(path)).graph.node]
+
     assert ops(plain).count('ReduceMean') == num_se and 'Resize' not in ops(plain)
     assert ops(blocked).count('GlobalAveragePool') == num_se and ops(blocked).count('Resize') == num_se
     assert 'ReduceMean' not in ops(blocked)
@@ -306,6 +328,7 @@ def coreml_classifier(work, cls_ckpt) -> tuple[Path, subprocess.CompletedProcess
 
 def test_export_coreml_classifier_spec(coreml_classifier):
     import coremltools as ct
+
     out, proc = coreml_classifier
     assert 'probs [1, 3] (3 class labels)' in proc.stdout
     spec = ct.models.MLModel(str(out), skip_model_load=True).get_spec()
@@ -331,12 +354,17 @@ def test_export_coreml_backbone_spec(work, seg_ckpt):
     import coremltools as ct
 
     from repvit_mm.deploy import export_coreml
+
     out = work / 'seg_backbone.mlpackage'
     info = export_coreml(SEG_CFG, seg_ckpt, out, shape=(64, 96), backbone_only=True, precision='float32')
     spec = ct.models.MLModel(str(out), skip_model_load=True).get_spec()
     shapes = {o.name: list(o.type.multiArrayType.shape) for o in spec.description.output}
-    assert shapes == {'feat0': [1, 48, 16, 24], 'feat1': [1, 96, 8, 12], 'feat2': [1, 192, 4, 6],
-                      'feat3': [1, 384, 2, 3]}
+    assert shapes == {
+        'feat0': [1, 48, 16, 24],
+        'feat1': [1, 96, 8, 12],
+        'feat2': [1, 192, 4, 6],
+        'feat3': [1, 384, 2, 3],
+    }
     assert info['outputs'] == shapes
     image = spec.description.input[0].type.imageType
     assert (image.height, image.width) == (64, 96)
@@ -345,6 +373,7 @@ def test_export_coreml_backbone_spec(work, seg_ckpt):
 def test_std_folded_into_first_conv_is_exact(cls_ckpt):
     from repvit_mm.deploy import load_model, tensor_model
     from repvit_mm.deploy.export_coreml import fold_input_std
+
     mean = torch.tensor([123.675, 116.28, 103.53]).view(1, 3, 1, 1)
     std = torch.tensor([58.395, 57.12, 57.375]).view(1, 3, 1, 1)
     module = tensor_model(load_model(CLS_CFG, cls_ckpt, fuse=True), softmax=True)
@@ -357,10 +386,12 @@ def test_std_folded_into_first_conv_is_exact(cls_ckpt):
 
 def test_coreml_prediction_matches_pytorch(coreml_classifier, work, cls_ckpt):
     from repvit_mm.deploy.export_coreml import can_predict
+
     ok, why = can_predict()
     if not ok:
         pytest.skip(why)
     from repvit_mm.deploy import export_coreml
+
     info = export_coreml(CLS_CFG, cls_ckpt, work / 'cls_fp32.mlpackage', shape=(64, 64), precision='float32')
     assert info['max_abs_diff'] < 1e-3
 
@@ -369,14 +400,29 @@ def test_coreml_prediction_matches_pytorch(coreml_classifier, work, cls_ckpt):
 @pytest.mark.slow
 def test_benchmark_json_has_every_row(work, cls_ckpt):
     from repvit_mm.deploy.benchmark import PATHS
+
     out = work / 'bench.json'
-    proc = run_tool('benchmark.py', CLS_CFG, cls_ckpt, '--shape', '64', '--batch-sizes', '1', '2',
-                    '--repeats', '2', '--warmup', '1', '--json', out)
+    proc = run_tool(
+        'benchmark.py',
+        CLS_CFG,
+        cls_ckpt,
+        '--shape',
+        '64',
+        '--batch-sizes',
+        '1',
+        '2',
+        '--repeats',
+        '2',
+        '--warmup',
+        '1',
+        '--json',
+        out,
+    )
     result = json.loads(out.read_text())
     rows = {(r['path'], r['batch_size']): r for r in result['rows']}
     assert set(rows) == {(p, b) for p in PATHS for b in (1, 2)}
     for (path, batch), row in rows.items():
-        assert f"| {path} | {batch} |" in proc.stdout
+        assert f'| {path} | {batch} |' in proc.stdout
         if path == 'torch_compile' and row['status'] == 'skipped':
             assert row['note']  # compiling may be impossible on a machine; it must say why
             continue
@@ -391,8 +437,7 @@ def test_benchmark_json_has_every_row(work, cls_ckpt):
     assert {t['batch_size'] for t in result['targets']} == {1}  # batch 32 was not run
     assert {t['reference'] for t in result['targets']} == {'timm_fused', 'timm_onnxruntime'}
     for t in result['targets']:
-        assert t['ratio'] == pytest.approx(rows[t['path'], 1]['images_per_s']
-                                           / rows[t['reference'], 1]['images_per_s'])
+        assert t['ratio'] == pytest.approx(rows[t['path'], 1]['images_per_s'] / rows[t['reference'], 1]['images_per_s'])
         assert t['met'] == (t['ratio'] >= t['minimum'])
     assert result['machine']['cpu_count'] >= 1
 
@@ -415,6 +460,7 @@ def test_get_flops_reproduces_paper_numbers():
 
 def test_get_flops_full_detector_counts_every_part():
     from repvit_mm.deploy import model_complexity
+
     result = model_complexity(DET_CFG, shape=(128, 128))
     parts = result['fused']['by_module']
     assert set(parts) == {'backbone', 'neck', 'rpn_head', 'roi_head'}
@@ -428,12 +474,17 @@ def test_get_flops_full_detector_counts_every_part():
 @pytest.mark.parametrize('task', ['classification', 'detection', 'segmentation'])
 def test_demo_writes_enlarged_picture(task, work, request):
     from PIL import Image
-    config, ckpt = {'classification': (CLS_CFG, 'cls_ckpt'), 'detection': (DET_CFG, 'det_fused_ckpt'),
-                    'segmentation': (SEG_CFG, 'seg_ckpt')}[task]
+
+    config, ckpt = {
+        'classification': (CLS_CFG, 'cls_ckpt'),
+        'detection': (DET_CFG, 'det_fused_ckpt'),
+        'segmentation': (SEG_CFG, 'seg_ckpt'),
+    }[task]
     if ckpt == 'det_fused_ckpt':  # a fused checkpoint works as well as a training one
         ckpt = work / 'det_fused.pth'
         if not ckpt.exists():
             from repvit_mm.deploy import fuse_checkpoint
+
             fuse_checkpoint(DET_CFG, request.getfixturevalue('det_ckpt'), ckpt)
     else:
         ckpt = request.getfixturevalue(ckpt)
@@ -460,14 +511,22 @@ def test_wrong_config_for_checkpoint_names_keys_and_writes_nothing(work, cls_ckp
     wrong.write_text(f"_base_ = '{CLS_CFG}'\nmodel = dict(backbone=dict(arch='m0_6'), head=dict(in_channels=320))\n")
     out = work / 'never.pth'
     proc = run_tool('fuse.py', wrong, cls_ckpt, out, check=False)
-    assert_one_line_error(proc, str(cls_ckpt), "does not fit the model (ImageClassifier with RepViT arch 'm0_6'",
-                          "fits arch 'm0_9'", 'keys with wrong shapes', 'backbone.', str(wrong))
+    assert_one_line_error(
+        proc,
+        str(cls_ckpt),
+        "does not fit the model (ImageClassifier with RepViT arch 'm0_6'",
+        "fits arch 'm0_9'",
+        'keys with wrong shapes',
+        'backbone.',
+        str(wrong),
+    )
     assert not out.exists()
 
 
 def test_existing_output_is_kept_without_force(work, cls_ckpt, cls_fused):
     from repvit_mm.deploy import export_onnx
     from repvit_mm.utils import UserInputError
+
     (work / 'exists.pth').write_text('keep')
     proc = run_tool('fuse.py', CLS_CFG, cls_ckpt, work / 'exists.pth', check=False)
     assert_one_line_error(proc, str(work / 'exists.pth'), 'already exists', '--force')
@@ -508,6 +567,7 @@ def test_failed_export_leaves_existing_output_untouched(work, cls_ckpt):
 def _tool_main(script: str):
     """The ``main`` of ``tools/<script>``, to call in-process."""
     import importlib.util
+
     spec = importlib.util.spec_from_file_location(f'tool_{script[:-3]}', ROOT / 'tools' / script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -516,6 +576,7 @@ def _tool_main(script: str):
 
 def test_unwritable_output_is_one_line(work, cls_ckpt):
     from repvit_mm.utils import UserInputError
+
     out = work / 'missing-dir' / 'fused.pth'
     proc = run_tool('fuse.py', CLS_CFG, cls_ckpt, out, check=False)
     assert_one_line_error(proc, 'cannot write', 'does not exist')
@@ -528,7 +589,6 @@ def test_unwritable_output_is_one_line(work, cls_ckpt):
 
 def test_task_mismatch_is_one_line(work, cls_ckpt):
     image = _image(work / 'img.jpg', (64, 64))
-    proc = run_tool('demo.py', image, CLS_CFG, cls_ckpt, '--out', work / 'x.png', '--task', 'detection',
-                    check=False)
+    proc = run_tool('demo.py', image, CLS_CFG, cls_ckpt, '--out', work / 'x.png', '--task', 'detection', check=False)
     assert_one_line_error(proc, '--task detection', 'classification config')
     assert not (work / 'x.png').exists()

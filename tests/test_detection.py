@@ -1,4 +1,5 @@
 """Mask R-CNN + FPN with the RepViT backbone (mmdet 3): configs, pretrained init, fusion, tools, bad input."""
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,14 @@ DET_CONFIGS = CONFIGS / 'detection'
 SHAPES_CFG = DET_CONFIGS / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'
 COCO_CFGS = sorted(DET_CONFIGS.glob('mask-rcnn_repvit-*_fpn_1x_coco.py'))
 COCO_SUMMARY_LINE = 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]'
-ARCH_WIDTHS = {'m0_6': [40, 80, 160, 320], 'm0_9': [48, 96, 192, 384], 'm1_0': [56, 112, 224, 448],
-               'm1_1': [64, 128, 256, 512], 'm1_5': [64, 128, 256, 512], 'm2_3': [80, 160, 320, 640]}
+ARCH_WIDTHS = {
+    'm0_6': [40, 80, 160, 320],
+    'm0_9': [48, 96, 192, 384],
+    'm1_0': [56, 112, 224, 448],
+    'm1_1': [64, 128, 256, 512],
+    'm1_5': [64, 128, 256, 512],
+    'm2_3': [80, 160, 320, 640],
+}
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -30,6 +37,7 @@ def _build(cfg_model: dict):
     """Build a detector (or any mmdet model) from a config dict, in mmdet's registry scope."""
     import mmdet.models  # noqa: F401  (registration)
     from mmdet.registry import MODELS
+
     with DefaultScope.overwrite_default_scope('mmdet'):
         return MODELS.build(copy.deepcopy(cfg_model))
 
@@ -48,6 +56,7 @@ def _batch(cfg: Config, coco_root: Path, split: str, num: int) -> dict:
     import mmdet.datasets  # noqa: F401  (registration)
     from mmdet.registry import DATASETS
     from mmengine.dataset import pseudo_collate
+
     dataset_cfg = copy.deepcopy(cfg[f'{split}_dataloader'].dataset)
     dataset_cfg.data_root = str(coco_root)
     with DefaultScope.overwrite_default_scope('mmdet'):
@@ -71,10 +80,15 @@ def cls_checkpoint(tmp_path_factory) -> Path:
     differ from a fresh init; the statistics are measured on the perturbed network, as training would, so
     the features stay in a sane range."""
     from mmpretrain.registry import MODELS
+
     torch.manual_seed(1)
-    classifier = MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type='RepViT', arch='m0_9'),
-        head=dict(type='RepViTClsHead', num_classes=3, in_channels=384, distillation=False)))
+    classifier = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(type='RepViT', arch='m0_9'),
+            head=dict(type='RepViTClsHead', num_classes=3, in_channels=384, distillation=False),
+        )
+    )
     with torch.no_grad():
         for param in classifier.parameters():
             param.add_(torch.randn_like(param) * 0.05)
@@ -142,7 +156,8 @@ def test_coco_config_has_authors_recipe(config):
 
 def test_one_coco_config_per_arch():
     assert {p.name for p in COCO_CFGS} == {
-        f'mask-rcnn_repvit-m{arch[1:].replace("_", ".")}_fpn_1x_coco.py' for arch in ARCH_WIDTHS}
+        f'mask-rcnn_repvit-m{arch[1:].replace("_", ".")}_fpn_1x_coco.py' for arch in ARCH_WIDTHS
+    }
 
 
 # ----------------------------------------------------------------------------------------- pretrained init
@@ -150,12 +165,13 @@ def test_backbone_init_from_classifier_checkpoint(cls_checkpoint):
     """init_cfg Pretrained with prefix 'backbone.': every backbone tensor comes from the classifier, no key
     is missing on either side (mmengine would only warn about it)."""
     from repvit_mm.utils import safe_torch_load
+
     detector = _build(_shapes_cfg(cls_checkpoint).model)
     before = {k: v.clone() for k, v in detector.backbone.state_dict().items()}
     detector.init_weights()
 
     source = safe_torch_load(str(cls_checkpoint), map_location='cpu')['state_dict']
-    expected = {k[len('backbone.'):]: v for k, v in source.items() if k.startswith('backbone.')}
+    expected = {k[len('backbone.') :]: v for k, v in source.items() if k.startswith('backbone.')}
     loaded = detector.backbone.state_dict()
     assert set(loaded) == set(expected)
     for key, value in loaded.items():
@@ -178,6 +194,7 @@ def test_syncbn_detector_trains_in_cpu_ddp(shapes_root):
     from mmengine.optim import OptimWrapper
 
     from repvit_mm.engine import CPUDistributedDataParallel
+
     cfg = _shapes_cfg()
     cfg.model.backbone.norm_eval = False  # BN in training mode: the case that needs synchronisation
     detector = _build(cfg.model)
@@ -202,6 +219,7 @@ def test_fused_detector_gives_same_detections(shapes_root):
     """switch_to_deploy folds the backbone's BN and RepVGG branches; in eval mode the detections (boxes,
     scores, labels, masks) stay the same up to float rounding."""
     from repvit_mm.models.reparam import switch_to_deploy
+
     cfg = _shapes_cfg()
     torch.manual_seed(0)
     detector = _build(cfg.model)
@@ -233,10 +251,16 @@ def shapes_options(coco: Path, checkpoint: Path | None = None, max_iters: int = 
     """``--cfg-options`` pointing the Shapes detector at the test's data, with a tiny schedule."""
     ann = coco / 'annotations' / 'instances_val2017.json'
     options = [f'{split}_dataloader.dataset.data_root={coco}' for split in ('train', 'val', 'test')]
-    options += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-                'train_dataloader.batch_size=2', f'train_cfg.max_iters={max_iters}',
-                f'train_cfg.val_interval={max_iters}', f'default_hooks.checkpoint.interval={max_iters}',
-                'default_hooks.checkpoint.save_best=None', 'default_hooks.logger.interval=1']
+    options += [
+        f'val_evaluator.ann_file={ann}',
+        f'test_evaluator.ann_file={ann}',
+        'train_dataloader.batch_size=2',
+        f'train_cfg.max_iters={max_iters}',
+        f'train_cfg.val_interval={max_iters}',
+        f'default_hooks.checkpoint.interval={max_iters}',
+        'default_hooks.checkpoint.save_best=None',
+        'default_hooks.logger.interval=1',
+    ]
     if checkpoint is not None:
         options.append(f'model.backbone.init_cfg.checkpoint={checkpoint}')
     return ['--cfg-options', *options]
@@ -247,8 +271,7 @@ def trained(shapes_root, cls_checkpoint, tmp_path_factory) -> Path:
     """The Shapes Mask R-CNN (SyncBN config) trained 2 iterations by tools/train.py in one CPU process,
     its backbone initialised from the classifier checkpoint."""
     work = tmp_path_factory.mktemp('det-train')
-    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', work,
-                    *shapes_options(shapes_root / 'coco', cls_checkpoint))
+    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', work, *shapes_options(shapes_root / 'coco', cls_checkpoint))
     log = proc.stdout + proc.stderr
     assert f'load backbone. in model from: {cls_checkpoint}' in log
     # a single process: the Runner turns the config's SyncBN into BN
@@ -265,8 +288,17 @@ def test_train_then_test_reports_coco_bbox_and_segm_ap(trained, shapes_root):
     outs = {}
     for mode, extra in (('plain', []), ('deploy', ['--deploy'])):
         outs[mode] = trained / f'{mode}.pkl'
-        proc = run_tool('test.py', SHAPES_CFG, trained / 'iter_2.pth', '--work-dir', trained, *extra,
-                        '--out', outs[mode], *shapes_options(shapes_root / 'coco')[:6])
+        proc = run_tool(
+            'test.py',
+            SHAPES_CFG,
+            trained / 'iter_2.pth',
+            '--work-dir',
+            trained,
+            *extra,
+            '--out',
+            outs[mode],
+            *shapes_options(shapes_root / 'coco')[:6],
+        )
         metrics = _metrics(proc)
         for kind in ('bbox', 'segm'):
             for name in ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m'):
@@ -297,8 +329,7 @@ def coco_copy(shapes_root, tmp_path) -> Path:
 
 def _train_fails(coco: Path, checkpoint: Path, work: Path, *fragments: str) -> None:
     work.mkdir()
-    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', work, *shapes_options(coco, checkpoint),
-                    check=False)
+    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', work, *shapes_options(coco, checkpoint), check=False)
     assert_one_line_error(proc, *fragments)
     assert not any(work.iterdir())  # failed before the Runner wrote anything
 
@@ -323,19 +354,28 @@ def test_missing_image_is_one_line(coco_copy, cls_checkpoint, tmp_path):
 
 def _dataset_cfg(coco: Path, split: str = 'train') -> dict:
     test_mode = split != 'train'
-    return dict(type='CocoDataset', data_root=str(coco), ann_file=f'annotations/instances_{split}2017.json',
-                data_prefix=dict(img=f'{split}2017/'), test_mode=test_mode)
+    return dict(
+        type='CocoDataset',
+        data_root=str(coco),
+        ann_file=f'annotations/instances_{split}2017.json',
+        data_prefix=dict(img=f'{split}2017/'),
+        test_mode=test_mode,
+    )
 
 
-@pytest.mark.parametrize('content, fragment', [
-    ('[1, 2]', 'top level is a list'),
-    ('{"images": [], "categories": []}', "missing key(s) 'annotations'"),
-    ('{"images": {}, "annotations": [], "categories": []}', "'images' is a dict, expected a list"),
-    ('{"images": [{"id": 1}], "annotations": [], "categories": []}', "images[0] has no 'file_name'"),
-])
+@pytest.mark.parametrize(
+    'content, fragment',
+    [
+        ('[1, 2]', 'top level is a list'),
+        ('{"images": [], "categories": []}', "missing key(s) 'annotations'"),
+        ('{"images": {}, "annotations": [], "categories": []}', "'images' is a dict, expected a list"),
+        ('{"images": [{"id": 1}], "annotations": [], "categories": []}', "images[0] has no 'file_name'"),
+    ],
+)
 def test_malformed_coco_structure_named(coco_copy, content, fragment):
     from repvit_mm.detection import check_coco_dataset
     from repvit_mm.utils import UserInputError
+
     ann = coco_copy / 'annotations' / 'instances_train2017.json'
     ann.write_text(content)
     with pytest.raises(UserInputError) as err:
@@ -346,6 +386,7 @@ def test_malformed_coco_structure_named(coco_copy, content, fragment):
 def test_coco_check_passes_good_data_and_image_info_files(coco_copy):
     """The real Shapes files pass; a test-mode image-info file (like COCO test-dev) needs no annotations."""
     from repvit_mm.detection import check_coco_dataset
+
     check_coco_dataset(_dataset_cfg(coco_copy, 'train'))
     check_coco_dataset(_dataset_cfg(coco_copy, 'val'))
     ann = coco_copy / 'annotations' / 'instances_val2017.json'

@@ -1,4 +1,5 @@
 """The README and the metafile tell the truth: what they name exists, and every config is listed and builds."""
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,13 @@ from helpers import CONFIGS, ROOT
 
 README = (ROOT / 'README.md').read_text()
 # model-index.yml imports one metafile per task
-METAFILE = {'Models': [model for path in yaml.safe_load((ROOT / 'model-index.yml').read_text())['Import']
-                       for model in yaml.safe_load((ROOT / path).read_text())['Models']]}
+METAFILE = {
+    'Models': [
+        model
+        for path in yaml.safe_load((ROOT / 'model-index.yml').read_text())['Import']
+        for model in yaml.safe_load((ROOT / path).read_text())['Models']
+    ]
+}
 ALL_CONFIGS = sorted(p for p in CONFIGS.rglob('*.py') if '_base_' not in p.parts)
 
 
@@ -23,8 +29,9 @@ def test_every_path_named_in_the_readme_exists():
 
 
 def test_every_tool_is_documented():
-    tools = sorted(str(p.relative_to(ROOT / 'tools')) for p in (ROOT / 'tools').rglob('*')
-                   if p.suffix in ('.py', '.sh'))
+    tools = sorted(
+        str(p.relative_to(ROOT / 'tools')) for p in (ROOT / 'tools').rglob('*') if p.suffix in ('.py', '.sh')
+    )
     assert 'analysis_tools/browse_dataset.py' in tools
     undocumented = [t for t in tools if f'tools/{t}' not in README]
     assert not undocumented, undocumented
@@ -37,8 +44,9 @@ def test_readme_has_the_two_setup_commands_and_ci_runs_the_test_one():
 
 def test_every_config_is_in_the_readme_or_the_metafile():
     listed = {m['Config'] for m in METAFILE['Models']}
-    unlisted = [str(p.relative_to(ROOT)) for p in ALL_CONFIGS
-                if str(p.relative_to(ROOT)) not in listed and p.name not in README]
+    unlisted = [
+        str(p.relative_to(ROOT)) for p in ALL_CONFIGS if str(p.relative_to(ROOT)) not in listed and p.name not in README
+    ]
     assert not unlisted, unlisted
     assert all((ROOT / config).is_file() for config in listed)
 
@@ -49,12 +57,12 @@ def test_every_config_builds_its_model(config: Path):
     from mmengine.registry import init_default_scope
 
     import repvit_mm  # noqa: F401
+
     cfg = Config.fromfile(str(config))
     assert cfg.default_hooks.checkpoint.type == 'AtomicCheckpointHook'  # crash-proof checkpoint saves
     scope = cfg.default_scope
     init_default_scope(scope)
-    registry = {'mmpretrain': 'mmpretrain.registry', 'mmdet': 'mmdet.registry',
-                'mmseg': 'mmseg.registry'}[scope]
+    registry = {'mmpretrain': 'mmpretrain.registry', 'mmdet': 'mmdet.registry', 'mmseg': 'mmseg.registry'}[scope]
     models = __import__(registry, fromlist=['MODELS']).MODELS
     model_cfg = cfg.model
     if model_cfg.get('teacher') is not None:

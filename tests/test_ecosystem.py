@@ -1,6 +1,7 @@
 """The OpenMMLab tools users already know, on our configs: the frameworks' inferencers and high-level APIs,
 mmpretrain's model hub with the authors' release files, the analysis tools, ``tools/test.py --show-dir``
 and the README's Python API snippets."""
+
 from __future__ import annotations
 
 import json
@@ -23,13 +24,17 @@ README = (ROOT / 'README.md').read_text()
 
 def shapes_options(task: str, shapes_root: Path) -> dict:
     """``--cfg-options`` (as a dict) that point a Shapes config at the session's Shapes data."""
-    root = {'classification': shapes_root / 'imagenet', 'detection': shapes_root / 'coco',
-            'segmentation': shapes_root / 'ade20k'}[task]
+    root = {
+        'classification': shapes_root / 'imagenet',
+        'detection': shapes_root / 'coco',
+        'segmentation': shapes_root / 'ade20k',
+    }[task]
     options = {f'{split}_dataloader.dataset.data_root': str(root) for split in ('train', 'val', 'test')}
     if task == 'detection':
         ann = str(root / 'annotations' / 'instances_val2017.json')
-        options.update({'val_evaluator.ann_file': ann, 'test_evaluator.ann_file': ann,
-                        'model.test_cfg.rcnn.score_thr': 0.0})
+        options.update(
+            {'val_evaluator.ann_file': ann, 'test_evaluator.ann_file': ann, 'model.test_cfg.rcnn.score_thr': 0.0}
+        )
     return options
 
 
@@ -39,9 +44,11 @@ def first_image(folder: Path) -> Path:
 
 @pytest.fixture(scope='session')
 def images(shapes_root) -> dict[str, Path]:
-    return {'classification': first_image(shapes_root / 'imagenet' / 'val'),
-            'detection': first_image(shapes_root / 'coco' / 'val2017'),
-            'segmentation': first_image(shapes_root / 'ade20k' / 'images' / 'validation')}
+    return {
+        'classification': first_image(shapes_root / 'imagenet' / 'val'),
+        'detection': first_image(shapes_root / 'coco' / 'val2017'),
+        'segmentation': first_image(shapes_root / 'ade20k' / 'images' / 'validation'),
+    }
 
 
 @pytest.fixture(scope='session')
@@ -52,8 +59,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
     folder = tmp_path_factory.mktemp('checkpoints')
     paths = {}
-    for task, config in (('classification', CLS_CONFIG), ('detection', DET_CONFIG),
-                         ('segmentation', SEG_CONFIG)):
+    for task, config in (('classification', CLS_CONFIG), ('detection', DET_CONFIG), ('segmentation', SEG_CONFIG)):
         cfg = read_config(config)
         torch.manual_seed(0)
         model = randomize_bn_(build_model(cfg))
@@ -67,6 +73,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 
 def own_layout_to_authors(state: dict, arch: str) -> dict:
     from test_classification import to_authors_layout
+
     return to_authors_layout(state, arch)
 
 
@@ -75,10 +82,17 @@ def release_m0_9(tmp_path_factory) -> tuple[Path, dict]:
     """An authors'-layout release file of RepViT-M0.9 with both ImageNet heads (random weights), and the
     state dict in our layout it must convert to."""
     from mmpretrain.registry import MODELS
+
     torch.manual_seed(0)
-    model = randomize_bn_(MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type='RepViT', arch='m0_9'),
-        head=dict(type='RepViTClsHead', num_classes=1000, in_channels=384, distillation=True))))
+    model = randomize_bn_(
+        MODELS.build(
+            dict(
+                type='ImageClassifier',
+                backbone=dict(type='RepViT', arch='m0_9'),
+                head=dict(type='RepViTClsHead', num_classes=1000, in_channels=384, distillation=True),
+            )
+        )
+    )
     ours = {k: v for k, v in model.state_dict().items() if not k.endswith('num_batches_tracked')}
     path = tmp_path_factory.mktemp('release') / 'repvit_m0_9_distill_300e.pth'
     torch.save({'model': own_layout_to_authors(ours, 'm0_9'), 'epoch': 299}, path)
@@ -106,8 +120,9 @@ def prefill_hub_cache(url: str, source: Path) -> Path:
 def test_classification_apis(checkpoints, images):
     from mmpretrain import ImageClassificationInferencer, get_model, inference_model
 
-    inferencer = ImageClassificationInferencer(str(CLS_CONFIG), pretrained=str(checkpoints['classification']),
-                                               device='cpu')
+    inferencer = ImageClassificationInferencer(
+        str(CLS_CONFIG), pretrained=str(checkpoints['classification']), device='cpu'
+    )
     result = inferencer(str(images['classification']))[0]
     assert result['pred_class'] in ('circle', 'square', 'triangle')
     assert abs(sum(result['pred_scores']) - 1) < 1e-4
@@ -122,8 +137,9 @@ def test_classification_apis(checkpoints, images):
 def test_detection_apis(checkpoints, images):
     from mmdet.apis import DetInferencer, inference_detector, init_detector
 
-    inferencer = DetInferencer(str(DET_CONFIG), weights=str(checkpoints['detection']), device='cpu',
-                               show_progress=False)
+    inferencer = DetInferencer(
+        str(DET_CONFIG), weights=str(checkpoints['detection']), device='cpu', show_progress=False
+    )
     result = inferencer(str(images['detection']), return_vis=True, no_save_vis=True, pred_score_thr=0.0)
     prediction = result['predictions'][0]
     assert len(prediction['labels']) == len(prediction['bboxes']) == len(prediction['scores'])
@@ -179,8 +195,11 @@ def test_model_index_has_one_collection_per_task_with_metadata():
     collections = {c.name for c in index.collections}
     assert collections == {'RepViT', 'Mask R-CNN RepViT', 'Semantic FPN RepViT'}
     listed = {m.config for m in index.models}
-    on_disk = {str(p.relative_to(ROOT)) for task in ('classification', 'detection', 'segmentation')
-               for p in (CONFIGS / task).glob('*.py')}
+    on_disk = {
+        str(p.relative_to(ROOT))
+        for task in ('classification', 'detection', 'segmentation')
+        for p in (CONFIGS / task).glob('*.py')
+    }
     assert listed == on_disk
     for model in index.models:
         data = model.metadata.data
@@ -189,8 +208,12 @@ def test_model_index_has_one_collection_per_task_with_metadata():
         assert data.get('Epochs') or data.get('Iterations'), model.name
         assert (ROOT / model.config).is_file()
         if model.weights:
-            assert model.weights.startswith(('https://github.com/THU-MIG/RepViT/releases/download/v1.0/',
-                                             'https://github.com/jameslahm/RepViT/releases/download/v1.0/'))
+            assert model.weights.startswith(
+                (
+                    'https://github.com/THU-MIG/RepViT/releases/download/v1.0/',
+                    'https://github.com/jameslahm/RepViT/releases/download/v1.0/',
+                )
+            )
             assert model.results, f'{model.name}: weights without the paper result they reproduce'
     classifiers = [m for m in index.models if m.in_collection == 'RepViT']
     assert all(m.results and m.results[0].task == 'Image Classification' for m in classifiers)
@@ -232,9 +255,10 @@ def test_model_hub_refuses_foreign_and_unsafe_release_files(release_m0_9, torch_
     from mmpretrain.apis import ModelHub
 
     from repvit_mm.utils.safe_checkpoint import UnsafeCheckpointError
+
     name = 'repvit-m1.1_8xb256-distill-300e_in1k'
     prefill_hub_cache(ModelHub.get(name).weights, release_m0_9[0])
-    with pytest.raises(UserInputError, match="m0_9"):
+    with pytest.raises(UserInputError, match='m0_9'):
         get_model(name, pretrained=True)
     unsafe = tmp_path / 'unsafe.pth'
     torch.save({'model': {}, 'where': Path('/etc')}, unsafe)
@@ -244,8 +268,12 @@ def test_model_hub_refuses_foreign_and_unsafe_release_files(release_m0_9, torch_
 
 
 # ------------------------------------------------------------------------------------------ tools
-NEW_TOOLS = ('analysis_tools/print_config.py', 'analysis_tools/browse_dataset.py',
-             'analysis_tools/analyze_logs.py', 'publish_model.py')
+NEW_TOOLS = (
+    'analysis_tools/print_config.py',
+    'analysis_tools/browse_dataset.py',
+    'analysis_tools/analyze_logs.py',
+    'publish_model.py',
+)
 
 
 @pytest.mark.parametrize('tool', NEW_TOOLS)
@@ -264,18 +292,21 @@ def test_print_config_shows_merged_config_and_checks_options(capsys):
     _tool_main('analysis_tools/print_config.py')([str(SEG_CONFIG), '--cfg-options', 'model.decode_head.num_classes=7'])
     out = capsys.readouterr().out
     assert "type='mmpretrain.RepViT'" in out and 'num_classes=7' in out and 'PolyLR' in out
-    proc = run_tool('analysis_tools/print_config.py', SEG_CONFIG, '--cfg-options', 'model.bakbone.arch=m1_1',
-                    check=False)
+    proc = run_tool(
+        'analysis_tools/print_config.py', SEG_CONFIG, '--cfg-options', 'model.bakbone.arch=m1_1', check=False
+    )
     assert_one_line_error(proc, 'model.bakbone.arch')
 
 
-@pytest.mark.parametrize('task,config', [('classification', CLS_CONFIG), ('detection', DET_CONFIG),
-                                         ('segmentation', SEG_CONFIG)])
+@pytest.mark.parametrize(
+    'task,config', [('classification', CLS_CONFIG), ('detection', DET_CONFIG), ('segmentation', SEG_CONFIG)]
+)
 def test_browse_dataset_draws_each_task(task, config, shapes_root, tmp_path):
     from PIL import Image
 
     from repvit_mm.apis import load_config
     from repvit_mm.apis.analysis import browse_dataset
+
     cfg = load_config(str(config), shapes_options(task, shapes_root))
     written = browse_dataset(cfg, tmp_path / 'browse', phase='train', number=2)
     assert [p.parent for p in written] == [tmp_path / 'browse'] * 2
@@ -288,10 +319,16 @@ def test_browse_dataset_draws_each_task(task, config, shapes_root, tmp_path):
 def trained_log(shapes_root, tmp_path_factory) -> Path:
     """A 4-iteration Shapes classifier run (validation after iteration 2 and 4): its json log."""
     from repvit_mm.apis import load_config, prepare_train_cfg, train
+
     work = tmp_path_factory.mktemp('trained')
-    options = {**shapes_options('classification', shapes_root), 'train_cfg.max_iters': 4,
-               'train_cfg.val_interval': 2, 'default_hooks.logger.interval': 1,
-               'default_hooks.checkpoint.interval': 4, 'train_dataloader.batch_size': 4}
+    options = {
+        **shapes_options('classification', shapes_root),
+        'train_cfg.max_iters': 4,
+        'train_cfg.val_interval': 2,
+        'default_hooks.logger.interval': 1,
+        'default_hooks.checkpoint.interval': 4,
+        'train_dataloader.batch_size': 4,
+    }
     cfg = prepare_train_cfg(load_config(str(CLS_CONFIG), options), work_dir=str(work))
     runner = train(cfg)
     return Path(runner.log_dir) / 'vis_data' / 'scalars.json'
@@ -299,15 +336,25 @@ def trained_log(shapes_root, tmp_path_factory) -> Path:
 
 def test_analyze_logs_plots_curves_and_training_time(trained_log, tmp_path, capsys):
     from PIL import Image
+
     out = tmp_path / 'curves.png'
-    _tool_main('analysis_tools/analyze_logs.py')(['plot_curve', str(trained_log.parents[1]), '--keys', 'loss', 'lr',
-                                                  'accuracy/top1', '--out', str(out)])
+    _tool_main('analysis_tools/analyze_logs.py')(
+        ['plot_curve', str(trained_log.parents[1]), '--keys', 'loss', 'lr', 'accuracy/top1', '--out', str(out)]
+    )
     assert Image.open(out).size == (1350, 350)  # three panels
     _tool_main('analysis_tools/analyze_logs.py')(['cal_train_time', str(trained_log)])
     line = capsys.readouterr().out.splitlines()[-1]
     assert re.search(r'4 iterations, \d+\.\d+ s/iter', line), line
-    proc = run_tool('analysis_tools/analyze_logs.py', 'plot_curve', trained_log, '--keys', 'mIoU', '--out',
-                    tmp_path / 'x.png', check=False)
+    proc = run_tool(
+        'analysis_tools/analyze_logs.py',
+        'plot_curve',
+        trained_log,
+        '--keys',
+        'mIoU',
+        '--out',
+        tmp_path / 'x.png',
+        check=False,
+    )
     assert_one_line_error(proc, 'mIoU', 'accuracy/top1')
     assert not (tmp_path / 'x.png').exists()
 
@@ -317,6 +364,7 @@ def test_publish_model_strips_training_state_and_hashes_the_name(trained_log, tm
     import hashlib
 
     from repvit_mm.utils.safe_checkpoint import safe_torch_load
+
     src = trained_log.parents[2] / 'iter_4.pth'
     assert {'optimizer', 'message_hub'} <= set(safe_torch_load(str(src)))
     proc = run_tool('publish_model.py', src, tmp_path / 'repvit-m0.9_shapes.pth')
@@ -331,16 +379,25 @@ def test_publish_model_strips_training_state_and_hashes_the_name(trained_log, tm
     assert_one_line_error(again, 'already exists')
 
 
-@pytest.mark.parametrize('task,config', [('classification', CLS_CONFIG), ('detection', DET_CONFIG),
-                                         ('segmentation', SEG_CONFIG)])
+@pytest.mark.parametrize(
+    'task,config', [('classification', CLS_CONFIG), ('detection', DET_CONFIG), ('segmentation', SEG_CONFIG)]
+)
 def test_test_tool_show_dir_writes_prediction_pictures(task, config, checkpoints, shapes_root, tmp_path):
     from repvit_mm.apis import load_config, prepare_test_cfg, test
+
     # mmengine keeps visualizers by name for the whole process: a name of its own, so that this test's Runner
     # does not get the visualizer an earlier test built under mmdet's / mmseg's default name 'visualizer'
-    options = {**shapes_options(task, shapes_root), 'test_dataloader.dataset.indices': 2,
-               'visualizer.name': f'show-dir-{task}'}
-    cfg = prepare_test_cfg(load_config(str(config), options), str(checkpoints[task]),
-                           work_dir=str(tmp_path / 'work'), show_dir=str(tmp_path / 'show'))
+    options = {
+        **shapes_options(task, shapes_root),
+        'test_dataloader.dataset.indices': 2,
+        'visualizer.name': f'show-dir-{task}',
+    }
+    cfg = prepare_test_cfg(
+        load_config(str(config), options),
+        str(checkpoints[task]),
+        work_dir=str(tmp_path / 'work'),
+        show_dir=str(tmp_path / 'show'),
+    )
     test(cfg)
     pictures = sorted(p for p in (tmp_path / 'show').rglob('*') if p.suffix in ('.png', '.jpg'))
     assert len(pictures) == 2, pictures
@@ -354,6 +411,7 @@ IMAGENET_URL = 'https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_
 def make_own_classes(shapes_root: Path, root: Path) -> None:
     """ImageNet-folder data with two classes of its own: circles become 'disc', triangles 'wedge'."""
     import shutil
+
     for split in ('train', 'val'):
         for old, new in (('circle', 'disc'), ('triangle', 'wedge')):
             shutil.copytree(shapes_root / 'imagenet' / split / old, root / split / new)
@@ -363,14 +421,18 @@ def make_own_coco(shapes_root: Path, root: Path) -> None:
     """COCO-json data with other categories (and ids): circles are 'coin' (id 7), squares 'tile' (id 3),
     triangles are not annotated."""
     import shutil
+
     rename = {'circle': (7, 'coin'), 'square': (3, 'tile')}
     for split in ('train', 'val'):
         shutil.copytree(shapes_root / 'coco' / f'{split}2017', root / split)
         coco = json.loads((shapes_root / 'coco' / 'annotations' / f'instances_{split}2017.json').read_text())
         ids = {c['id']: rename.get(c['name']) for c in coco['categories']}
         coco['categories'] = [{'id': i, 'name': n, 'supercategory': 'shape'} for i, n in rename.values()]
-        coco['annotations'] = [dict(a, category_id=ids[a['category_id']][0]) for a in coco['annotations']
-                               if ids[a['category_id']] is not None]
+        coco['annotations'] = [
+            dict(a, category_id=ids[a['category_id']][0])
+            for a in coco['annotations']
+            if ids[a['category_id']] is not None
+        ]
         (root / 'annotations').mkdir(exist_ok=True)
         (root / 'annotations' / f'{split}.json').write_text(json.dumps(coco))
 
@@ -381,6 +443,7 @@ def make_own_masks(shapes_root: Path, root: Path) -> None:
 
     import numpy as np
     from PIL import Image
+
     lut = np.full(256, 255, np.uint8)
     lut[[1, 2, 3, 4]] = [0, 1, 2, 2]  # Shapes: 0 unlabeled, 1 background, 2 circle, 3 square, 4 triangle
     for split, old in (('train', 'training'), ('val', 'validation')):
@@ -402,18 +465,26 @@ def _backbone_of(state: dict) -> dict:
 
 
 @pytest.mark.parametrize('task', list(OWN_DATA))
-def test_own_data_example_trains_from_the_authors_imagenet_weights(task, shapes_root, release_m0_9, torch_home,
-                                                                   tmp_path):
+def test_own_data_example_trains_from_the_authors_imagenet_weights(
+    task, shapes_root, release_m0_9, torch_home, tmp_path
+):
     """The README's example config for each task, unchanged but for the data root: the dataset's own
     classes reach the dataset, the heads and the checkpoint; the backbone starts from the authors' ImageNet
     release (from torch.hub's cache, converted on loading); two iterations train."""
     from repvit_mm.apis import build_runner, load_config, prepare_train_cfg
+
     config, make, classes = OWN_DATA[task]
     make(shapes_root, tmp_path / 'data')
     prefill_hub_cache(IMAGENET_URL, release_m0_9[0])
     options = {f'{s}_dataloader.dataset.data_root': str(tmp_path / 'data') + '/' for s in ('train', 'val', 'test')}
-    options.update({'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2, 'default_hooks.checkpoint.interval': 2,
-                    'train_dataloader.batch_size': 2})
+    options.update(
+        {
+            'train_cfg.max_iters': 2,
+            'train_cfg.val_interval': 2,
+            'default_hooks.checkpoint.interval': 2,
+            'train_dataloader.batch_size': 2,
+        }
+    )
     if task == 'detection':
         options['val_evaluator.ann_file'] = str(tmp_path / 'data' / 'annotations' / 'val.json')
     cfg = prepare_train_cfg(load_config(str(config), options), work_dir=str(tmp_path / 'work'))
@@ -427,10 +498,14 @@ def test_own_data_example_trains_from_the_authors_imagenet_weights(task, shapes_
     runner.train()
     saved = torch.load(tmp_path / 'work' / 'iter_2.pth', weights_only=False)
     assert tuple(saved['meta']['dataset_meta']['classes']) == classes
-    outputs = {'classification': {'head.head.linear.weight': len(classes)},
-               'detection': {'roi_head.bbox_head.fc_cls.weight': len(classes) + 1,  # + background
-                             'roi_head.mask_head.conv_logits.weight': len(classes)},
-               'segmentation': {'decode_head.conv_seg.weight': len(classes)}}[task]
+    outputs = {
+        'classification': {'head.head.linear.weight': len(classes)},
+        'detection': {
+            'roi_head.bbox_head.fc_cls.weight': len(classes) + 1,  # + background
+            'roi_head.mask_head.conv_logits.weight': len(classes),
+        },
+        'segmentation': {'decode_head.conv_seg.weight': len(classes)},
+    }[task]
     assert {k: saved['state_dict'][k].shape[0] for k in outputs} == outputs
 
 
@@ -443,13 +518,18 @@ def test_own_data_from_the_authors_coco_ade20k_release_reinitialises_the_heads(t
 
     from repvit_mm.apis import build_runner, load_config, prepare_train_cfg
     from repvit_mm.models.checkpoints import allow_head_reinit
+
     config, make, classes = OWN_DATA[task]
     make(shapes_root, tmp_path / 'data')
     if task == 'detection':
         release, ours = _authors_release(tmp_path, DET_CFG, 'repvit_m0_9_coco.pth', {'CLASSES': SHAPES_CLASSES})
     else:
-        release, ours = _authors_release(tmp_path, SEG_CFG, 'repvit_m0_9_ade20k.pth',
-                                         {'CLASSES': ('background', *SHAPES_CLASSES), 'PALETTE': [[0, 0, 0]] * 4})
+        release, ours = _authors_release(
+            tmp_path,
+            SEG_CFG,
+            'repvit_m0_9_ade20k.pth',
+            {'CLASSES': ('background', *SHAPES_CLASSES), 'PALETTE': [[0, 0, 0]] * 4},
+        )
     options = {f'{s}_dataloader.dataset.data_root': str(tmp_path / 'data') + '/' for s in ('train', 'val', 'test')}
     options.update({'load_from': str(release), 'model.backbone.init_cfg': None})
     if task == 'detection':
@@ -460,11 +540,20 @@ def test_own_data_from_the_authors_coco_ade20k_release_reinitialises_the_heads(t
         runner.load_checkpoint(cfg.load_from)
     state = runner.model.state_dict()
     reinitialised = sorted(k for k in state if k in ours and state[k].shape != ours[k].shape)
-    assert reinitialised == {
-        'detection': ['roi_head.bbox_head.fc_cls.bias', 'roi_head.bbox_head.fc_cls.weight',
-                      'roi_head.bbox_head.fc_reg.bias', 'roi_head.bbox_head.fc_reg.weight',
-                      'roi_head.mask_head.conv_logits.bias', 'roi_head.mask_head.conv_logits.weight'],
-        'segmentation': ['decode_head.conv_seg.bias', 'decode_head.conv_seg.weight']}[task]
+    assert (
+        reinitialised
+        == {
+            'detection': [
+                'roi_head.bbox_head.fc_cls.bias',
+                'roi_head.bbox_head.fc_cls.weight',
+                'roi_head.bbox_head.fc_reg.bias',
+                'roi_head.bbox_head.fc_reg.weight',
+                'roi_head.mask_head.conv_logits.bias',
+                'roi_head.mask_head.conv_logits.weight',
+            ],
+            'segmentation': ['decode_head.conv_seg.bias', 'decode_head.conv_seg.weight'],
+        }[task]
+    )
     taken = [k for k in state if k not in reinitialised and not k.endswith('num_batches_tracked')]
     assert all(torch.equal(state[k], ours[k]) for k in taken)
 
@@ -476,8 +565,9 @@ def readme_python_snippets() -> list[str]:
 
 
 @pytest.mark.parametrize('index,task', [(0, 'classification'), (1, 'detection'), (2, 'segmentation')])
-def test_readme_python_api_snippet_runs(index, task, checkpoints, images, release_m0_9, torch_home, tmp_path,
-                                        monkeypatch, capsys):
+def test_readme_python_api_snippet_runs(
+    index, task, checkpoints, images, release_m0_9, torch_home, tmp_path, monkeypatch, capsys
+):
     """Each snippet of the README's "Python API" section, run as written; only the values of its
     ``config``, ``checkpoint`` and ``image`` lines are this test's files."""
     code = readme_python_snippets()[index]
@@ -504,9 +594,25 @@ def mim_install(tmp_path_factory) -> Path:
     own (dependencies come from the test environment)."""
     import subprocess
     import sys
+
     site = tmp_path_factory.mktemp('site')
-    subprocess.run([sys.executable, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation', '--no-index',
-                    '--target', str(site), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'pip',
+            'install',
+            '-q',
+            '--no-deps',
+            '--no-build-isolation',
+            '--no-index',
+            '--target',
+            str(site),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return site
 
 
@@ -515,13 +621,20 @@ def run_mim(site: Path, *args, cwd: Path, check: bool = True):
     import os
     import subprocess
     import sys
-    env = dict(os.environ, PYTHONPATH=str(site), OMP_NUM_THREADS='1',
-               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', '')]))
-    proc = subprocess.run([sys.executable, '-m', 'mim', *map(str, args)], cwd=cwd, env=env, capture_output=True,
-                          text=True, timeout=600)
+
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(site),
+        OMP_NUM_THREADS='1',
+        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', '')]),
+    )
+    proc = subprocess.run(
+        [sys.executable, '-m', 'mim', *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f'mim {" ".join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n'
-                             f'{proc.stderr[-5000:]}')
+        raise AssertionError(
+            f'mim {" ".join(map(str, args))} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}'
+        )
     return proc
 
 
@@ -542,9 +655,15 @@ def test_mim_search_download_train_test(mim_install, shapes_root, release_m0_9, 
     for name in (DISTILL_NAME, 'mask-rcnn_repvit-m1.1_fpn_1x_coco', 'fpn_repvit-m2.3_8xb4-40k_ade20k-512x512'):
         assert name in out
     one = run_mim(mim_install, 'search', 'repvit_mm', '--config', DISTILL_NAME, cwd=tmp_path).stdout
-    for key, value in (('imagenet-1k/top_1_accuracy', '78.7'), ('epochs', '300'), ('batch_size', '2048'),
-                       ('parameters', '5100000'), ('flops', '800000000'), ('training_data', 'imagenet-1k'),
-                       ('weight', 'https://github.com/THU-MIG/RepViT/')):
+    for key, value in (
+        ('imagenet-1k/top_1_accuracy', '78.7'),
+        ('epochs', '300'),
+        ('batch_size', '2048'),
+        ('parameters', '5100000'),
+        ('flops', '800000000'),
+        ('training_data', 'imagenet-1k'),
+        ('weight', 'https://github.com/THU-MIG/RepViT/'),
+    ):
         assert re.search(rf'^{re.escape(key)}\s+{re.escape(value)}', one, re.M), (key, one)
 
     # download: the file is already at the destination (no network here), the config is written next to it
@@ -557,12 +676,35 @@ def test_mim_search_download_train_test(mim_install, shapes_root, release_m0_9, 
     # train and test through mim: the installed tools/train.py and tools/test.py, our command-line options
     options = [f'{k}={v}' for k, v in shapes_options('classification', shapes_root).items()]
     work = tmp_path / 'work'
-    run_mim(mim_install, 'train', 'repvit_mm', 'repvit-m0.9_shapes-64px.py', '--work-dir', work, '--cfg-options',
-            *options, 'train_cfg.max_iters=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2',
-            'train_dataloader.batch_size=4', cwd=tmp_path)
+    run_mim(
+        mim_install,
+        'train',
+        'repvit_mm',
+        'repvit-m0.9_shapes-64px.py',
+        '--work-dir',
+        work,
+        '--cfg-options',
+        *options,
+        'train_cfg.max_iters=2',
+        'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.interval=2',
+        'train_dataloader.batch_size=4',
+        cwd=tmp_path,
+    )
     assert (work / 'iter_2.pth').is_file()
-    proc = run_mim(mim_install, 'test', 'repvit_mm', CLS_CONFIG, '--checkpoint', work / 'iter_2.pth',
-                   '--work-dir', work, '--cfg-options', *options, cwd=tmp_path)
+    proc = run_mim(
+        mim_install,
+        'test',
+        'repvit_mm',
+        CLS_CONFIG,
+        '--checkpoint',
+        work / 'iter_2.pth',
+        '--work-dir',
+        work,
+        '--cfg-options',
+        *options,
+        cwd=tmp_path,
+    )
     assert 'metrics: {"accuracy/top1"' in proc.stdout
 
 
@@ -571,14 +713,33 @@ def test_demo_device_option(checkpoints, images, tmp_path):
     from PIL import Image
 
     from repvit_mm.deploy import render_prediction
+
     out = tmp_path / 'cls.png'
     info = render_prediction(images['classification'], CLS_CONFIG, checkpoints['classification'], out, device='cpu')
     assert Image.open(out).size[::-1] == info['size']
     if not torch.cuda.is_available():
-        proc = run_tool('demo.py', images['classification'], CLS_CONFIG, checkpoints['classification'], '--out',
-                        tmp_path / 'gpu.png', '--device', 'cuda', check=False)
+        proc = run_tool(
+            'demo.py',
+            images['classification'],
+            CLS_CONFIG,
+            checkpoints['classification'],
+            '--out',
+            tmp_path / 'gpu.png',
+            '--device',
+            'cuda',
+            check=False,
+        )
         assert_one_line_error(proc, '--device cuda', 'no CUDA GPU')
         assert not (tmp_path / 'gpu.png').exists()
-    proc = run_tool('demo.py', images['classification'], CLS_CONFIG, checkpoints['classification'], '--out',
-                    tmp_path / 'x.png', '--device', 'tpu', check=False)
+    proc = run_tool(
+        'demo.py',
+        images['classification'],
+        CLS_CONFIG,
+        checkpoints['classification'],
+        '--out',
+        tmp_path / 'x.png',
+        '--device',
+        'tpu',
+        check=False,
+    )
     assert_one_line_error(proc, '--device')

@@ -1,4 +1,5 @@
 """The installed stack, safe checkpoint loading, and the generic train/test tools."""
+
 from __future__ import annotations
 
 import pickle
@@ -18,11 +19,17 @@ def shapes_options(shapes_root: Path, max_iters: int, interval: int | None = Non
     """``--cfg-options`` that point the Shapes classifier at the test's data and shrink its schedule."""
     interval = interval or max_iters
     data = shapes_root / 'imagenet'
-    return ['--cfg-options', f'train_dataloader.dataset.data_root={data}',
-            f'val_dataloader.dataset.data_root={data}', f'test_dataloader.dataset.data_root={data}',
-            'train_dataloader.batch_size=8', f'train_cfg.max_iters={max_iters}',
-            f'train_cfg.val_interval={interval}', f'default_hooks.checkpoint.interval={interval}',
-            'default_hooks.logger.interval=1']
+    return [
+        '--cfg-options',
+        f'train_dataloader.dataset.data_root={data}',
+        f'val_dataloader.dataset.data_root={data}',
+        f'test_dataloader.dataset.data_root={data}',
+        'train_dataloader.batch_size=8',
+        f'train_cfg.max_iters={max_iters}',
+        f'train_cfg.val_interval={interval}',
+        f'default_hooks.checkpoint.interval={interval}',
+        'default_hooks.logger.interval=1',
+    ]
 
 
 # ----------------------------------------------------------------------------------------- the stack
@@ -35,6 +42,7 @@ def test_stack_imports_with_pinned_versions():
     import torchvision
 
     import repvit_mm
+
     assert torch.__version__.startswith('2.14.1')
     assert torchvision.__version__.startswith('0.29.1')
     assert (mmcv.__version__, mmengine.__version__) == ('2.1.0', '0.10.7')
@@ -44,6 +52,7 @@ def test_stack_imports_with_pinned_versions():
 
 def test_mmcv_compiled_ops_run_on_cpu():
     from mmcv.ops import RoIAlign, nms
+
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=torch.float32)
     scores = torch.tensor([0.9, 0.8, 0.7])
     dets, keep = nms(boxes, scores, iou_threshold=0.5)
@@ -69,6 +78,7 @@ class _Payload:
 
 def test_default_torch_load_stays_weights_only(tmp_path):
     import repvit_mm  # noqa: F401
+
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {}, 'payload': _Payload()}, path)
     with pytest.raises(pickle.UnpicklingError):
@@ -79,6 +89,7 @@ def test_foreign_global_refused_with_its_name(tmp_path, capsys):
     from mmengine.runner import CheckpointLoader
 
     from repvit_mm.utils import UnsafeCheckpointError
+
     path = tmp_path / 'evil.pth'
     torch.save({'state_dict': {'w': torch.ones(1)}, 'payload': _Payload()}, path)
     with pytest.raises(UnsafeCheckpointError, match=r"pickles 'builtins\.print'"):
@@ -91,11 +102,13 @@ class _AttributeGrab:
 
     def __reduce__(self):
         import numpy as np
+
         return (getattr, (np.ndarray, 'tofile'))
 
 
 def test_getattr_only_answers_history_buffer_statistics(tmp_path):
     from repvit_mm.utils import UnsafeCheckpointError, safe_torch_load
+
     torch.save({'x': _AttributeGrab()}, tmp_path / 'grab.pth')
     with pytest.raises(UnsafeCheckpointError, match=r"getattr\('ndarray', 'tofile'\)"):
         safe_torch_load(str(tmp_path / 'grab.pth'))
@@ -107,11 +120,11 @@ def test_numpy_and_history_buffer_round_trip(tmp_path):
     from mmengine.runner import CheckpointLoader
 
     import repvit_mm  # noqa: F401
+
     hub = MessageHub.get_instance('safe-ckpt-test')
     hub.update_scalar('train/loss', 1.5)
     hub.update_info('iter', 7)
-    ckpt = {'message_hub': hub.state_dict(), 'meta': {'arr': np.arange(3), 'f': np.float32(2.0),
-                                                       'i': np.int64(4)}}
+    ckpt = {'message_hub': hub.state_dict(), 'meta': {'arr': np.arange(3), 'f': np.float32(2.0), 'i': np.int64(4)}}
     torch.save(ckpt, tmp_path / 'ok.pth')
     loaded = CheckpointLoader.load_checkpoint(str(tmp_path / 'ok.pth'), map_location='cpu')
     assert isinstance(loaded['message_hub']['log_scalars']['train/loss'], HistoryBuffer)
@@ -130,6 +143,7 @@ def trained(shapes_root, tmp_path_factory) -> Path:
 
 def _ckpt_iter(path: Path) -> int:
     from repvit_mm.utils import safe_torch_load
+
     return safe_torch_load(str(path), map_location='cpu')['meta']['iter']
 
 
@@ -142,8 +156,9 @@ def test_resume_continues_from_checkpoint_iteration(trained, shapes_root, tmp_pa
     work = tmp_path / 'resumed'
     work.mkdir()
     shutil.copy(trained / 'iter_2.pth', work / 'iter_2.pth')
-    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', work, '--resume', work / 'iter_2.pth',
-                    *shapes_options(shapes_root, 6, 2))
+    proc = run_tool(
+        'train.py', SHAPES_CFG, '--work-dir', work, '--resume', work / 'iter_2.pth', *shapes_options(shapes_root, 6, 2)
+    )
     log = proc.stdout + proc.stderr
     assert 'resumed epoch: 0, iter: 2' in log
     # the first iteration logged after resuming is iteration 3, not 1
@@ -153,8 +168,9 @@ def test_resume_continues_from_checkpoint_iteration(trained, shapes_root, tmp_pa
 
 
 def test_test_tool_reports_accuracy(trained, shapes_root):
-    proc = run_tool('test.py', SHAPES_CFG, trained / 'iter_4.pth', '--work-dir', trained,
-                    *shapes_options(shapes_root, 4)[:4])
+    proc = run_tool(
+        'test.py', SHAPES_CFG, trained / 'iter_4.pth', '--work-dir', trained, *shapes_options(shapes_root, 4)[:4]
+    )
     top1 = float(re.search(r'"accuracy/top1": ([\d.]+)', proc.stdout).group(1))
     assert 0.0 <= top1 <= 100.0
 
@@ -162,8 +178,15 @@ def test_test_tool_reports_accuracy(trained, shapes_root):
 def test_test_tool_deploy_gives_same_accuracy(trained, shapes_root):
     metrics = []
     for extra in ([], ['--deploy']):
-        proc = run_tool('test.py', SHAPES_CFG, trained / 'iter_4.pth', '--work-dir', trained, *extra,
-                        *shapes_options(shapes_root, 4)[:4])
+        proc = run_tool(
+            'test.py',
+            SHAPES_CFG,
+            trained / 'iter_4.pth',
+            '--work-dir',
+            trained,
+            *extra,
+            *shapes_options(shapes_root, 4)[:4],
+        )
         metrics.append(re.search(r'metrics: (.*)', proc.stdout).group(1))
     assert metrics[0] == metrics[1]
 
@@ -171,8 +194,16 @@ def test_test_tool_deploy_gives_same_accuracy(trained, shapes_root):
 def test_two_cpu_processes_train_with_gloo(shapes_root, tmp_path):
     work = tmp_path / 'ddp'
     launcher = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29531']
-    proc = run_tool('train.py', SHAPES_CFG, '--launcher', 'pytorch', '--work-dir', work,
-                    *shapes_options(shapes_root, 2), launcher=launcher)
+    proc = run_tool(
+        'train.py',
+        SHAPES_CFG,
+        '--launcher',
+        'pytorch',
+        '--work-dir',
+        work,
+        *shapes_options(shapes_root, 2),
+        launcher=launcher,
+    )
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log and 'CPUDistributedDataParallel' in log, log[-3000:]
     assert proc.stdout.count(f'work dir: {work}') == 2  # both ranks finished training
@@ -186,8 +217,9 @@ def test_missing_config_is_one_line(tmp_path):
 
 
 def test_unknown_cfg_option_is_one_line(tmp_path):
-    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', tmp_path, '--cfg-options',
-                    'model.bakbone.arch=m1_1', check=False)
+    proc = run_tool(
+        'train.py', SHAPES_CFG, '--work-dir', tmp_path, '--cfg-options', 'model.bakbone.arch=m1_1', check=False
+    )
     assert_one_line_error(proc, 'model.bakbone.arch', "'bakbone' does not exist")
     assert not any(tmp_path.iterdir())
 
@@ -196,9 +228,11 @@ def test_cfg_option_new_argument_of_built_object_is_accepted():
     from mmengine.config import Config
 
     from repvit_mm.utils.config import check_cfg_options
+
     cfg = Config.fromfile(str(SHAPES_CFG))
-    check_cfg_options(cfg, {'model.backbone.with_cp': True, 'train_cfg.max_iters': 3,
-                            'train_dataloader.dataset.pipeline.1.scale': 32})
+    check_cfg_options(
+        cfg, {'model.backbone.with_cp': True, 'train_cfg.max_iters': 3, 'train_dataloader.dataset.pipeline.1.scale': 32}
+    )
     with pytest.raises(ValueError, match='not an index'):
         check_cfg_options(cfg, {'train_dataloader.dataset.pipeline.9.scale': 32})
 
@@ -214,8 +248,7 @@ def test_unreadable_checkpoint_is_one_line_and_overwrites_nothing(tmp_path):
     assert sorted(p.name for p in work.iterdir()) == ['keep.txt']
     assert (work / 'keep.txt').read_text() == 'precious'
 
-    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', work, '--resume', tmp_path / 'missing.pth',
-                    check=False)
+    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', work, '--resume', tmp_path / 'missing.pth', check=False)
     assert_one_line_error(proc, 'checkpoint not found', 'missing.pth')
     assert sorted(p.name for p in work.iterdir()) == ['keep.txt']
 
@@ -231,9 +264,14 @@ def test_checkpoint_with_foreign_object_refused_by_test_tool(tmp_path):
 def test_missing_pretrained_backbone_stops_before_the_runner(shapes_root, tmp_path):
     from repvit_mm.apis import load_config, prepare_train_cfg
     from repvit_mm.utils import UserInputError
-    cfg = load_config(str(CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'), {
-        'model.backbone.init_cfg.checkpoint': str(tmp_path / 'no-classifier.pth'),
-        **{f'{split}_dataloader.dataset.data_root': str(shapes_root / 'ade20k') for split in ('train', 'val')}})
+
+    cfg = load_config(
+        str(CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'),
+        {
+            'model.backbone.init_cfg.checkpoint': str(tmp_path / 'no-classifier.pth'),
+            **{f'{split}_dataloader.dataset.data_root': str(shapes_root / 'ade20k') for split in ('train', 'val')},
+        },
+    )
     with pytest.raises(UserInputError, match='pretrained checkpoint not found: .*no-classifier.pth'):
         prepare_train_cfg(cfg, work_dir=str(tmp_path / 'work'))
     assert not (tmp_path / 'work').exists()
@@ -244,12 +282,14 @@ def test_amp_swaps_in_the_mixed_precision_wrapper(monkeypatch):
 
     from repvit_mm.apis import prepare_train_cfg
     from repvit_mm.utils import UserInputError
+
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
     with pytest.raises(UserInputError, match='--amp needs a CUDA GPU'):
         prepare_train_cfg(Config.fromfile(str(SHAPES_CFG)), amp=True)
     from mmengine.logging import MMLogger
 
     from repvit_mm.apis.runner import _use_amp
+
     MMLogger.get_current_instance()  # made now: creating a logger on a fake GPU machine would look for the GPU
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # as on a GPU machine
     for wrapper, expected in (('OptimWrapper', 'AmpOptimWrapper'), ('AGCOptimWrapper', 'AmpAGCOptimWrapper')):

@@ -1,5 +1,6 @@
 """RepViTClsHead (distillation head, losses) and reparameterization (fusion exactness, params/MACs,
 deploy structure, inference-only guard, whole mmdet/mmseg models)."""
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,11 @@ from repvit_mm.models import RepViT, RepViTClsHead, switch_to_deploy
 
 
 def build_classifier(arch: str, **head):
-    cfg = dict(type='ImageClassifier', backbone=dict(type='RepViT', arch=arch),
-               head=dict(type='RepViTClsHead', num_classes=1000, in_channels=CHANNELS[arch], **head))
+    cfg = dict(
+        type='ImageClassifier',
+        backbone=dict(type='RepViT', arch=arch),
+        head=dict(type='RepViTClsHead', num_classes=1000, in_channels=CHANNELS[arch], **head),
+    )
     return MODELS.build(cfg)
 
 
@@ -43,7 +47,7 @@ def test_head_forward_modes():
     torch.manual_seed(0)
     head = RepViTClsHead(num_classes=5, in_channels=8)
     randomize_bn_(head)
-    feats = (torch.randn(3, 8, 4, 4), )
+    feats = (torch.randn(3, 8, 4, 4),)
     head.train()
     cls, dist = head(feats)
     assert cls.shape == dist.shape == (3, 5)
@@ -68,7 +72,7 @@ def _logits(head, feats):
 def test_distillation_losses(kind):
     torch.manual_seed(0)
     head = RepViTClsHead(num_classes=6, in_channels=8, distillation_type=kind, alpha=0.3, tau=2.0).train()
-    feats = (torch.randn(4, 8, 3, 3), )
+    feats = (torch.randn(4, 8, 3, 3),)
     labels = torch.tensor([0, 3, 5, 1])
     teacher = torch.randn(4, 6)
     losses = head.loss(feats, samples(labels), teacher_logits=teacher)
@@ -93,7 +97,7 @@ def test_distillation_losses(kind):
 
 def test_distillation_without_teacher_trains_dist_head_on_labels():
     torch.manual_seed(0)
-    feats = (torch.randn(4, 8, 3, 3), )
+    feats = (torch.randn(4, 8, 3, 3),)
     labels = torch.tensor([0, 3, 5, 1])
     for kind, teacher in (('hard', None), ('none', torch.randn(4, 6))):
         head = RepViTClsHead(num_classes=6, in_channels=8, distillation_type=kind).train()
@@ -107,10 +111,11 @@ def test_distillation_without_teacher_trains_dist_head_on_labels():
 
 def test_soft_targets_and_no_distillation():
     torch.manual_seed(0)
-    feats = (torch.randn(4, 8, 3, 3), )
+    feats = (torch.randn(4, 8, 3, 3),)
     scores = torch.softmax(torch.randn(4, 6), 1)  # Mixup/CutMix gt_score
-    head = RepViTClsHead(num_classes=6, in_channels=8, distillation=False,
-                         loss=dict(type='CrossEntropyLoss', use_soft=True)).train()
+    head = RepViTClsHead(
+        num_classes=6, in_channels=8, distillation=False, loss=dict(type='CrossEntropyLoss', use_soft=True)
+    ).train()
     losses = head.loss(feats, samples(scores=scores))
     cls = head.head(feats[0].mean((2, 3)))
     expected = -(scores * F.log_softmax(cls, 1)).sum(1).mean()
@@ -120,8 +125,9 @@ def test_soft_targets_and_no_distillation():
 
 def test_cal_acc():
     head = RepViTClsHead(num_classes=3, in_channels=4, topk=(1, 2), cal_acc=True).train()
-    losses = head.loss((torch.randn(5, 4, 2, 2), ), samples(torch.tensor([0, 1, 2, 0, 1])),
-                       teacher_logits=torch.randn(5, 3))
+    losses = head.loss(
+        (torch.randn(5, 4, 2, 2),), samples(torch.tensor([0, 1, 2, 0, 1])), teacher_logits=torch.randn(5, 3)
+    )
     assert {'accuracy_top-1', 'accuracy_top-2'} <= set(losses)
 
 
@@ -129,7 +135,7 @@ def test_head_switch_to_deploy_exact_and_guard():
     torch.manual_seed(0)
     for distillation in (True, False):
         head = randomize_bn_(RepViTClsHead(num_classes=7, in_channels=16, distillation=distillation)).eval()
-        feats = (torch.randn(5, 16, 3, 3), )
+        feats = (torch.randn(5, 16, 3, 3),)
         ref = head(feats)
         head.switch_to_deploy()
         assert isinstance(head.head, nn.Linear) and not hasattr(head, 'head_dist')
@@ -175,9 +181,13 @@ def test_classifier_fusion_exact_and_deploy_checkpoint(arch):
     assert not model.training and model.backbone.deploy and model.head.deploy
 
     # The fused checkpoint loads (strictly) into a model built with deploy=True.
-    built = MODELS.build(dict(
-        type='ImageClassifier', backbone=dict(type='RepViT', arch=arch, deploy=True),
-        head=dict(type='RepViTClsHead', num_classes=1000, in_channels=CHANNELS[arch], deploy=True)))
+    built = MODELS.build(
+        dict(
+            type='ImageClassifier',
+            backbone=dict(type='RepViT', arch=arch, deploy=True),
+            head=dict(type='RepViTClsHead', num_classes=1000, in_channels=CHANNELS[arch], deploy=True),
+        )
+    )
     assert set(built.state_dict()) == set(model.state_dict())
     # Same modules, in the same places: the wrappers are gone, each replaced by its bare conv/linear
     # (as in timm's fused model: one module call per conv at inference).
@@ -198,8 +208,16 @@ def test_classifier_fusion_exact_and_deploy_checkpoint(arch):
 
 
 # Paper (Params M, GMACs) of the fused 1000-class classifier at 224x224.
-PAPER = {'m0_9': (5.1, 0.8), 'm1_0': (6.8, 1.1), 'm1_1': (8.2, 1.3), 'm1_5': (14.0, 2.3),
-         'm2_3': (22.9, 4.5), 'm1': (5.1, 0.8), 'm2': (8.2, 1.3), 'm3': (10.1, 1.9)}
+PAPER = {
+    'm0_9': (5.1, 0.8),
+    'm1_0': (6.8, 1.1),
+    'm1_1': (8.2, 1.3),
+    'm1_5': (14.0, 2.3),
+    'm2_3': (22.9, 4.5),
+    'm1': (5.1, 0.8),
+    'm2': (8.2, 1.3),
+    'm3': (10.1, 1.9),
+}
 
 
 class _Tensor(nn.Module):
@@ -216,7 +234,7 @@ def test_fused_params_and_macs_match_paper(arch):
     model = switch_to_deploy(build_classifier(arch))
     params = sum(p.numel() for p in model.parameters())
     # mmengine's FlopAnalyzer counts one multiply-add as one "flop", i.e. MACs (convs + the linear head).
-    analyzer = FlopAnalyzer(_Tensor(model), (torch.randn(1, 3, 224, 224), ))
+    analyzer = FlopAnalyzer(_Tensor(model), (torch.randn(1, 3, 224, 224),))
     analyzer.unsupported_ops_warnings(False)
     analyzer.uncalled_modules_warnings(False)
     macs = analyzer.total()
@@ -224,8 +242,7 @@ def test_fused_params_and_macs_match_paper(arch):
     assert round(params / 1e6, 1) == paper_params, params
     assert round(macs / 1e9, 1) == paper_macs, macs
     if arch == 'm0_9':  # the public entry point gives the same numbers
-        info = get_model_complexity_info(_Tensor(model), input_shape=(3, 224, 224), show_table=False,
-                                         show_arch=False)
+        info = get_model_complexity_info(_Tensor(model), input_shape=(3, 224, 224), show_table=False, show_arch=False)
         assert info['flops'] == macs and info['params'] == params
 
 
@@ -233,6 +250,7 @@ def test_fused_params_and_macs_match_paper(arch):
 def _mmdet_model():
     from mmdet.registry import MODELS as DET
     from mmengine.hub import get_config
+
     cfg = get_config('mmdet::_base_/models/mask-rcnn_r50_fpn.py').model
     cfg.backbone = dict(type='mmpretrain.RepViT', arch='m0_9', out_indices=(0, 1, 2, 3))
     cfg.neck.in_channels = [48, 96, 192, 384]
@@ -243,6 +261,7 @@ def _mmdet_model():
 def _mmseg_model():
     from mmengine.hub import get_config
     from mmseg.registry import MODELS as SEG
+
     cfg = get_config('mmseg::_base_/models/fpn_r50.py').model
     cfg.pretrained = None
     cfg.backbone = dict(type='mmpretrain.RepViT', arch='m0_9', out_indices=(0, 1, 2, 3))
@@ -270,7 +289,7 @@ def test_switch_to_deploy_whole_dense_model(build):
 
 
 def test_switch_to_deploy_is_idempotent_and_copies_independent():
-    model = randomize_bn_(RepViT('m0_6', out_indices=(3, ))).eval()
+    model = randomize_bn_(RepViT('m0_6', out_indices=(3,))).eval()
     twin = copy.deepcopy(model)
     switch_to_deploy(model)
     state = {k: v.clone() for k, v in model.state_dict().items()}

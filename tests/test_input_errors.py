@@ -4,6 +4,7 @@ Most cases run the tools in-process (``tools/<tool>.py``'s ``main(argv)`` under 
 with capsys): the same code path as the command line without an interpreter start per case. A few run as
 real subprocesses to show the command line itself behaves the same.
 """
+
 from __future__ import annotations
 
 import copy
@@ -46,6 +47,7 @@ def _fresh_loggers():
     """mmengine's loggers keep the stream they were made with: a Runner started in-process by an earlier test
     would log into that test's closed capture stream (a '--- Logging error ---' traceback on stderr)."""
     from mmengine.logging import MMLogger
+
     MMLogger._instance_dict.clear()
     yield
     MMLogger._instance_dict.clear()
@@ -70,9 +72,11 @@ def cached_configs(monkeypatch):
 def small_shapes(tmp_path_factory) -> Path:
     """A few Shapes images per format (2 per class for classification)."""
     from repvit_mm.datasets.shapes import make_shapes
+
     root = tmp_path_factory.mktemp('small_shapes')
-    make_shapes(root, num_train={'imagenet': 2, 'coco': 4, 'ade20k': 4},
-                num_val={'imagenet': 1, 'coco': 2, 'ade20k': 2}, seed=0)
+    make_shapes(
+        root, num_train={'imagenet': 2, 'coco': 4, 'ade20k': 4}, num_val={'imagenet': 1, 'coco': 2, 'ade20k': 2}, seed=0
+    )
     return root
 
 
@@ -89,12 +93,14 @@ def data_options(task: str, root: Path) -> list[str]:
     sub = {'classification': 'imagenet', 'detection': 'coco', 'segmentation': 'ade20k'}[task]
     options = []
     for split in ('train', 'val', 'test'):
-        options += [f'{split}_dataloader.dataset.data_root={root / sub}', f'{split}_dataloader.num_workers=0',
-                    f'{split}_dataloader.batch_size=2']
+        options += [
+            f'{split}_dataloader.dataset.data_root={root / sub}',
+            f'{split}_dataloader.num_workers=0',
+            f'{split}_dataloader.batch_size=2',
+        ]
     if task == 'detection':
         ann = root / 'coco' / 'annotations' / 'instances_val2017.json'
-        options += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}',
-                    'model.backbone.init_cfg=None']
+        options += [f'val_evaluator.ann_file={ann}', f'test_evaluator.ann_file={ann}', 'model.backbone.init_cfg=None']
     if task == 'segmentation':
         options += ['model.backbone.init_cfg=None']
     return options + ['train_cfg.max_iters=1', 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1']
@@ -103,6 +109,7 @@ def data_options(task: str, root: Path) -> list[str]:
 def random_checkpoint(task: str, path: Path) -> Path:
     """The task's Shapes model, randomly initialised, saved as ``{'state_dict': ..., 'meta': ...}``."""
     from mmengine.registry import MODELS, DefaultScope
+
     config, scope = TASKS[task]
     cfg = Config.fromfile(config)
     if 'init_cfg' in cfg.model.get('backbone', {}):
@@ -156,18 +163,29 @@ def test_mistyped_key_is_one_line_with_the_closest_names(task, name, capsys, cac
 def test_unknown_arch_and_a_string_for_a_dict_are_one_line(capsys, cached_configs, tmp_path):
     proc = call(capsys, 'train', DET, '--work-dir', tmp_path / 'w', '--cfg-options', 'model.backbone.arch=m0_8')
     assert_one_line_error(proc, 'model.backbone.arch=m0_8', "unknown RepViT arch 'm0_8'", 'm0_9')
-    proc = call(capsys, 'train', CLS, '--work-dir', tmp_path / 'w', '--cfg-options',
-                'auto_scale_lr=dict(base_batch_size=256)')
+    proc = call(
+        capsys, 'train', CLS, '--work-dir', tmp_path / 'w', '--cfg-options', 'auto_scale_lr=dict(base_batch_size=256)'
+    )
     assert_one_line_error(proc, 'auto_scale_lr', 'auto_scale_lr.base_batch_size=256')
     assert not (tmp_path / 'w').exists()
 
 
 def test_valid_keys_pass_including_new_runner_sections(cached_configs):
     from repvit_mm.apis import load_config
-    cfg = load_config(str(SEG), {'auto_scale_lr.base_batch_size': 256, 'env_cfg.mp_cfg.opencv_num_threads': 1,
-                                 'env_cfg.dist_cfg.backend': 'gloo', 'default_hooks.checkpoint.max_keep_ckpts': 2,
-                                 'train_dataloader.persistent_workers': False, 'strict_data': True,
-                                 'optim_wrapper.clip_grad': None, 'model.backbone.arch': 'm1_1'})
+
+    cfg = load_config(
+        str(SEG),
+        {
+            'auto_scale_lr.base_batch_size': 256,
+            'env_cfg.mp_cfg.opencv_num_threads': 1,
+            'env_cfg.dist_cfg.backend': 'gloo',
+            'default_hooks.checkpoint.max_keep_ckpts': 2,
+            'train_dataloader.persistent_workers': False,
+            'strict_data': True,
+            'optim_wrapper.clip_grad': None,
+            'model.backbone.arch': 'm1_1',
+        },
+    )
     assert cfg.auto_scale_lr.base_batch_size == 256 and cfg.env_cfg.dist_cfg.backend == 'gloo'
     cfg = load_config(str(IN1K), {'optim_wrapper.paramwise_cfg.norm_decay_mult': 0.0, 'randomness.seed': 1})
     assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0
@@ -176,13 +194,17 @@ def test_valid_keys_pass_including_new_runner_sections(cached_configs):
 def test_runner_sections_a_config_leaves_out_are_added_field_by_field():
     from repvit_mm.utils import UserInputError
     from repvit_mm.utils.config import check_cfg_options
+
     cfg = Config(dict(default_scope='mmpretrain', model=dict(type='ImageClassifier')))
     options = {'auto_scale_lr.base_batch_size': 256, 'env_cfg.mp_cfg.opencv_num_threads': 0, 'randomness.seed': 3}
     check_cfg_options(cfg, options)
     cfg.merge_from_dict(options)
     assert cfg.auto_scale_lr.base_batch_size == 256 and cfg.env_cfg.mp_cfg.opencv_num_threads == 0
-    for bad, suggestion in (('auto_scale_lr.base_bs', 'base_batch_size'), ('env_cfg.mp_cfg.threads', 'valid:'),
-                            ('randomness.sed', "'seed'")):
+    for bad, suggestion in (
+        ('auto_scale_lr.base_bs', 'base_batch_size'),
+        ('env_cfg.mp_cfg.threads', 'valid:'),
+        ('randomness.sed', "'seed'"),
+    ):
         with pytest.raises(UserInputError, match=suggestion):
             check_cfg_options(Config(dict(default_scope='mmpretrain')), {bad: 1})
 
@@ -192,22 +214,39 @@ def test_kwargs_are_followed_to_the_parent_class():
 
     from repvit_mm.segmentation import CheckedLoadAnnotations
     from repvit_mm.utils.option_targets import init_keywords
+
     assert {'data_root', 'pipeline', 'reduce_zero_label', 'img_suffix'} <= init_keywords(ADE20KDataset)
     assert {'num_classes', 'imdecode_backend', 'backend_args'} <= init_keywords(CheckedLoadAnnotations)
 
     class Opaque:  # hands **kwargs to something else: anything is accepted
         def __init__(self, a=1, **kwargs):
             self.kwargs = kwargs
+
     assert init_keywords(Opaque) is None
 
 
 @pytest.mark.slow
 def test_mistyped_keys_from_the_command_line(tmp_path):
-    proc = run_tool('train.py', CLS, '--work-dir', tmp_path / 'w', '--cfg-options',
-                    'default_hooks.checkpoint.intervall=1', check=False)
+    proc = run_tool(
+        'train.py',
+        CLS,
+        '--work-dir',
+        tmp_path / 'w',
+        '--cfg-options',
+        'default_hooks.checkpoint.intervall=1',
+        check=False,
+    )
     assert_one_line_error(proc, 'default_hooks.checkpoint', "'interval'")
-    proc = run_tool('test.py', SEG, tmp_path / 'none.pth', '--work-dir', tmp_path / 'w', '--cfg-options',
-                    'env_cfg.cudnn_benchmrk=True', check=False)
+    proc = run_tool(
+        'test.py',
+        SEG,
+        tmp_path / 'none.pth',
+        '--work-dir',
+        tmp_path / 'w',
+        '--cfg-options',
+        'env_cfg.cudnn_benchmrk=True',
+        check=False,
+    )
     assert_one_line_error(proc, 'env_cfg', "'cudnn_benchmark'")
     assert not (tmp_path / 'w').exists()
 
@@ -217,9 +256,15 @@ def test_auto_scale_lr_on_a_shapes_config_scales_the_lr(small_shapes, tmp_path):
     from mmengine.runner import Runner
 
     from repvit_mm.apis import load_config, prepare_train_cfg
-    cfg = load_config(str(CLS), {'train_dataloader.batch_size': 8,
-                                 'train_dataloader.dataset.data_root': str(small_shapes / 'imagenet'),
-                                 'val_dataloader.dataset.data_root': str(small_shapes / 'imagenet')})
+
+    cfg = load_config(
+        str(CLS),
+        {
+            'train_dataloader.batch_size': 8,
+            'train_dataloader.dataset.data_root': str(small_shapes / 'imagenet'),
+            'val_dataloader.dataset.data_root': str(small_shapes / 'imagenet'),
+        },
+    )
     cfg = prepare_train_cfg(cfg, work_dir=str(tmp_path / 'w'), auto_scale_lr=True)
     runner = Runner.from_cfg(cfg)
     optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
@@ -228,8 +273,17 @@ def test_auto_scale_lr_on_a_shapes_config_scales_the_lr(small_shapes, tmp_path):
 
 
 def test_auto_scale_lr_without_base_batch_size_says_how_to_add_it(capsys, cached_configs, tmp_path):
-    proc = call(capsys, 'train', CLS, '--auto-scale-lr', '--work-dir', tmp_path / 'w', '--cfg-options',
-                'auto_scale_lr.enable=False', 'auto_scale_lr.base_batch_size=None')
+    proc = call(
+        capsys,
+        'train',
+        CLS,
+        '--auto-scale-lr',
+        '--work-dir',
+        tmp_path / 'w',
+        '--cfg-options',
+        'auto_scale_lr.enable=False',
+        'auto_scale_lr.base_batch_size=None',
+    )
     assert_one_line_error(proc, '--auto-scale-lr', 'auto_scale_lr.base_batch_size=N')
 
 
@@ -237,6 +291,7 @@ def test_auto_scale_lr_without_base_batch_size_says_how_to_add_it(capsys, cached
 def _own_keys_rejected(node, path: list[str], scope: str, parent=None) -> list[str]:
     """Keys a config sets that the --cfg-options check would not accept as new keys."""
     from repvit_mm.utils.option_targets import accepted_keys
+
     rejected = []
     if isinstance(node, dict):
         if path:
@@ -245,7 +300,7 @@ def _own_keys_rejected(node, path: list[str], scope: str, parent=None) -> list[s
             except KeyError:
                 accepted = None
             extra = set(map(str, node)) - (accepted or set(map(str, node))) - {'_scope_', '_delete_'}
-            rejected += [f"{'.'.join(path)}.{key}" for key in sorted(extra)]
+            rejected += [f'{".".join(path)}.{key}' for key in sorted(extra)]
         for key, value in node.items():
             rejected += _own_keys_rejected(value, [*path, str(key)], scope, node)
     elif isinstance(node, (list, tuple)):
@@ -254,16 +309,24 @@ def _own_keys_rejected(node, path: list[str], scope: str, parent=None) -> list[s
     return rejected
 
 
-ALL_CONFIGS = sorted(p for task in ('classification', 'detection', 'segmentation')
-                     for p in (CONFIGS / task).glob('*.py'))
+ALL_CONFIGS = sorted(
+    p for task in ('classification', 'detection', 'segmentation') for p in (CONFIGS / task).glob('*.py')
+)
 #: One config of each kind runs in the quick test selection; the others with the slow tests.
-QUICK_CONFIGS = {CLS, DET, SEG, IN1K, CONFIGS / 'detection' / 'mask-rcnn_repvit-m1.1_fpn_1x_coco.py',
-                 CONFIGS / 'segmentation' / 'fpn_repvit-m1.1_8xb4-40k_ade20k-512x512.py',
-                 CONFIGS / 'classification' / 'repvit-m1.1_8xb256-distill-300e_in1k.py'}
+QUICK_CONFIGS = {
+    CLS,
+    DET,
+    SEG,
+    IN1K,
+    CONFIGS / 'detection' / 'mask-rcnn_repvit-m1.1_fpn_1x_coco.py',
+    CONFIGS / 'segmentation' / 'fpn_repvit-m1.1_8xb4-40k_ade20k-512x512.py',
+    CONFIGS / 'classification' / 'repvit-m1.1_8xb256-distill-300e_in1k.py',
+}
 
 
-@pytest.mark.parametrize('config', [pytest.param(p, id=p.stem, marks=() if p in QUICK_CONFIGS else pytest.mark.slow)
-                                    for p in ALL_CONFIGS])
+@pytest.mark.parametrize(
+    'config', [pytest.param(p, id=p.stem, marks=() if p in QUICK_CONFIGS else pytest.mark.slow) for p in ALL_CONFIGS]
+)
 def test_config_loads_images_checked_and_passes_its_own_key_check(config):
     """Every image-loading step of the config resolves to the checked loader under the upstream name, and
     every key the config sets is one the --cfg-options check accepts (no valid key is refused)."""
@@ -271,6 +334,7 @@ def test_config_loads_images_checked_and_passes_its_own_key_check(config):
 
     import repvit_mm  # noqa: F401
     from repvit_mm.utils.image_loading import LoadImageFromFileOrFail
+
     assert len(ALL_CONFIGS) > 30 and QUICK_CONFIGS <= set(ALL_CONFIGS)
     cfg = Config.fromfile(config)
     for split in ('train', 'val', 'test'):
@@ -283,12 +347,23 @@ def test_config_loads_images_checked_and_passes_its_own_key_check(config):
 
 @pytest.mark.parametrize('task', list(TASKS))
 def test_corrupt_image_at_test_time_is_one_line(task, data, checkpoints, capsys, tmp_path):
-    images = {'classification': data / 'imagenet' / 'val', 'detection': data / 'coco' / 'val2017',
-              'segmentation': data / 'ade20k' / 'images' / 'validation'}[task]
+    images = {
+        'classification': data / 'imagenet' / 'val',
+        'detection': data / 'coco' / 'val2017',
+        'segmentation': data / 'ade20k' / 'images' / 'validation',
+    }[task]
     bad = sorted(p for p in images.rglob('*') if p.is_file())[0]
     bad.write_bytes(b'')
-    proc = call(capsys, 'test', TASKS[task][0], checkpoints[task], '--work-dir', tmp_path / 'w',
-                '--cfg-options', *data_options(task, data))
+    proc = call(
+        capsys,
+        'test',
+        TASKS[task][0],
+        checkpoints[task],
+        '--work-dir',
+        tmp_path / 'w',
+        '--cfg-options',
+        *data_options(task, data),
+    )
     assert_one_line_error(proc, 'corrupt image file', str(bad), 'empty file')
     if task == 'segmentation':  # caught by the pre-flight (headers), before the Runner starts
         assert not (tmp_path / 'w').exists()
@@ -299,8 +374,16 @@ def test_corrupt_image_at_train_time_is_one_line_also_from_a_worker(task, data, 
     images = {'classification': data / 'imagenet' / 'train', 'detection': data / 'coco' / 'train2017'}[task]
     for image in images.rglob('*.*'):
         image.write_bytes(b'\xff\xd8 not a JPEG')
-    proc = call(capsys, 'train', TASKS[task][0], '--work-dir', tmp_path / 'w', '--cfg-options',
-                *data_options(task, data), 'train_dataloader.num_workers=1')
+    proc = call(
+        capsys,
+        'train',
+        TASKS[task][0],
+        '--work-dir',
+        tmp_path / 'w',
+        '--cfg-options',
+        *data_options(task, data),
+        'train_dataloader.num_workers=1',
+    )
     assert_one_line_error(proc, 'corrupt image file', str(images), 'not a decodable image')
 
 
@@ -311,8 +394,9 @@ def test_annotation_of_another_size_names_both_files_at_train_and_test(data, che
         labels = np.asarray(Image.open(annotation))
         Image.fromarray(labels[:-8]).save(annotation)
         image = data / 'ade20k' / 'images' / split / annotation.with_suffix('.jpg').name
-        proc = call(capsys, name, SEG, *args, '--work-dir', tmp_path / 'w', '--cfg-options',
-                    *data_options('segmentation', data))
+        proc = call(
+            capsys, name, SEG, *args, '--work-dir', tmp_path / 'w', '--cfg-options', *data_options('segmentation', data)
+        )
         assert_one_line_error(proc, str(annotation), str(image), '128x120', '128x128')
         assert not (tmp_path / 'w').exists()
 
@@ -320,9 +404,15 @@ def test_annotation_of_another_size_names_both_files_at_train_and_test(data, che
 def test_checked_load_annotations_compares_with_the_image_when_loading(tmp_path):
     from repvit_mm.segmentation import CheckedLoadAnnotations
     from repvit_mm.utils import UserInputError
+
     Image.fromarray(np.ones((20, 30), np.uint8)).save(tmp_path / 'a.png')
-    results = dict(seg_map_path=str(tmp_path / 'a.png'), img_path='a.jpg', ori_shape=(20, 32), seg_fields=[],
-                   reduce_zero_label=False)
+    results = dict(
+        seg_map_path=str(tmp_path / 'a.png'),
+        img_path='a.jpg',
+        ori_shape=(20, 32),
+        seg_fields=[],
+        reduce_zero_label=False,
+    )
     with pytest.raises(UserInputError, match=r'a.png is 30x20 but its image a.jpg is 32x20'):
         CheckedLoadAnnotations(num_classes=4)(results)
     (tmp_path / 'b.png').write_bytes(b'')
@@ -338,8 +428,10 @@ def demo_image(small_shapes) -> str:
 
 def test_mmpretrain_inferencer_on_shapes_and_imagenet_configs(checkpoints, demo_image, tmp_path):
     from mmpretrain import ImageClassificationInferencer
-    result = ImageClassificationInferencer(str(CLS), pretrained=str(checkpoints['classification']),
-                                           device='cpu')(demo_image)[0]
+
+    result = ImageClassificationInferencer(str(CLS), pretrained=str(checkpoints['classification']), device='cpu')(
+        demo_image
+    )[0]
     assert result['pred_class'] in ('circle', 'square', 'triangle') and result['pred_scores'].shape == (3,)
     in1k = random_imagenet_checkpoint(tmp_path / 'in1k.pth')
     result = ImageClassificationInferencer(str(IN1K), pretrained=str(in1k), device='cpu')(demo_image)[0]
@@ -348,6 +440,7 @@ def test_mmpretrain_inferencer_on_shapes_and_imagenet_configs(checkpoints, demo_
 
 def random_imagenet_checkpoint(path: Path) -> Path:
     from mmengine.registry import MODELS, DefaultScope
+
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(Config.fromfile(IN1K).model)
     torch.save({'state_dict': model.state_dict()}, path)
@@ -356,6 +449,7 @@ def random_imagenet_checkpoint(path: Path) -> Path:
 
 def test_mmdet_inferencers_on_the_detection_config(checkpoints, demo_image):
     from mmdet.apis import DetInferencer, inference_detector, init_detector
+
     result = DetInferencer(model=str(DET), weights=str(checkpoints['detection']), device='cpu')(demo_image)
     assert len(result['predictions']) == 1 and 'bboxes' in result['predictions'][0]
     cfg = Config.fromfile(DET)
@@ -366,6 +460,7 @@ def test_mmdet_inferencers_on_the_detection_config(checkpoints, demo_image):
 
 def test_mmseg_inferencers_on_the_segmentation_config(checkpoints, demo_image):
     from mmseg.apis import MMSegInferencer, inference_model, init_model
+
     result = MMSegInferencer(model=str(SEG), weights=str(checkpoints['segmentation']), device='cpu')(demo_image)
     assert result['predictions'].shape == (128, 128)
     cfg = Config.fromfile(SEG)
@@ -379,9 +474,9 @@ def _break_boxes(coco: Path) -> list[int]:
     ann_file = coco / 'annotations' / 'instances_train2017.json'
     doc = json.loads(ann_file.read_text())
     anns = doc['annotations']
-    anns[0]['bbox'][2] = -3.0                          # negative width
-    anns[1]['bbox'][0] = 1000.0                        # right of the image
-    anns[2]['segmentation'] = [[]]                     # empty polygon
+    anns[0]['bbox'][2] = -3.0  # negative width
+    anns[1]['bbox'][0] = 1000.0  # right of the image
+    anns[2]['segmentation'] = [[]]  # empty polygon
     ann_file.write_text(json.dumps(doc))
     return [anns[i]['id'] for i in range(3)]
 
@@ -389,6 +484,7 @@ def _break_boxes(coco: Path) -> list[int]:
 def test_invalid_coco_boxes_are_one_warning_or_an_error_with_strict_data(data, capsys, tmp_path):
     from repvit_mm.utils.config import load_config
     from repvit_mm.utils.data_checks import check_datasets
+
     ids = _break_boxes(data / 'coco')
     cfg = load_config(str(DET), {'train_dataloader.dataset.data_root': str(data / 'coco')})
     capsys.readouterr()
@@ -398,11 +494,27 @@ def test_invalid_coco_boxes_are_one_warning_or_an_error_with_strict_data(data, c
     assert '3 of' in warnings[0] and ', '.join(map(str, ids)) in warnings[0]
     assert 'non-positive size: 1' in warnings[0] and 'outside the image: 1' in warnings[0]
     assert 'empty polygon: 1' in warnings[0]
-    proc = call(capsys, 'train', DET, '--strict-data', '--work-dir', tmp_path / 'w', '--cfg-options',
-                *data_options('detection', data))
+    proc = call(
+        capsys,
+        'train',
+        DET,
+        '--strict-data',
+        '--work-dir',
+        tmp_path / 'w',
+        '--cfg-options',
+        *data_options('detection', data),
+    )
     assert_one_line_error(proc, 'instances_train2017.json', '3 of', str(ids[0]), 'strict')
-    proc = call(capsys, 'train', DET, '--work-dir', tmp_path / 'w', '--cfg-options',
-                *data_options('detection', data), 'strict_data=True')
+    proc = call(
+        capsys,
+        'train',
+        DET,
+        '--work-dir',
+        tmp_path / 'w',
+        '--cfg-options',
+        *data_options('detection', data),
+        'strict_data=True',
+    )
     assert_one_line_error(proc, 'instances_train2017.json', '3 of')
     assert not (tmp_path / 'w').exists()
 
@@ -418,8 +530,17 @@ def test_launcher_without_its_environment_is_one_line(small_shapes, capsys, cach
     options = ['--cfg-options', *data_options('classification', small_shapes)]
     proc = call(capsys, 'train', CLS, '--launcher', 'pytorch', '--work-dir', tmp_path / 'w', *options)
     assert_one_line_error(proc, '--launcher pytorch', 'RANK', 'torchrun', 'tools/dist_train.sh')
-    proc = call(capsys, 'train', SEG, '--launcher', 'slurm', '--work-dir', tmp_path / 'w', '--cfg-options',
-                *data_options('segmentation', small_shapes))
+    proc = call(
+        capsys,
+        'train',
+        SEG,
+        '--launcher',
+        'slurm',
+        '--work-dir',
+        tmp_path / 'w',
+        '--cfg-options',
+        *data_options('segmentation', small_shapes),
+    )
     assert_one_line_error(proc, '--launcher slurm', 'SLURM_PROCID', 'srun')
     assert not (tmp_path / 'w').exists()
 
@@ -433,14 +554,29 @@ def _free_port() -> int:
 @pytest.mark.slow
 @pytest.mark.skipif(torch.cuda.is_available(), reason='the gloo fallback is for nodes without GPUs')
 def test_slurm_launcher_trains_on_a_cpu_node(small_shapes, tmp_path, monkeypatch):
-    env = {'SLURM_PROCID': '0', 'SLURM_NTASKS': '1', 'SLURM_NODELIST': 'localhost', 'SLURM_LOCALID': '0',
-           'MASTER_ADDR': '127.0.0.1', 'MASTER_PORT': str(_free_port())}
+    env = {
+        'SLURM_PROCID': '0',
+        'SLURM_NTASKS': '1',
+        'SLURM_NODELIST': 'localhost',
+        'SLURM_LOCALID': '0',
+        'MASTER_ADDR': '127.0.0.1',
+        'MASTER_PORT': str(_free_port()),
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     for name in ('RANK', 'LOCAL_RANK', 'WORLD_SIZE'):
         monkeypatch.delenv(name, raising=False)
-    proc = run_tool('train.py', CLS, '--launcher', 'slurm', '--work-dir', tmp_path / 'w', '--cfg-options',
-                    *data_options('classification', small_shapes), 'default_hooks.checkpoint.save_best=None')
+    proc = run_tool(
+        'train.py',
+        CLS,
+        '--launcher',
+        'slurm',
+        '--work-dir',
+        tmp_path / 'w',
+        '--cfg-options',
+        *data_options('classification', small_shapes),
+        'default_hooks.checkpoint.save_best=None',
+    )
     assert (tmp_path / 'w' / 'iter_1.pth').is_file(), proc.stderr[-3000:]
     logs = ''.join(p.read_text() for p in (tmp_path / 'w').rglob('*.log'))
     assert 'Distributed launcher: slurm' in logs and 'Distributed training: True' in logs

@@ -1,4 +1,5 @@
 """The package's layers (docs/architecture.md): imports point downward only, and importing is cheap."""
+
 from __future__ import annotations
 
 import ast
@@ -38,11 +39,13 @@ def _imported_modules(path, module: str) -> list[tuple[int, str]]:
             found += [(node.lineno, alias.name) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
-                base = package.split('.')[:len(package.split('.')) - node.level + 1]
+                base = package.split('.')[: len(package.split('.')) - node.level + 1]
                 name = '.'.join(base + ([node.module] if node.module else []))
                 # ``from . import models``: the names are modules too
-                found += [(node.lineno, f'{name}.{alias.name}') if not node.module else (node.lineno, name)
-                          for alias in node.names]
+                found += [
+                    (node.lineno, f'{name}.{alias.name}') if not node.module else (node.lineno, name)
+                    for alias in node.names
+                ]
             else:
                 found.append((node.lineno, node.module or ''))
     return [(line, name) for line, name in found if name == 'repvit_mm' or name.startswith('repvit_mm.')]
@@ -73,8 +76,14 @@ def test_every_subpackage_has_a_layer():
 
 
 def _modules_after(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, '-c', f'{code}\nimport sys; print(" ".join(sys.modules))'],
-                         cwd=ROOT, env=tool_env(), capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, '-c', f'{code}\nimport sys; print(" ".join(sys.modules))'],
+        cwd=ROOT,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return set(out.split())
 
 
@@ -82,13 +91,20 @@ def test_import_repvit_mm_leaves_out_mmseg_and_deploy_libraries():
     loaded = _modules_after('import repvit_mm')
     assert {'torch', 'mmpretrain', 'repvit_mm.models', 'repvit_mm.classification'} <= loaded
     # (mmdet and matplotlib are not listed: mmpretrain.models imports them itself when they are installed)
-    heavy = {'mmseg', 'repvit_mm.detection', 'repvit_mm.segmentation', 'repvit_mm.deploy', 'onnx',
-             'onnxruntime', 'coremltools', 'timm'}
+    heavy = {
+        'mmseg',
+        'repvit_mm.detection',
+        'repvit_mm.segmentation',
+        'repvit_mm.deploy',
+        'onnx',
+        'onnxruntime',
+        'coremltools',
+        'timm',
+    }
     assert not heavy & loaded, heavy & loaded
 
 
-@pytest.mark.parametrize('package, needs', [('repvit_mm.detection', 'mmdet'),
-                                            ('repvit_mm.segmentation', 'mmseg')])
+@pytest.mark.parametrize('package, needs', [('repvit_mm.detection', 'mmdet'), ('repvit_mm.segmentation', 'mmseg')])
 def test_task_packages_import_their_library(package, needs):
     assert needs in _modules_after(f'import {package}')
 
@@ -129,8 +145,14 @@ def _imported(stderr: str) -> set[str]:
 @pytest.mark.parametrize('tool', sorted(TOOL_BAD_ARGS))
 def test_tool_help_and_bad_input_import_no_torch(tool, tmp_path):
     for args, code in ((['-h'], 0), (TOOL_BAD_ARGS[tool], 2)):
-        proc = subprocess.run([sys.executable, '-X', 'importtime', str(ROOT / 'tools' / tool), *args],
-                              cwd=tmp_path, env=tool_env(), capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, '-X', 'importtime', str(ROOT / 'tools' / tool), *args],
+            cwd=tmp_path,
+            env=tool_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert proc.returncode == code, proc.stderr[-2000:]
         loaded = _imported(proc.stderr)
         assert not {'torch', 'mmengine', 'repvit_mm'} & loaded, (tool, args, {'torch', 'mmengine'} & loaded)
@@ -144,6 +166,7 @@ def test_tool_literals_match_the_library():
     from repvit_mm.datasets import SHAPES_FORMATS
     from repvit_mm.deploy.render import TASK_CHOICES
     from repvit_mm.models import RepViT
+
     assert load_tool('make_shapes').FORMATS == tuple(SHAPES_FORMATS)
     assert load_tool('demo').TASKS == tuple(TASK_CHOICES)
     assert load_tool('convert_checkpoint').ARCHS == tuple(RepViT.arch_zoo)

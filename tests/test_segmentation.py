@@ -1,4 +1,5 @@
 """Semantic FPN with the RepViT backbone on mmseg 1.x: configs, AlignResize, data checks, train/test tools."""
+
 from __future__ import annotations
 
 import copy
@@ -21,8 +22,14 @@ SEG_CONFIGS = sorted((CONFIGS / 'segmentation').glob('*.py'))
 ADE20K_CONFIGS = [p for p in SEG_CONFIGS if 'ade20k' in p.name]
 SHAPES_CFG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
-WIDTHS = {'m0_6': [40, 80, 160, 320], 'm0_9': [48, 96, 192, 384], 'm1_0': [56, 112, 224, 448],
-          'm1_1': [64, 128, 256, 512], 'm1_5': [64, 128, 256, 512], 'm2_3': [80, 160, 320, 640]}
+WIDTHS = {
+    'm0_6': [40, 80, 160, 320],
+    'm0_9': [48, 96, 192, 384],
+    'm1_0': [56, 112, 224, 448],
+    'm1_1': [64, 128, 256, 512],
+    'm1_5': [64, 128, 256, 512],
+    'm2_3': [80, 160, 320, 640],
+}
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -43,6 +50,7 @@ def single_thread():
 @functools.cache
 def _read_cfg(path: Path):
     from mmengine.config import Config
+
     return Config.fromfile(str(path))
 
 
@@ -57,6 +65,7 @@ def build_segmentor(cfg):
     from mmengine.model import revert_sync_batchnorm
     from mmengine.registry import init_default_scope
     from mmseg.registry import MODELS
+
     init_default_scope('mmseg')
     cfg.model.backbone.init_cfg = None
     return revert_sync_batchnorm(MODELS.build(cfg.model))
@@ -80,7 +89,7 @@ def test_every_config_builds_and_runs_its_model(path):
     assert tuple(cfg.model.backbone.out_indices) == (0, 1, 2, 3)
     assert cfg.model.backbone.init_cfg.type == 'Pretrained'
     assert cfg.model.backbone.init_cfg.prefix == 'backbone.'
-    assert f"repvit-{arch.replace('_', '.')}_" in path.name
+    assert f'repvit-{arch.replace("_", ".")}_' in path.name
     model = build_segmentor(cfg).eval()
     with torch.no_grad():
         feats = model.backbone(torch.zeros(1, 3, 64, 96))
@@ -96,8 +105,11 @@ def test_ade20k_configs_follow_the_authors_recipe():
         cfg = load_cfg(path)
         assert cfg.model.decode_head.num_classes == 150 and cfg.model.neck.out_channels == 256
         assert cfg.model.neck.num_outs == 4 and cfg.model.backbone.norm_eval
-        assert (cfg.optim_wrapper.optimizer.type, cfg.optim_wrapper.optimizer.lr,
-                cfg.optim_wrapper.optimizer.weight_decay) == ('AdamW', 2e-4, 1e-4)
+        assert (
+            cfg.optim_wrapper.optimizer.type,
+            cfg.optim_wrapper.optimizer.lr,
+            cfg.optim_wrapper.optimizer.weight_decay,
+        ) == ('AdamW', 2e-4, 1e-4)
         assert 'momentum' not in cfg.optim_wrapper.optimizer
         [poly] = cfg.param_scheduler
         assert (poly.type, poly.power, poly.eta_min, poly.end) == ('PolyLR', 0.9, 1e-6, 40001)  # mmcv's poly
@@ -120,10 +132,12 @@ def test_ade20k_configs_follow_the_authors_recipe():
 @pytest.mark.parametrize('height,width', [(512, 683), (384, 512), (97, 131), (300, 2000), (512, 512)])
 def test_align_resize_keeps_ratio_and_aligns_to_32(height, width):
     from repvit_mm.segmentation import AlignResize
+
     rng = np.random.default_rng(0)
     labels = rng.integers(0, 5, size=(height, width), dtype=np.uint8)
-    results = dict(img=rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8),
-                   gt_seg_map=labels, seg_fields=['gt_seg_map'])
+    results = dict(
+        img=rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8), gt_seg_map=labels, seg_fields=['gt_seg_map']
+    )
     out = AlignResize(scale=(2048, 512))(results)
     new_h, new_w = out['img'].shape[:2]
     # fit in 2048x512 keeping the ratio, then each side up to the next multiple of 32
@@ -140,6 +154,7 @@ def test_align_resize_keeps_ratio_and_aligns_to_32(height, width):
 
 def test_align_resize_without_keep_ratio_and_bad_arguments():
     from repvit_mm.segmentation import AlignResize
+
     out = AlignResize(scale=(100, 60), keep_ratio=False)(dict(img=np.zeros((97, 131, 3), np.uint8)))
     assert out['img'].shape == (64, 128, 3) and out['keep_ratio'] is False
     assert out['scale_factor'] == pytest.approx((128 / 131, 64 / 97))
@@ -152,12 +167,18 @@ def test_align_resize_without_keep_ratio_and_bad_arguments():
 def test_test_pipeline_aligns_image_but_scores_original_labels(tmp_path):
     from mmengine.dataset import Compose
     from mmengine.registry import init_default_scope
+
     init_default_scope('mmseg')
     cfg = load_cfg(SHAPES_CFG)
     Image.fromarray(np.full((97, 131, 3), 100, np.uint8)).save(tmp_path / 'a.jpg')
     write_png(tmp_path / 'a.png', np.full((97, 131), 3, np.uint8))
-    inputs = dict(img_path=str(tmp_path / 'a.jpg'), seg_map_path=str(tmp_path / 'a.png'),
-                  reduce_zero_label=True, seg_fields=[], label_map=None)
+    inputs = dict(
+        img_path=str(tmp_path / 'a.jpg'),
+        seg_map_path=str(tmp_path / 'a.png'),
+        reduce_zero_label=True,
+        seg_fields=[],
+        label_map=None,
+    )
     packed = Compose(cfg.test_pipeline)(inputs)
     sample = packed['data_samples']
     # 97x131 scaled by 128/97 is 128x173, aligned 128x192; the labels stay at the original size
@@ -169,8 +190,10 @@ def test_test_pipeline_aligns_image_but_scores_original_labels(tmp_path):
 # ----------------------------------------------------------------------------------------- label checks
 def load_annotation(path: Path, num_classes: int = 4) -> dict:
     from repvit_mm.segmentation import CheckedLoadAnnotations
+
     return CheckedLoadAnnotations(num_classes=num_classes)(
-        dict(seg_map_path=str(path), reduce_zero_label=True, seg_fields=[], label_map=None))
+        dict(seg_map_path=str(path), reduce_zero_label=True, seg_fields=[], label_map=None)
+    )
 
 
 def test_checked_load_annotations_accepts_classes_and_ignored_values(tmp_path):
@@ -181,6 +204,7 @@ def test_checked_load_annotations_accepts_classes_and_ignored_values(tmp_path):
 
 def test_checked_load_annotations_names_file_and_values(tmp_path):
     from repvit_mm.utils import UserInputError
+
     write_png(tmp_path / 'bad.png', np.array([[1, 2], [7, 200]], np.uint8))
     with pytest.raises(UserInputError, match=r'bad\.png: label value\(s\) 7, 200 out of range for 4 classes'):
         load_annotation(tmp_path / 'bad.png')
@@ -203,6 +227,7 @@ def shapes_dataset_cfg(root: Path, split: str = 'train'):
 def test_data_check_passes_shapes_and_names_missing_folders(shapes_copy):
     from repvit_mm.segmentation import check_seg_dataset
     from repvit_mm.utils import UserInputError
+
     check_seg_dataset(shapes_dataset_cfg(shapes_copy))
     check_seg_dataset(shapes_dataset_cfg(shapes_copy, 'val'))
     ade = dict(shapes_dataset_cfg(shapes_copy), type='ADE20KDataset', metainfo=None)
@@ -221,6 +246,7 @@ def test_data_check_passes_shapes_and_names_missing_folders(shapes_copy):
 def test_data_check_refuses_wrong_label_encodings(shapes_copy):
     from repvit_mm.segmentation import check_seg_dataset
     from repvit_mm.utils import UserInputError
+
     png = shapes_copy / 'annotations' / 'training' / 'ADE_train_00000005.png'
     labels = np.asarray(Image.open(png))
     wide = labels.astype(np.uint16)
@@ -246,6 +272,7 @@ def test_labels_beyond_the_scan_limit_fail_when_loaded(shapes_copy, monkeypatch)
 
     from repvit_mm.segmentation import data_checks
     from repvit_mm.utils import UserInputError
+
     monkeypatch.setattr(data_checks, 'LABEL_SCAN_LIMIT', 4)  # files 0, 16, 32, 48 of 64
     bad = shapes_copy / 'annotations' / 'training' / 'ADE_train_00000002.png'
     write_png(bad, np.full((128, 128), 9, np.uint8))
@@ -269,8 +296,8 @@ def segmentor():
 def predict(model, height: int, width: int, seed: int = 0):
     """Segment a random ``height`` x ``width`` image fed to the model as is (no resize, no padding)."""
     from mmseg.structures import SegDataSample
-    image = torch.randint(0, 256, (3, height, width), generator=torch.Generator().manual_seed(seed),
-                          dtype=torch.uint8)
+
+    image = torch.randint(0, 256, (3, height, width), generator=torch.Generator().manual_seed(seed), dtype=torch.uint8)
     meta = dict(ori_shape=(height, width), img_shape=(height, width))
     data = model.data_preprocessor(dict(inputs=[image], data_samples=[SegDataSample(metainfo=meta)]))
     with torch.no_grad():
@@ -280,6 +307,7 @@ def predict(model, height: int, width: int, seed: int = 0):
 
 def test_whole_and_slide_inference_on_sizes_not_divisible_by_32(segmentor):
     from mmengine.config import ConfigDict
+
     whole_logits, whole = predict(segmentor, 97, 131)
     assert whole.shape == (97, 131) and whole_logits.shape == (4, 97, 131)
     try:
@@ -297,6 +325,7 @@ def test_whole_and_slide_inference_on_sizes_not_divisible_by_32(segmentor):
 
 def test_fused_segmentor_gives_the_same_segmentation(segmentor):
     from repvit_mm.models.reparam import switch_to_deploy
+
     fused = copy.deepcopy(segmentor)
     switch_to_deploy(fused)
     n_bn = sum(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in fused.backbone.modules())
@@ -316,6 +345,7 @@ def classifier_ckpt(tmp_path_factory) -> tuple[Path, dict]:
     """A Shapes classifier (mmpretrain ImageClassifier, RepViT-M0.9) saved like a Runner checkpoint."""
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import MODELS
+
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         model = MODELS.build(load_cfg(CLS_CFG).model)
     randomize_bn_(model.backbone, seed=1)
@@ -329,16 +359,27 @@ def classifier_ckpt(tmp_path_factory) -> tuple[Path, dict]:
 def trained(shapes_root, classifier_ckpt, tmp_path_factory) -> Path:
     """Shapes segmentor fine-tuned 2 iterations from the classifier by tools/train.py."""
     work = tmp_path_factory.mktemp('seg')
-    run_tool('train.py', SHAPES_CFG, '--work-dir', work, '--cfg-options',
-             *shapes_options(shapes_root / 'ade20k'), f'model.backbone.init_cfg.checkpoint={classifier_ckpt[0]}',
-             'train_dataloader.batch_size=2', 'train_cfg.max_iters=2', 'train_cfg.val_begin=3',
-             'default_hooks.checkpoint.interval=2', 'default_hooks.logger.interval=1')
+    run_tool(
+        'train.py',
+        SHAPES_CFG,
+        '--work-dir',
+        work,
+        '--cfg-options',
+        *shapes_options(shapes_root / 'ade20k'),
+        f'model.backbone.init_cfg.checkpoint={classifier_ckpt[0]}',
+        'train_dataloader.batch_size=2',
+        'train_cfg.max_iters=2',
+        'train_cfg.val_begin=3',
+        'default_hooks.checkpoint.interval=2',
+        'default_hooks.logger.interval=1',
+    )
     return work / 'iter_2.pth'
 
 
 @pytest.mark.slow
 def test_train_starts_from_the_classifier_backbone(trained, classifier_ckpt):
     from repvit_mm.utils import safe_torch_load
+
     seg = safe_torch_load(str(trained), map_location='cpu')
     assert seg['meta']['iter'] == 2
     _, cls_state = classifier_ckpt
@@ -357,16 +398,26 @@ def test_train_starts_from_the_classifier_backbone(trained, classifier_ckpt):
 def test_test_tool_reports_miou_and_deploy_matches(trained, shapes_root):
     metrics = []
     for extra in ([], ['--deploy']):
-        proc = run_tool('test.py', SHAPES_CFG, trained, '--work-dir', trained.parent, *extra,
-                        '--cfg-options', *shapes_options(shapes_root / 'ade20k'))
+        proc = run_tool(
+            'test.py',
+            SHAPES_CFG,
+            trained,
+            '--work-dir',
+            trained.parent,
+            *extra,
+            '--cfg-options',
+            *shapes_options(shapes_root / 'ade20k'),
+        )
         log = proc.stdout + proc.stderr
         # mmseg's IoUMetric over the 16 validation images, as the test loop logs it
         found = re.search(r'Iter\(test\) \[16/16\]\s+aAcc: ([\d.]+)\s+mIoU: ([\d.]+)\s+mAcc: ([\d.]+)', log)
         assert found, log[-3000:]
         metrics.append(tuple(map(float, found.groups())))
         # its per-class table: the 4 Shapes classes, whose IoUs average to the mIoU
-        ious = [float(re.search(rf'\|\s*{name}\s*\|\s*([\d.]+)\s*\|', log).group(1))
-                for name in ('background', 'circle', 'square', 'triangle')]
+        ious = [
+            float(re.search(rf'\|\s*{name}\s*\|\s*([\d.]+)\s*\|', log).group(1))
+            for name in ('background', 'circle', 'square', 'triangle')
+        ]
         assert abs(sum(ious) / 4 - metrics[-1][1]) <= 0.01
     assert all(0.0 <= value <= 100.0 for value in metrics[0])
     assert metrics[1] == metrics[0]  # the fused (--deploy) model segments the same
@@ -375,8 +426,9 @@ def test_test_tool_reports_miou_and_deploy_matches(trained, shapes_root):
 def test_missing_annotation_stops_train_with_one_line(shapes_copy, tmp_path):
     (shapes_copy / 'annotations' / 'validation' / 'ADE_val_00000003.png').unlink()
     work = tmp_path / 'work'
-    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', work, '--cfg-options', *shapes_options(shapes_copy),
-                    check=False)
+    proc = run_tool(
+        'train.py', SHAPES_CFG, '--work-dir', work, '--cfg-options', *shapes_options(shapes_copy), check=False
+    )
     assert_one_line_error(proc, 'ADE_val_00000003.jpg has no annotation', 'ADE_val_00000003.png not found')
     assert not work.exists()
 
@@ -386,7 +438,15 @@ def test_out_of_range_label_stops_test_with_one_line(shapes_copy, trained, tmp_p
     labels = np.asarray(Image.open(png)).copy()
     labels[:4, :4] = 42
     write_png(png, labels)
-    proc = run_tool('test.py', SHAPES_CFG, trained, '--work-dir', tmp_path / 'work', '--cfg-options',
-                    *shapes_options(shapes_copy), check=False)
+    proc = run_tool(
+        'test.py',
+        SHAPES_CFG,
+        trained,
+        '--work-dir',
+        tmp_path / 'work',
+        '--cfg-options',
+        *shapes_options(shapes_copy),
+        check=False,
+    )
     assert_one_line_error(proc, 'ADE_val_00000007.png', 'label value(s) 42 out of range for 4 classes')
     assert not (tmp_path / 'work').exists()

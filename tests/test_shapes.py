@@ -1,4 +1,5 @@
 """The Shapes dataset: determinism, safe writing, CLI, loading with the real OpenMMLab datasets."""
+
 from __future__ import annotations
 
 import json
@@ -21,10 +22,10 @@ from repvit_mm.datasets.shapes import (
 )
 
 pytestmark = pytest.mark.filterwarnings(
-    'ignore:__array__ implementation:DeprecationWarning')  # pycocotools under numpy 2
+    'ignore:__array__ implementation:DeprecationWarning'
+)  # pycocotools under numpy 2
 # Small but complete: every format, both splits, default image sizes.
-SMALL = dict(num_train={'imagenet': 4, 'coco': 8, 'ade20k': 8},
-             num_val={'imagenet': 2, 'coco': 3, 'ade20k': 3})
+SMALL = dict(num_train={'imagenet': 4, 'coco': 8, 'ade20k': 8}, num_val={'imagenet': 2, 'coco': 3, 'ade20k': 3})
 
 
 @pytest.fixture(scope='module')
@@ -40,6 +41,7 @@ def read_tree(path: Path) -> dict[str, bytes]:
 
 def polygon_mask(segmentation: list[list[float]], height: int, width: int) -> np.ndarray:
     from pycocotools import mask as mask_utils  # the rasteriser CocoMetric uses
+
     rle = mask_utils.merge(mask_utils.frPyObjects(segmentation, height, width))
     return mask_utils.decode(rle).astype(bool)
 
@@ -126,8 +128,7 @@ def test_refuses_non_empty_target_and_replaces_with_overwrite(tmp_path: Path) ->
     assert sorted(p.name for p in tmp_path.iterdir()) == ['ade20k', 'coco']
 
 
-def test_interrupted_write_leaves_no_half_dataset(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_write_leaves_no_half_dataset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def crash(root: Path, spec: shapes.FormatSpec, seed: int) -> None:
         (root / 'train2017').mkdir()
         raise KeyboardInterrupt
@@ -138,9 +139,17 @@ def test_interrupted_write_leaves_no_half_dataset(tmp_path: Path,
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize('kwargs', [dict(formats=['mnist']), dict(num_train=0),
-                                    dict(num_val={'coco': -1}), dict(image_size=8),
-                                    dict(num_train={'cifar': 3}), dict(seed=-1)])
+@pytest.mark.parametrize(
+    'kwargs',
+    [
+        dict(formats=['mnist']),
+        dict(num_train=0),
+        dict(num_val={'coco': -1}),
+        dict(image_size=8),
+        dict(num_train={'cifar': 3}),
+        dict(seed=-1),
+    ],
+)
 def test_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         make_shapes(tmp_path / 'out', **kwargs)
@@ -172,9 +181,13 @@ def test_cli_force_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) 
     assert exit_code(str(tmp_path), *small) == 0
     assert exit_code(str(tmp_path), *small, '--seed', '3', '--force') == 0
     capsys.readouterr()
-    for bad, fragment in ((['--num-train', '0'], 'num_train'), (['--size', '8'], 'image_size'),
-                          (['--seed', '-1'], 'seed'), (['--formats', 'mnist'], 'mnist'),
-                          (['--num-val', 'two'], 'two')):
+    for bad, fragment in (
+        (['--num-train', '0'], 'num_train'),
+        (['--size', '8'], 'image_size'),
+        (['--seed', '-1'], 'seed'),
+        (['--formats', 'mnist'], 'mnist'),
+        (['--num-val', 'two'], 'two'),
+    ):
         assert exit_code(str(tmp_path / 'new'), *bad) != 0
         error = capsys.readouterr().err
         assert error.startswith('error: ') and error.count('\n') == 1 and fragment in error, error
@@ -187,15 +200,18 @@ def test_imagenet_loads_with_mmpretrain_custom_dataset(root: Path) -> None:
     from mmengine.registry import DefaultScope
     from mmpretrain.registry import DATASETS
 
-    common = dict(type='CustomDataset', data_root=str(root / 'imagenet'),
-                  metainfo=SHAPES_METAINFO['imagenet'], pipeline=[dict(type='LoadImageFromFile')])
+    common = dict(
+        type='CustomDataset',
+        data_root=str(root / 'imagenet'),
+        metainfo=SHAPES_METAINFO['imagenet'],
+        pipeline=[dict(type='LoadImageFromFile')],
+    )
     with DefaultScope.overwrite_default_scope('mmpretrain'):
         scanned = DATASETS.build(dict(common, data_prefix='train'))
         listed = DATASETS.build(dict(common, data_prefix='val', ann_file='meta/val.txt'))
         sample = scanned[0]
         # mmpretrain's ImageNet class also works once the classes are given (it asserts 1000 else).
-        imagenet_type = DATASETS.build(dict(common, type='ImageNet', data_prefix='val',
-                                            ann_file='meta/val.txt'))
+        imagenet_type = DATASETS.build(dict(common, type='ImageNet', data_prefix='val', ann_file='meta/val.txt'))
     assert len(imagenet_type) == 6 and tuple(imagenet_type.CLASSES) == SHAPES_CLASSES
     assert len(scanned) == 12 and len(listed) == 6
     assert tuple(scanned.CLASSES) == tuple(listed.CLASSES) == SHAPES_CLASSES
@@ -216,17 +232,21 @@ def test_coco_loads_with_mmdet_and_ground_truth_scores_full_ap(root: Path) -> No
 
     ann_file = root / 'coco' / 'annotations' / 'instances_val2017.json'
     with DefaultScope.overwrite_default_scope('mmdet'):
-        dataset = DATASETS.build(dict(
-            type='CocoDataset', data_root=str(root / 'coco'),
-            ann_file='annotations/instances_val2017.json', data_prefix=dict(img='val2017/'),
-            metainfo=SHAPES_METAINFO['coco'], test_mode=True,
-            pipeline=[dict(type='LoadImageFromFile'),
-                      dict(type='LoadAnnotations', with_bbox=True, with_mask=True)]))
+        dataset = DATASETS.build(
+            dict(
+                type='CocoDataset',
+                data_root=str(root / 'coco'),
+                ann_file='annotations/instances_val2017.json',
+                data_prefix=dict(img='val2017/'),
+                metainfo=SHAPES_METAINFO['coco'],
+                test_mode=True,
+                pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations', with_bbox=True, with_mask=True)],
+            )
+        )
         first = dataset[0]
     document = json.loads(ann_file.read_text())
     assert len(dataset) == 3 and tuple(dataset.metainfo['classes']) == SHAPES_CLASSES
-    assert sum(len(dataset.get_data_info(i)['instances']) for i in range(3)) == len(
-        document['annotations'])
+    assert sum(len(dataset.get_data_info(i)['instances']) for i in range(3)) == len(document['annotations'])
     assert first['gt_masks'].masks.shape[1:] == (128, 128) and first['img'].shape == (128, 128, 3)
 
     metric = CocoMetric(ann_file=str(ann_file), metric=['bbox', 'segm'])
@@ -239,7 +259,8 @@ def test_coco_loads_with_mmdet_and_ground_truth_scores_full_ap(root: Path) -> No
             bboxes=torch.tensor([inst['bbox'] for inst in instances]).reshape(-1, 4),
             scores=torch.ones(len(instances)),
             labels=torch.tensor([inst['bbox_label'] for inst in instances]),
-            masks=torch.from_numpy(np.stack([polygon_mask(inst['mask'], h, w) for inst in instances])))
+            masks=torch.from_numpy(np.stack([polygon_mask(inst['mask'], h, w) for inst in instances])),
+        )
         metric.process({}, [dict(img_id=info['img_id'], ori_shape=(h, w), pred_instances=prediction)])
     scores = metric.evaluate(size=len(dataset))
     assert scores['coco/bbox_mAP'] == pytest.approx(1.0)
@@ -252,12 +273,18 @@ def test_ade20k_loads_with_mmseg_and_reduce_zero_label(root: Path) -> None:
     from mmseg.registry import DATASETS
 
     with DefaultScope.overwrite_default_scope('mmseg'):
-        dataset = DATASETS.build(dict(
-            type='BaseSegDataset', data_root=str(root / 'ade20k'),
-            data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
-            img_suffix='.jpg', seg_map_suffix='.png', reduce_zero_label=True,
-            metainfo=SHAPES_METAINFO['ade20k'],
-            pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')]))
+        dataset = DATASETS.build(
+            dict(
+                type='BaseSegDataset',
+                data_root=str(root / 'ade20k'),
+                data_prefix=dict(img_path='images/validation', seg_map_path='annotations/validation'),
+                img_suffix='.jpg',
+                seg_map_suffix='.png',
+                reduce_zero_label=True,
+                metainfo=SHAPES_METAINFO['ade20k'],
+                pipeline=[dict(type='LoadImageFromFile'), dict(type='LoadAnnotations')],
+            )
+        )
         samples = [dataset[i] for i in range(len(dataset))]
     assert len(dataset) == 3 and tuple(dataset.metainfo['classes']) == SHAPES_SEG_CLASSES
     values = set()
@@ -276,8 +303,9 @@ def test_coco_polygons_agree_with_ade20k_label_maps(root: Path) -> None:
     images = {image['id']: image for image in document['images']}
     for ann in document['annotations']:
         image = images[ann['image_id']]
-        labels = np.array(Image.open(
-            root / 'ade20k' / 'annotations' / 'training' / f'ADE_train_{ann["image_id"]:08d}.png'))
+        labels = np.array(
+            Image.open(root / 'ade20k' / 'annotations' / 'training' / f'ADE_train_{ann["image_id"]:08d}.png')
+        )
         mask = polygon_mask(ann['segmentation'], image['height'], image['width'])
         x, y, w, h = ann['bbox']
         assert 0 <= x and 0 <= y and x + w <= image['width'] and y + h <= image['height']
@@ -285,7 +313,7 @@ def test_coco_polygons_agree_with_ade20k_label_maps(root: Path) -> None:
         shape_pixels = labels == ann['category_id'] + 1
         edge_pixels = labels == shapes.ADE20K_UNLABELED
         near = np.zeros_like(mask)
-        near[int(y):int(np.ceil(y + h)), int(x):int(np.ceil(x + w))] = True
+        near[int(y) : int(np.ceil(y + h)), int(x) : int(np.ceil(x + w))] = True
         # Surely-inside pixels lie in the polygon, which adds only ambiguous edge pixels (up to
         # pycocotools' 1/5-pixel rounding and the odd sliver at a sharp corner).
         assert mask[shape_pixels & near].mean() > 0.97

@@ -1,5 +1,6 @@
 """Training speed work: the token mixer's per-channel form, channels-last training, torch.compile of the
 backbone, and the training benchmark (``tools/benchmark.py --train``)."""
+
 from __future__ import annotations
 
 import json
@@ -61,7 +62,9 @@ def test_checkpoint_keys_and_shapes_unchanged():
     """The 1x1 branch keeps its Conv2d parameters: checkpoints load as before."""
     mixer = RepVGGDW(8)
     assert {k: tuple(v.shape) for k, v in mixer.state_dict().items() if k.startswith('conv1.')} == {
-        'conv1.weight': (8, 1, 1, 1), 'conv1.bias': (8,)}
+        'conv1.weight': (8, 1, 1, 1),
+        'conv1.bias': (8,),
+    }
     legacy = RepVGGDW(8, legacy=True)
     assert isinstance(legacy.conv1, ConvBN) and legacy.conv1.channelwise
     assert tuple(legacy.conv1.conv.weight.shape) == (8, 1, 1, 1)
@@ -77,6 +80,7 @@ def test_backbone_matches_timm_in_training(arch):
     """Our backbone and timm's, same weights, training mode, float64: features and every parameter's
     gradient agree (timm keeps the grouped 1x1 conv)."""
     import timm
+
     ours = RepViT(arch, out_indices=(3,)).double().train()
     randomize_bn_(ours)
     theirs = timm.create_model(f'repvit_{arch}', pretrained=False, num_classes=0).double().train()
@@ -128,16 +132,18 @@ def test_default_memory_format_channels_last_only_in_cpu_training():
     (and so export) keeps the input's layout; the weights are never converted."""
     model = RepViT(TINY, out_indices=(0, 3))
     x = torch.randn(2, 3, 64, 64)
-    assert all(out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous()
-               for out in model.train()(x))
+    assert all(
+        out.is_contiguous(memory_format=torch.channels_last) and not out.is_contiguous() for out in model.train()(x)
+    )
     with torch.no_grad():
         assert all(out.is_contiguous() for out in model.eval()(x))
     assert all(p.is_contiguous() for p in model.parameters())
 
 
-@pytest.mark.parametrize('kwargs', [dict(drop_path_rate=0.1),
-                                    dict(out_at_resolution_end=True, arch=dict(TINY, legacy=True),
-                                         channels_last=True)])
+@pytest.mark.parametrize(
+    'kwargs',
+    [dict(drop_path_rate=0.1), dict(out_at_resolution_end=True, arch=dict(TINY, legacy=True), channels_last=True)],
+)
 def test_backbone_compiles_without_graph_breaks(kwargs):
     """torch.compile traces the whole backbone forward (training mode) as one graph."""
     kwargs = {'arch': TINY, 'out_indices': (0, 1, 2, 3), **kwargs}
@@ -154,9 +160,29 @@ def test_train_benchmark_cli_rows_and_json(tmp_path):
     """``tools/benchmark.py --train``: every CPU row runs, the JSON has one object per row with the ratios
     to timm's model, and runner_amp names why it cannot run without CUDA."""
     out = tmp_path / 'train.json'
-    proc = run_tool('benchmark.py', CLS_SHAPES, '--train', '--batch-size', 2, '--shape', 32, '--iters', 2,
-                    '--warmup', 1, '--threads', 1, '--paths', 'timm_bare', 'bare', 'runner',
-                    'runner_channels_last', 'runner_amp', '--json', out)
+    proc = run_tool(
+        'benchmark.py',
+        CLS_SHAPES,
+        '--train',
+        '--batch-size',
+        2,
+        '--shape',
+        32,
+        '--iters',
+        2,
+        '--warmup',
+        1,
+        '--threads',
+        1,
+        '--paths',
+        'timm_bare',
+        'bare',
+        'runner',
+        'runner_channels_last',
+        'runner_amp',
+        '--json',
+        out,
+    )
     result = json.loads(out.read_text())
     rows = {r['path']: r for r in result['rows']}
     assert list(rows) == ['timm_bare', 'bare', 'runner', 'runner_channels_last', 'runner_amp']
@@ -166,7 +192,7 @@ def test_train_benchmark_cli_rows_and_json(tmp_path):
         assert row['images_per_s'] == pytest.approx(2e3 / row['median_ms'])
         assert row['vs_timm_bare'] == pytest.approx(rows['timm_bare']['median_ms'] / row['median_ms'])
         assert row['vs_bare'] == pytest.approx(rows['bare']['median_ms'] / row['median_ms'])
-        assert f"| {path} | {row['median_ms']:.1f} |" in proc.stdout
+        assert f'| {path} | {row["median_ms"]:.1f} |' in proc.stdout
     assert rows['timm_bare']['note'] == 'timm repvit_m0_9'
     assert rows['runner']['note'] in ('OptimWrapper', 'AGCOptimWrapper')  # fp32 on a CPU
     assert rows['runner_amp']['status'] == 'skipped' and 'CUDA' in rows['runner_amp']['note']
@@ -182,8 +208,15 @@ def test_train_benchmark_rows_in_process():
     cfg = read_config(CLS_SHAPES)
     cfg.model.backbone.arch = TINY
     cfg.model.head.in_channels = TINY['channels'][-1]
-    result = train_benchmark(cfg, shape=(32, 32), batch_size=2, repeats=2, warmup=1, threads=1,
-                             paths=('timm_bare', 'bare', 'runner', 'runner_channels_last'))
+    result = train_benchmark(
+        cfg,
+        shape=(32, 32),
+        batch_size=2,
+        repeats=2,
+        warmup=1,
+        threads=1,
+        paths=('timm_bare', 'bare', 'runner', 'runner_channels_last'),
+    )
     rows = {r['path']: r for r in result['rows']}
     assert rows['timm_bare']['status'] == 'skipped' and 'no RepViT arch name' in rows['timm_bare']['note']
     for path in ('bare', 'runner', 'runner_channels_last'):
@@ -218,25 +251,30 @@ def test_train_benchmark_runner_is_the_config_training_step():
     assert torch.isfinite(log_vars['loss']) and not torch.equal(before, model.backbone.stem.conv1.conv.weight)
 
 
-@pytest.mark.parametrize('config', ['detection/mask-rcnn_repvit-m0.9_fpn_shapes.py',
-                                    'segmentation/fpn_repvit-m0.9_shapes.py'])
+@pytest.mark.parametrize(
+    'config', ['detection/mask-rcnn_repvit-m0.9_fpn_shapes.py', 'segmentation/fpn_repvit-m0.9_shapes.py']
+)
 def test_train_benchmark_dense_configs_runner_rows(config):
     """Detector and segmentor configs are timed through their runner rows, on synthetic images with boxes,
     masks or label maps; the classifier-only rows say why they are not there."""
     from repvit_mm.deploy.train_benchmark import train_benchmark
 
-    result = train_benchmark(CONFIGS / config, shape=(64, 64), batch_size=2, repeats=1, warmup=0, threads=1,
-                             paths=('bare', 'runner'))
+    result = train_benchmark(
+        CONFIGS / config, shape=(64, 64), batch_size=2, repeats=1, warmup=0, threads=1, paths=('bare', 'runner')
+    )
     rows = {r['path']: r for r in result['rows']}
     assert rows['runner']['status'] == 'ok' and rows['runner']['median_ms'] > 0, rows['runner']
     assert rows['bare']['status'] == 'skipped' and 'runner rows only' in rows['bare']['note']
     assert rows['runner']['vs_timm_bare'] is None and result['targets'] == []
 
 
-@pytest.mark.parametrize('args, fragment', [
-    (['--train', '--batch-sizes', '1', '32', '--paths', 'fused'], '--batch-sizes: not an option of the training'),
-    pytest.param(['--iters', '2'], '--iters: not an option of the inference benchmark', marks=pytest.mark.slow),
-])
+@pytest.mark.parametrize(
+    'args, fragment',
+    [
+        (['--train', '--batch-sizes', '1', '32', '--paths', 'fused'], '--batch-sizes: not an option of the training'),
+        pytest.param(['--iters', '2'], '--iters: not an option of the inference benchmark', marks=pytest.mark.slow),
+    ],
+)
 def test_train_benchmark_bad_options(args, fragment):
     assert_one_line_error(run_tool('benchmark.py', CLS_SHAPES, *args, check=False), fragment)
 
@@ -244,19 +282,24 @@ def test_train_benchmark_bad_options(args, fragment):
 def test_tool_lists_the_library_paths():
     from repvit_mm.deploy.benchmark import PATHS
     from repvit_mm.deploy.train_benchmark import TRAIN_PATHS
+
     tool = load_tool('benchmark')
     assert tool.PATHS == PATHS and tool.TRAIN_PATHS == TRAIN_PATHS
 
 
-@pytest.mark.parametrize('kwargs, fragment', [
-    (dict(paths=('fused',)), 'unknown training path(s) fused'),
-    (dict(shape=(16, 16)), 'training needs at least 32x32 images'),
-    (dict(batch_size=0), 'batch size and repeats must be positive'),
-    (dict(device='cuda'), 'no CUDA device'),
-])
+@pytest.mark.parametrize(
+    'kwargs, fragment',
+    [
+        (dict(paths=('fused',)), 'unknown training path(s) fused'),
+        (dict(shape=(16, 16)), 'training needs at least 32x32 images'),
+        (dict(batch_size=0), 'batch size and repeats must be positive'),
+        (dict(device='cuda'), 'no CUDA device'),
+    ],
+)
 def test_train_benchmark_bad_arguments(kwargs, fragment):
     from repvit_mm.deploy.train_benchmark import train_benchmark
     from repvit_mm.utils.errors import UserInputError
+
     if kwargs.get('device') == 'cuda' and torch.cuda.is_available():
         pytest.skip('a CUDA device is present')
     with pytest.raises(UserInputError, match=re.escape(fragment)):

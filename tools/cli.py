@@ -4,6 +4,7 @@ This module imports only the standard library, so ``-h``, a bad argument or a mi
 before torch, mmengine or ``repvit_mm`` is imported (seconds of CPU per call): each tool parses its
 arguments and checks its paths first, then imports the library inside ``main``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,8 +14,18 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-__all__ = ['ArgumentParser', 'add_cfg_options', 'add_export_arguments', 'add_shape_argument', 'cfg_options',
-           'existing_file', 'export_shape', 'parse_shape', 'run_cli', 'user_error']
+__all__ = [
+    'ArgumentParser',
+    'add_cfg_options',
+    'add_export_arguments',
+    'add_shape_argument',
+    'cfg_options',
+    'existing_file',
+    'export_shape',
+    'parse_shape',
+    'run_cli',
+    'user_error',
+]
 
 #: Standard errors whose message already names the file at fault.
 _OS_ERRORS = (FileNotFoundError, FileExistsError, PermissionError, IsADirectoryError, NotADirectoryError)
@@ -43,9 +54,14 @@ def existing_file(path: str, what: str) -> str:
 
 
 def add_cfg_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--cfg-options', nargs='+', default=None, metavar='KEY=VALUE',
-                        help='override config settings, e.g. train_dataloader.batch_size=32 '
-                             '(values as in mmengine: 1, 1e-3, a,b, [1,2], "(1,2)", True, None)')
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        default=None,
+        metavar='KEY=VALUE',
+        help='override config settings, e.g. train_dataloader.batch_size=32 '
+        '(values as in mmengine: 1, 1e-3, a,b, [1,2], "(1,2)", True, None)',
+    )
 
 
 def cfg_options(values: Sequence[str] | None) -> dict | None:
@@ -53,6 +69,7 @@ def cfg_options(values: Sequence[str] | None) -> dict | None:
     if not values:
         return None
     from mmengine.config import DictAction
+
     parsed = argparse.Namespace()
     try:
         DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, list(values))
@@ -62,8 +79,14 @@ def cfg_options(values: Sequence[str] | None) -> dict | None:
 
 
 def add_shape_argument(parser: argparse.ArgumentParser, default_help: str) -> None:
-    parser.add_argument('--shape', type=int, nargs='+', default=None, metavar='N',
-                        help=f'input height and width (one number: square); default {default_help}')
+    parser.add_argument(
+        '--shape',
+        type=int,
+        nargs='+',
+        default=None,
+        metavar='N',
+        help=f'input height and width (one number: square); default {default_help}',
+    )
 
 
 def parse_shape(values: Sequence[int] | None, default: tuple[int, int] | None) -> tuple[int, int] | None:
@@ -98,6 +121,7 @@ def user_error(err: BaseException) -> bool:
         return False
     from repvit_mm.utils.errors import UserInputError
     from repvit_mm.utils.safe_checkpoint import UnsafeCheckpointError
+
     return isinstance(err, (UserInputError, UnsafeCheckpointError))
 
 
@@ -117,5 +141,6 @@ def _own_message(err: BaseException) -> str:
     traceback in its message), the original error's message only."""
     if 'repvit_mm' in sys.modules:
         from repvit_mm.utils.errors import original_message
+
         return original_message(err)
     return str(err)

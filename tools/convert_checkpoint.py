@@ -11,24 +11,26 @@ Semantic FPN for the COCO / ADE20K releases (``load_from``, ``tools/test.py``), 
 ``meta.dataset_meta``. The backbone's keys and shapes are checked against ``--arch``; on a mismatch nothing
 is written. tools/test.py and ``load_from`` also read the release files directly: converting is optional.
 """
+
 import os
 import os.path as osp
 
 from cli import ArgumentParser, existing_file, run_cli
 
 ARCHS = ('m0_6', 'm0_9', 'm1_0', 'm1_1', 'm1_5', 'm2_3', 'm1', 'm2', 'm3')  # RepViT.arch_zoo (a test checks)
-FORMATS = {'official': 'authors-classification', 'coco': 'authors-coco', 'ade20k': 'authors-ade20k',
-           'timm': 'timm'}
+FORMATS = {'official': 'authors-classification', 'coco': 'authors-coco', 'ade20k': 'authors-ade20k', 'timm': 'timm'}
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('src', help="authors' .pth (ImageNet, COCO, ADE20K), timm .pth/.safetensors, or a URL")
     parser.add_argument('dst', help='output checkpoint (.pth)')
-    parser.add_argument('--arch', required=True,
-                        help=f'RepViT arch: {", ".join(ARCHS)} (M0.9 / repvit_m0_9 also accepted)')
-    parser.add_argument('--format', default='auto', choices=['auto', *FORMATS],
-                        help='layout of SRC (default: detected from the keys)')
+    parser.add_argument(
+        '--arch', required=True, help=f'RepViT arch: {", ".join(ARCHS)} (M0.9 / repvit_m0_9 also accepted)'
+    )
+    parser.add_argument(
+        '--format', default='auto', choices=['auto', *FORMATS], help='layout of SRC (default: detected from the keys)'
+    )
     parser.add_argument('--force', action='store_true', help='overwrite DST if it exists')
     return parser.parse_args(argv)
 
@@ -53,26 +55,35 @@ def main(argv=None) -> None:
     dst = check_output(args.dst, args.force)
     ckpt = read_checkpoint(args.src)
     if args.format != 'auto' and FORMATS[args.format] != ckpt.layout:
-        raise UserInputError(f'{args.src} is not in the --format {args.format} layout: its keys look like a '
-                             f'{LAYOUTS[ckpt.layout]}')
+        raise UserInputError(
+            f'{args.src} is not in the --format {args.format} layout: its keys look like a {LAYOUTS[ckpt.layout]}'
+        )
     try:
         converted = convert_to_repvit_mm(ckpt, arch)
     except UserInputError as err:
         raise UserInputError(str(err) if args.src in str(err) else f'{args.src}: {err}') from None
     task = TASK_OF_LAYOUT[ckpt.layout]
-    fmt = next(name for name, layout in FORMATS.items() if layout == ckpt.layout) \
-        if ckpt.layout in FORMATS.values() else ckpt.layout
+    fmt = (
+        next(name for name, layout in FORMATS.items() if layout == ckpt.layout)
+        if ckpt.layout in FORMATS.values()
+        else ckpt.layout
+    )
     meta = dict(arch=arch, task=task, source_format=fmt, converted_from=osp.basename(args.src))
     if task == 'classification':
-        meta.update(distillation_head=any(k.startswith('head.head_dist.') for k in converted),
-                    num_classes=int(converted['head.head.linear.weight'].shape[0])
-                    if 'head.head.linear.weight' in converted else None)
+        meta.update(
+            distillation_head=any(k.startswith('head.head_dist.') for k in converted),
+            num_classes=int(converted['head.head.linear.weight'].shape[0])
+            if 'head.head.linear.weight' in converted
+            else None,
+        )
     if ckpt.dataset_meta:
         meta['dataset_meta'] = ckpt.dataset_meta
     with atomic_output(dst) as tmp:  # a failed save never leaves a half-written DST
         torch.save({'state_dict': converted, 'meta': meta}, tmp)
-    print(f'converted {fmt} checkpoint {args.src} ({LAYOUTS[ckpt.layout]}; {task}, arch {arch}, '
-          f'{len(converted)} tensors) -> {args.dst}')
+    print(
+        f'converted {fmt} checkpoint {args.src} ({LAYOUTS[ckpt.layout]}; {task}, arch {arch}, '
+        f'{len(converted)} tensors) -> {args.dst}'
+    )
 
 
 if __name__ == '__main__':

@@ -7,6 +7,7 @@ classifier: the top-5 classes and scores; detector: masks, boxes and labels; seg
 with class names (task from the config's default_scope). Training and fused (deploy) checkpoints both work.
 Small images are drawn enlarged (short side 256 px at least); several images make a grid of captioned panels.
 """
+
 from cli import ArgumentParser, existing_file, run_cli
 
 TASKS = ('auto', 'classification', 'detection', 'segmentation')  # repvit_mm.deploy.render.TASK_CHOICES
@@ -18,12 +19,15 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='training or fused checkpoint')
     parser.add_argument('--out', required=True, help='output .png')
-    parser.add_argument('--task', choices=TASKS, default='auto',
-                        help="default auto: from the config's default_scope")
+    parser.add_argument('--task', choices=TASKS, default='auto', help="default auto: from the config's default_scope")
     parser.add_argument('--topk', type=int, default=5, help='classes listed by a classifier')
     parser.add_argument('--score-thr', type=float, default=0.3, help='lowest detection score drawn')
-    parser.add_argument('--resize', type=int, default=None,
-                        help="short side of each drawn prediction (default: the image's, at least 256)")
+    parser.add_argument(
+        '--resize',
+        type=int,
+        default=None,
+        help="short side of each drawn prediction (default: the image's, at least 256)",
+    )
     parser.add_argument('--title', help='title drawn above the picture')
     parser.add_argument('--device', default='cpu', help='where the model runs: cpu (default), cuda, cuda:N')
     parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
@@ -39,12 +43,22 @@ def main(argv=None):
     from repvit_mm.deploy import render_prediction
 
     image = args.image[0] if len(args.image) == 1 else args.image
-    info = render_prediction(image, args.config, args.checkpoint, args.out, task=args.task,
-                             force=args.force, topk=args.topk, score_thr=args.score_thr, resize=args.resize,
-                             title=args.title, device=args.device)
+    info = render_prediction(
+        image,
+        args.config,
+        args.checkpoint,
+        args.out,
+        task=args.task,
+        force=args.force,
+        topk=args.topk,
+        score_thr=args.score_thr,
+        resize=args.resize,
+        title=args.title,
+        device=args.device,
+    )
     height, width = info['size']
     print(info['summary'])
-    print(f"{info['task']} picture ({width}x{height}): {info['out']}")
+    print(f'{info["task"]} picture ({width}x{height}): {info["out"]}')
 
 
 if __name__ == '__main__':

@@ -7,14 +7,19 @@ Input: an image (normalisation built in). Classifiers output class probabilities
 when known); ``--backbone-only`` outputs the feature maps feat0..feat3 (strides 4 to 32). Converting works
 on Linux; predictions (and the check against PyTorch) need macOS.
 """
+
 from cli import ArgumentParser, add_export_arguments, existing_file, export_shape, run_cli
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description='Export a fused RepViT model to Core ML')
     add_export_arguments(parser, 'output .mlpackage')
-    parser.add_argument('--precision', choices=['float16', 'float32'], default='float16',
-                        help='compute precision of the ML Program (default float16, as on the Neural Engine)')
+    parser.add_argument(
+        '--precision',
+        choices=['float16', 'float32'],
+        default='float16',
+        help='compute precision of the ML Program (default float16, as on the Neural Engine)',
+    )
     return parser.parse_args(argv)
 
 
@@ -26,16 +31,23 @@ def main(argv=None):
     import repvit_mm  # noqa: F401
     from repvit_mm.deploy import export_coreml
 
-    info = export_coreml(args.config, args.checkpoint, args.out, shape=shape, backbone_only=args.backbone_only,
-                         precision=args.precision, force=args.force)
+    info = export_coreml(
+        args.config,
+        args.checkpoint,
+        args.out,
+        shape=shape,
+        backbone_only=args.backbone_only,
+        precision=args.precision,
+        force=args.force,
+    )
     outputs = ', '.join(f'{name} {shape_}' for name, shape_ in info['outputs'].items())
-    labels = f" ({len(info['classes'])} class labels)" if info['classes'] else ''
-    print(f"input: image {shape[1]}x{shape[0]}; outputs: {outputs}{labels}")
+    labels = f' ({len(info["classes"])} class labels)' if info['classes'] else ''
+    print(f'input: image {shape[1]}x{shape[0]}; outputs: {outputs}{labels}')
     if 'max_abs_diff' in info:
-        print(f"core ml vs pytorch max abs diff: {info['max_abs_diff']:.3g}")
+        print(f'core ml vs pytorch max abs diff: {info["max_abs_diff"]:.3g}')
     else:
-        print(f"prediction check {info['prediction_check']}")
-    print(f"core ml model: {info['out']}")
+        print(f'prediction check {info["prediction_check"]}')
+    print(f'core ml model: {info["out"]}')
 
 
 if __name__ == '__main__':

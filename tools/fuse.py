@@ -7,6 +7,7 @@ config built with the deploy flags (printed at the end), e.g. for a classifier
 ``--cfg-options model.backbone.deploy=True model.head.deploy=True``; the deploy tools (export, demo,
 benchmark) and ``tools/test.py`` with those options accept it as it is.
 """
+
 from cli import ArgumentParser, existing_file, run_cli
 
 
@@ -27,11 +28,11 @@ def main(argv=None):
     from repvit_mm.deploy import fuse_checkpoint
 
     info = fuse_checkpoint(args.config, args.checkpoint, args.out, force=args.force)
-    print(f"params: {info['params_before'] / 1e6:.3f} M -> {info['params_after'] / 1e6:.3f} M (fused)")
-    print(f"max abs diff fused vs unfused on a random batch: {info['max_abs_diff']:.3g}")
+    print(f'params: {info["params_before"] / 1e6:.3f} M -> {info["params_after"] / 1e6:.3f} M (fused)')
+    print(f'max abs diff fused vs unfused on a random batch: {info["max_abs_diff"]:.3g}')
     options = ' '.join(f'{k}={v}' for k, v in info['cfg_options'].items())
-    print(f"load it with the config and --cfg-options {options}")
-    print(f"fused checkpoint: {info['out']}")
+    print(f'load it with the config and --cfg-options {options}')
+    print(f'fused checkpoint: {info["out"]}')
 
 
 if __name__ == '__main__':

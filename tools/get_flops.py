@@ -6,6 +6,7 @@ Classifier: the whole classifier at 224x224 (the fused numbers are the paper's c
 ``--backbone-only``: the backbone at 512x512; detector / segmentor: the full model at 800x1344 / 512x512.
 Counted with mmengine's analyzer (one multiply-add = one MAC).
 """
+
 from cli import ArgumentParser, add_shape_argument, existing_file, parse_shape, run_cli
 
 

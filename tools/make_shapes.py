@@ -7,6 +7,7 @@
 --num-train/--num-val/--size apply to every chosen format (for imagenet the counts are per class);
 left out, each format keeps its default (repvit_mm.datasets.DEFAULT_SPECS). Same seed, same bytes.
 """
+
 from __future__ import annotations
 
 from argparse import RawDescriptionHelpFormatter
@@ -19,11 +20,11 @@ FORMATS = ('imagenet', 'coco', 'ade20k')  # repvit_mm.datasets.SHAPES_FORMATS
 
 
 def parse_args(argv: list[str] | None = None):
-    parser = ArgumentParser(prog='make_shapes.py', description=__doc__,
-                            formatter_class=RawDescriptionHelpFormatter)
+    parser = ArgumentParser(prog='make_shapes.py', description=__doc__, formatter_class=RawDescriptionHelpFormatter)
     parser.add_argument('out', type=Path, help='output root; each format goes to OUT/<format>')
-    parser.add_argument('--formats', nargs='+', choices=FORMATS, default=list(FORMATS),
-                        help='formats to write (default: all)')
+    parser.add_argument(
+        '--formats', nargs='+', choices=FORMATS, default=list(FORMATS), help='formats to write (default: all)'
+    )
     parser.add_argument('--num-train', type=int, help='training images (imagenet: per class)')
     parser.add_argument('--num-val', type=int, help='validation images (imagenet: per class)')
     parser.add_argument('--size', type=int, help='image side in pixels')
@@ -42,9 +43,15 @@ def main(argv: list[str] | None = None) -> None:
     from repvit_mm.datasets.shapes import make_shapes
 
     try:
-        written = make_shapes(args.out, formats=args.formats, num_train=args.num_train,
-                              num_val=args.num_val, image_size=args.size, seed=args.seed,
-                              overwrite=args.force)
+        written = make_shapes(
+            args.out,
+            formats=args.formats,
+            num_train=args.num_train,
+            num_val=args.num_val,
+            image_size=args.size,
+            seed=args.seed,
+            overwrite=args.force,
+        )
     except ValueError as err:  # out-of-range values; FileExistsError is reported by run_cli as is
         raise UsageError(str(err)) from None
     for fmt, path in written.items():

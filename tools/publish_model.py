@@ -3,6 +3,7 @@ keep the weights and meta, and add the first 8 hex digits of the file's sha256 t
 
     python tools/publish_model.py IN.pth OUT.pth [--force]    # writes OUT-<sha256[:8]>.pth
 """
+
 from cli import ArgumentParser, existing_file, run_cli
 
 

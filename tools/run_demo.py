@@ -12,6 +12,7 @@ project's own command-line tools in a subprocess, exactly as a user would type t
 worked example of the toolkit; their progress output streams through. ``--quick`` runs the same steps on less
 data with a few iterations each (what the tests do).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,6 +40,7 @@ DEMO_DATA = {'imagenet': (600, 50, 64), 'coco': (600, 50, 128), 'ade20k': (600, 
 @dataclass
 class DemoReport:
     """What the demo produced: artefact paths and metrics, printed at the end and saved as JSON."""
+
     out_dir: Path
     artefacts: dict[str, str] = field(default_factory=dict)
     metrics: dict[str, float] = field(default_factory=dict)
@@ -71,8 +73,9 @@ def _tool(script: str, *args, prefix: str = '', threads: int | None = None) -> s
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get('PYTHONPATH', '')]))
     if threads:
         env['OMP_NUM_THREADS'] = str(threads)
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, bufsize=1)
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     lines = []
     for line in proc.stdout:
         sys.stdout.write(prefix + line)
@@ -90,6 +93,7 @@ def _metrics(output: str) -> dict[str, float]:
 @dataclass(frozen=True)
 class Task:
     """One of the demo's three models: its config, data, schedule and how its pictures are drawn."""
+
     name: str
     config: Path
     data_format: str
@@ -100,32 +104,50 @@ class Task:
 
     def options(self, data: Path, quick: bool, init_from: Path | None, splits=('train', 'val', 'test')):
         root = data / self.data_format
-        options = [*(f'{split}_dataloader.dataset.data_root={root}' for split in splits),
-                   *(o.format(data=root) for o in self.extra_options)]
+        options = [
+            *(f'{split}_dataloader.dataset.data_root={root}' for split in splits),
+            *(o.format(data=root) for o in self.extra_options),
+        ]
         if quick:
             options += self.quick_options
             if 'train' in splits:  # a schedule of QUICK_ITERS iterations, every one logged and validated
-                options += [f'train_cfg.max_iters={QUICK_ITERS}', 'train_cfg.val_interval=2',
-                            f'default_hooks.checkpoint.interval={QUICK_ITERS}', 'default_hooks.logger.interval=1',
-                            'param_scheduler.0.end=2', 'param_scheduler.1.begin=2',
-                            f'param_scheduler.1.end={QUICK_ITERS}']
+                options += [
+                    f'train_cfg.max_iters={QUICK_ITERS}',
+                    'train_cfg.val_interval=2',
+                    f'default_hooks.checkpoint.interval={QUICK_ITERS}',
+                    'default_hooks.logger.interval=1',
+                    'param_scheduler.0.end=2',
+                    'param_scheduler.1.begin=2',
+                    f'param_scheduler.1.end={QUICK_ITERS}',
+                ]
         if init_from is not None:
             options.append(f'model.backbone.init_cfg.checkpoint={init_from}')
         return options
 
 
-
-CLASSIFIER = Task('classification', CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py', 'imagenet',
-                  ('accuracy/top1',), picture_options=('--topk', '3'))
-DETECTOR = Task('detection', CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_shapes.py', 'coco',
-                ('coco/bbox_mAP', 'coco/segm_mAP'),
-                ('val_evaluator.ann_file={data}/annotations/instances_val2017.json',
-                 'test_evaluator.ann_file={data}/annotations/instances_val2017.json'),
-                # an untrained detector scores below the usual 0.05 threshold: keep every box for the AP
-                quick_options=('model.test_cfg.rcnn.score_thr=0.0',),
-                picture_options=('--score-thr', '0.5'))
-SEGMENTOR = Task('segmentation', CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py', 'ade20k',
-                 ('mIoU', 'mAcc', 'aAcc'))
+CLASSIFIER = Task(
+    'classification',
+    CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py',
+    'imagenet',
+    ('accuracy/top1',),
+    picture_options=('--topk', '3'),
+)
+DETECTOR = Task(
+    'detection',
+    CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_shapes.py',
+    'coco',
+    ('coco/bbox_mAP', 'coco/segm_mAP'),
+    (
+        'val_evaluator.ann_file={data}/annotations/instances_val2017.json',
+        'test_evaluator.ann_file={data}/annotations/instances_val2017.json',
+    ),
+    # an untrained detector scores below the usual 0.05 threshold: keep every box for the AP
+    quick_options=('model.test_cfg.rcnn.score_thr=0.0',),
+    picture_options=('--score-thr', '0.5'),
+)
+SEGMENTOR = Task(
+    'segmentation', CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py', 'ade20k', ('mIoU', 'mAcc', 'aAcc')
+)
 TASKS = (CLASSIFIER, DETECTOR, SEGMENTOR)
 
 
@@ -136,25 +158,65 @@ def _make_data(data: Path, quick: bool) -> None:
         _tool('make_shapes.py', data, '--formats', *missing)
     elif missing:  # two formats at a time, one per core
         with ThreadPoolExecutor(2) as pool:
-            for run in [pool.submit(_tool, 'make_shapes.py', data, '--formats', fmt, '--num-train', DEMO_DATA[fmt][0],
-                                    '--num-val', DEMO_DATA[fmt][1], '--size', DEMO_DATA[fmt][2], prefix=f'[{fmt}] ')
-                        for fmt in missing]:
+            for run in [
+                pool.submit(
+                    _tool,
+                    'make_shapes.py',
+                    data,
+                    '--formats',
+                    fmt,
+                    '--num-train',
+                    DEMO_DATA[fmt][0],
+                    '--num-val',
+                    DEMO_DATA[fmt][1],
+                    '--size',
+                    DEMO_DATA[fmt][2],
+                    prefix=f'[{fmt}] ',
+                )
+                for fmt in missing
+            ]:
                 run.result()
 
 
-def _train_and_test(task: Task, out: Path, data: Path, quick: bool, report: DemoReport,
-                    init_from: Path | None = None, threads: int | None = None) -> Path:
+def _train_and_test(
+    task: Task,
+    out: Path,
+    data: Path,
+    quick: bool,
+    report: DemoReport,
+    init_from: Path | None = None,
+    threads: int | None = None,
+) -> Path:
     work = out / task.name
     prefix = f'[{task.name}] ' if threads else ''
     start = time.perf_counter()
-    _tool('train.py', task.config, '--work-dir', work, '--cfg-options', *task.options(data, quick, init_from),
-          prefix=prefix, threads=threads)
+    _tool(
+        'train.py',
+        task.config,
+        '--work-dir',
+        work,
+        '--cfg-options',
+        *task.options(data, quick, init_from),
+        prefix=prefix,
+        threads=threads,
+    )
     report.metrics[f'{task.name} training s'] = time.perf_counter() - start
     ckpt = Path((work / 'last_checkpoint').read_text().strip())  # mmengine's record of the final one
     report.add(f'{task.name} checkpoint', ckpt)
     report.add(f'{task.name} log', _latest_log(work))
-    metrics = _metrics(_tool('test.py', task.config, ckpt, '--work-dir', work, '--cfg-options',
-                             *task.options(data, quick, None, splits=('test',)), prefix=prefix, threads=threads))
+    metrics = _metrics(
+        _tool(
+            'test.py',
+            task.config,
+            ckpt,
+            '--work-dir',
+            work,
+            '--cfg-options',
+            *task.options(data, quick, None, splits=('test',)),
+            prefix=prefix,
+            threads=threads,
+        )
+    )
     for key in task.headline:
         report.metrics[f'{task.name} {key}'] = metrics[key]
     return ckpt
@@ -190,6 +252,7 @@ def plot_training_curves(logs: dict[str, Path], out_png: Path) -> Path:
     """Training loss and the headline validation metric against iteration, per task, from mmengine's
     ``scalars.json`` (one point per logged iteration)."""
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
@@ -197,8 +260,14 @@ def plot_training_curves(logs: dict[str, Path], out_png: Path) -> Path:
     for ax, (name, log) in zip(axes[0], logs.items(), strict=False):
         records = [json.loads(line) for line in (log.parent / 'vis_data' / 'scalars.json').read_text().splitlines()]
         train = [r for r in records if 'loss' in r]
-        lines = ax.plot([r['iter'] for r in train], [r['loss'] for r in train], '.-', color='tab:blue',
-                        markersize=3, label='training loss')
+        lines = ax.plot(
+            [r['iter'] for r in train],
+            [r['loss'] for r in train],
+            '.-',
+            color='tab:blue',
+            markersize=3,
+            label='training loss',
+        )
         ax.set_xlabel('iteration')
         ax.set_ylabel('training loss')
         ax.set_title(f'{name} ({len(train)} logged iterations)')
@@ -206,12 +275,23 @@ def plot_training_curves(logs: dict[str, Path], out_png: Path) -> Path:
         val = [r for r in records if metric in r]
         if val:
             twin = ax.twinx()
-            lines += twin.plot([r['step'] for r in val], [r[metric] for r in val], 'o-', color='tab:orange',
-                               label=f'validation {metric}')
+            lines += twin.plot(
+                [r['step'] for r in val],
+                [r[metric] for r in val],
+                'o-',
+                color='tab:orange',
+                label=f'validation {metric}',
+            )
             twin.set_ylabel(f'validation {metric}')
         # under the plot: inside it would cover the lines of one axis or the other
-        ax.legend(lines, [line.get_label() for line in lines], loc='upper center', bbox_to_anchor=(0.5, -0.18),
-                  ncol=2, frameon=False)
+        ax.legend(
+            lines,
+            [line.get_label() for line in lines],
+            loc='upper center',
+            bbox_to_anchor=(0.5, -0.18),
+            ncol=2,
+            frameon=False,
+        )
     fig.tight_layout()
     fig.savefig(out_png, dpi=100, bbox_inches='tight')
     plt.close(fig)
@@ -221,6 +301,7 @@ def plot_training_curves(logs: dict[str, Path], out_png: Path) -> Path:
 def stack_pictures(pictures: list[Path], out_png: Path) -> Path:
     """One picture of the three tasks' pictures, one under the other (the README's figure)."""
     from PIL import Image
+
     images = [Image.open(p).convert('RGB') for p in pictures]
     width = max(image.width for image in images)
     canvas = Image.new('RGB', (width, sum(image.height for image in images)), 'white')
@@ -262,12 +343,23 @@ def run_demo(out_dir: str | Path, quick: bool = False) -> DemoReport:
     report.add('classifier ONNX', onnx_file)
     report.add('classifier Core ML', coreml_file)
     bench_json = deploy / 'benchmark.json'
-    _tool('benchmark.py', CLASSIFIER.config, cls_ckpt, *size, '--json', bench_json, '--force',
-          '--repeats', '2' if quick else '10', '--batch-sizes', *(['1'] if quick else ['1', '32']))
+    _tool(
+        'benchmark.py',
+        CLASSIFIER.config,
+        cls_ckpt,
+        *size,
+        '--json',
+        bench_json,
+        '--force',
+        '--repeats',
+        '2' if quick else '10',
+        '--batch-sizes',
+        *(['1'] if quick else ['1', '32']),
+    )
     report.add('benchmark', bench_json)
     for row in json.loads(bench_json.read_text())['rows']:
         if row['batch_size'] == 1 and row['status'] == 'ok':
-            report.metrics[f"images/s at batch 1, {row['path']}"] = row['images_per_s']
+            report.metrics[f'images/s at batch 1, {row["path"]}'] = row['images_per_s']
 
     # 3. predictions on the first validation images (drawn enlarged, labels inside) and the training curves
     pictures = out / 'pictures'
@@ -275,15 +367,18 @@ def run_demo(out_dir: str | Path, quick: bool = False) -> DemoReport:
     for task, ckpt in checkpoints.items():
         picture = pictures / f'{task.name}.png'
         images = validation_images(task, data, PICTURE_IMAGES)
-        title = (f'{task.name}: the first {len(images)} images of the Shapes validation split '
-                 f'({task.config.name})')
-        _tool('demo.py', *images, task.config, ckpt, '--out', picture, '--force', '--title', title,
-              *task.picture_options)
+        title = f'{task.name}: the first {len(images)} images of the Shapes validation split ({task.config.name})'
+        _tool(
+            'demo.py', *images, task.config, ckpt, '--out', picture, '--force', '--title', title, *task.picture_options
+        )
         report.add(f'{task.name} picture', picture)
-    report.add('predictions picture', stack_pictures(
-        [Path(report.artefacts[f'{t.name} picture']) for t in TASKS], pictures / 'predictions.png'))
-    curves = plot_training_curves({t.name: Path(report.artefacts[f'{t.name} log']) for t in TASKS},
-                                  pictures / 'training_curves.png')
+    report.add(
+        'predictions picture',
+        stack_pictures([Path(report.artefacts[f'{t.name} picture']) for t in TASKS], pictures / 'predictions.png'),
+    )
+    curves = plot_training_curves(
+        {t.name: Path(report.artefacts[f'{t.name} log']) for t in TASKS}, pictures / 'training_curves.png'
+    )
     report.add('training curves', curves)
 
     report.metrics['demo s'] = time.perf_counter() - start

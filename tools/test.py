@@ -1,9 +1,10 @@
 """Evaluate a checkpoint on a repvit-mm config's test set (top-1/top-5, COCO AP or mIoU, as configured).
 
-    python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--deploy] [--out RESULTS.pkl] [--show-dir DIR]
-                                           [--cfg-options k=v ...] [--strict-data]
-                                           [--launcher none|pytorch|slurm]
+python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--deploy] [--out RESULTS.pkl] [--show-dir DIR]
+                                       [--cfg-options k=v ...] [--strict-data]
+                                       [--launcher none|pytorch|slurm]
 """
+
 import json
 import numbers
 
@@ -15,14 +16,15 @@ def parse_args(argv=None):
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file')
     parser.add_argument('--work-dir', help='where the evaluation log goes')
-    parser.add_argument('--deploy', action='store_true',
-                        help='evaluate the reparameterized (BatchNorm-fused) model')
+    parser.add_argument('--deploy', action='store_true', help='evaluate the reparameterized (BatchNorm-fused) model')
     parser.add_argument('--out', help='also dump raw predictions to this .pkl file')
     parser.add_argument('--show-dir', help='also draw every prediction into this folder')
     add_cfg_options(parser)
-    parser.add_argument('--strict-data', action='store_true',
-                        help='stop on data the loaders would partly drop (e.g. invalid COCO boxes) instead of '
-                             'warning')
+    parser.add_argument(
+        '--strict-data',
+        action='store_true',
+        help='stop on data the loaders would partly drop (e.g. invalid COCO boxes) instead of warning',
+    )
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm'], default='none')
     return parser.parse_args(argv)
 
@@ -35,11 +37,18 @@ def main(argv=None):
     from repvit_mm.apis import load_config, prepare_test_cfg, test
 
     cfg = load_config(args.config, options)
-    cfg = prepare_test_cfg(cfg, args.checkpoint, work_dir=args.work_dir, launcher=args.launcher,
-                           deploy=args.deploy, out=args.out, show_dir=args.show_dir, strict_data=args.strict_data)
+    cfg = prepare_test_cfg(
+        cfg,
+        args.checkpoint,
+        work_dir=args.work_dir,
+        launcher=args.launcher,
+        deploy=args.deploy,
+        out=args.out,
+        show_dir=args.show_dir,
+        strict_data=args.strict_data,
+    )
     metrics = test(cfg)
-    print('metrics: ' + json.dumps({k: round(float(v), 4) for k, v in metrics.items()
-                                    if isinstance(v, numbers.Real)}))
+    print('metrics: ' + json.dumps({k: round(float(v), 4) for k, v in metrics.items() if isinstance(v, numbers.Real)}))
 
 
 if __name__ == '__main__':

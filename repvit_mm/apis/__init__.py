@@ -1,4 +1,5 @@
 """Train and test any repvit-mm config with mmengine's Runner; dataset browsing, log curves, publishing."""
+
 from ..utils.config import load_config
 from .runner import build_runner, prepare_test_cfg, prepare_train_cfg, test, train
 

@@ -6,6 +6,7 @@ The pictures come from the frameworks' own visualizers (mmpretrain's ``Universal
 (which understands the ``_scope_`` key mmengine adds to dicts inherited from ``mmpretrain::`` configs) and
 given C-contiguous images (OpenCV 5 refuses to draw into strided views).
 """
+
 from __future__ import annotations
 
 import json
@@ -65,6 +66,7 @@ def browse_dataset(cfg: Config, out_dir: str | os.PathLike, *, phase: str = 'tra
             picture = visualizer.get_image()
         path = out / f'{osp.splitext(name)[0]}.png'
         from PIL import Image
+
         Image.fromarray(np.ascontiguousarray(picture)).save(path)
         written.append(path)
     return written
@@ -114,17 +116,25 @@ def _x(record: dict) -> int | None:
     return record.get('iter', record.get('step'))
 
 
-def plot_curves(logs: list[str | os.PathLike], keys: list[str], out: str | os.PathLike, *,
-                legends: list[str] | None = None, title: str | None = None) -> Path:
+def plot_curves(
+    logs: list[str | os.PathLike],
+    keys: list[str],
+    out: str | os.PathLike,
+    *,
+    legends: list[str] | None = None,
+    title: str | None = None,
+) -> Path:
     """One panel per key (``loss``, ``lr``, ``accuracy/top1``, ``coco/bbox_mAP``, ``mIoU``, ...) with a
     line per log, against the iteration; written as PNG. A key no log has is an error naming the keys
     the logs do have."""
     import matplotlib
+
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
     from ..utils.outputs import atomic_output, check_output
-    out_path = check_output(out, force=True, suffixes=('.png', ))
+
+    out_path = check_output(out, force=True, suffixes=('.png',))
     runs = [read_scalars(log) for log in logs]
     if legends is not None and len(legends) != len(logs):
         raise UserInputError(f'--legend: {len(legends)} names for {len(logs)} logs')
@@ -165,5 +175,10 @@ def training_time(log: str | os.PathLike) -> dict[str, float]:
         total += record['time'] * (record['iter'] - done)
         done = record['iter']
     times = [r['time'] for r in train]
-    return {'iterations': done, 'seconds_per_iter': total / done, 'slowest_interval_s': max(times),
-            'fastest_interval_s': min(times), 'total_s': total}
+    return {
+        'iterations': done,
+        'seconds_per_iter': total / done,
+        'slowest_interval_s': max(times),
+        'fastest_interval_s': min(times),
+        'total_s': total,
+    }

@@ -6,6 +6,7 @@ is a ``KeyError: 'RANK'`` traceback; on a node without GPUs, a CUDA driver error
 one line saying how to start the tool, and without CUDA the process group is created with gloo from the same
 variables mmengine reads (``Runner.setup_env`` then finds it initialised and leaves it).
 """
+
 from __future__ import annotations
 
 import os
@@ -23,9 +24,8 @@ LAUNCHER_ENV = {
 }
 _HOW_TO_START = {
     'pytorch': 'start it with torchrun (bash tools/dist_train.sh CONFIG NUM_PROCS, or torchrun '
-               '--nproc_per_node=N tools/train.py CONFIG --launcher pytorch), or drop --launcher',
-    'slurm': 'start it with srun (bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR), or drop '
-             '--launcher',
+    '--nproc_per_node=N tools/train.py CONFIG --launcher pytorch), or drop --launcher',
+    'slurm': 'start it with srun (bash tools/slurm_train.sh PARTITION JOB_NAME CONFIG WORK_DIR), or drop --launcher',
 }
 
 
@@ -33,12 +33,20 @@ def check_launcher_env(launcher: str) -> None:
     """Raise :class:`UserInputError` when the launcher's environment variables are missing."""
     missing = [name for name in LAUNCHER_ENV.get(launcher, ()) if name not in os.environ]
     if missing:
-        raise UserInputError(f'--launcher {launcher}: {", ".join(missing)} not set (this process was not started '
-                             f'by {"torchrun" if launcher == "pytorch" else "srun"}); {_HOW_TO_START[launcher]}')
-    if launcher == 'slurm' and not torch.cuda.is_available() and 'MASTER_ADDR' not in os.environ \
-            and shutil.which('scontrol') is None:
-        raise UserInputError('--launcher slurm: MASTER_ADDR is not set and scontrol (which names the first node '
-                             f"of {os.environ['SLURM_NODELIST']}) is not on the PATH; export MASTER_ADDR")
+        raise UserInputError(
+            f'--launcher {launcher}: {", ".join(missing)} not set (this process was not started '
+            f'by {"torchrun" if launcher == "pytorch" else "srun"}); {_HOW_TO_START[launcher]}'
+        )
+    if (
+        launcher == 'slurm'
+        and not torch.cuda.is_available()
+        and 'MASTER_ADDR' not in os.environ
+        and shutil.which('scontrol') is None
+    ):
+        raise UserInputError(
+            '--launcher slurm: MASTER_ADDR is not set and scontrol (which names the first node '
+            f'of {os.environ["SLURM_NODELIST"]}) is not on the PATH; export MASTER_ADDR'
+        )
 
 
 def _slurm_to_torch_env() -> None:

@@ -1,4 +1,5 @@
 """Turn a training checkpoint into a release file: weights and metadata only, its hash in the name."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,16 @@ from ..utils.safe_checkpoint import safe_torch_load
 __all__ = ['publish_checkpoint', 'TRAINING_STATE_KEYS']
 
 #: What a training checkpoint carries only to resume training.
-TRAINING_STATE_KEYS = ('optimizer', 'message_hub', 'param_schedulers', 'scheduler', 'lr_scheduler', 'amp',
-                       'loss_scaler', 'ema_state_dict')
+TRAINING_STATE_KEYS = (
+    'optimizer',
+    'message_hub',
+    'param_schedulers',
+    'scheduler',
+    'lr_scheduler',
+    'amp',
+    'loss_scaler',
+    'ema_state_dict',
+)
 
 
 def publish_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, force: bool = False) -> Path:

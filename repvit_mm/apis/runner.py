@@ -3,6 +3,7 @@
 The config's ``default_scope`` (mmpretrain, mmdet or mmseg) decides which registries the Runner uses;
 these functions only apply the command-line choices the tools offer.
 """
+
 from __future__ import annotations
 
 import os.path as osp
@@ -49,7 +50,8 @@ def _check_train_checkpoints(cfg: Config) -> None:
                 raise UserInputError(
                     f'--resume {resume_from}: not a training checkpoint (no meta.epoch / meta.iter / '
                     'message_hub); --resume continues a run that tools/train.py saved. To start from these '
-                    f'weights instead: --cfg-options load_from={resume_from}')
+                    f'weights instead: --cfg-options load_from={resume_from}'
+                )
             fit_checkpoint(model, ckpt)
         elif load_from:
             fit_checkpoint(model, read_checkpoint(load_from), finetune=True)
@@ -63,8 +65,10 @@ def _last_checkpoint(work_dir: str) -> str | None:
     with open(pointer) as f:
         path = f.read().strip()
     if not is_remote(path) and not osp.isfile(path):
-        raise UserInputError(f'{pointer} names {path or "nothing"}, which does not exist; resume from a '
-                             f'checkpoint of {work_dir} with --resume FILE')
+        raise UserInputError(
+            f'{pointer} names {path or "nothing"}, which does not exist; resume from a '
+            f'checkpoint of {work_dir} with --resume FILE'
+        )
     return path
 
 
@@ -96,26 +100,33 @@ def _check_pretrained(cfg: Config) -> None:
     created its work dir."""
     teacher = cfg.model.get('teacher') or {}
     if teacher.get('checkpoint') and not teacher.get('random_init') and not osp.isfile(teacher.checkpoint):
-        raise UserInputError(f'teacher checkpoint not found: {teacher.checkpoint} (set it with --cfg-options '
-                             'model.teacher.checkpoint=PATH)')
+        raise UserInputError(
+            f'teacher checkpoint not found: {teacher.checkpoint} (set it with --cfg-options '
+            'model.teacher.checkpoint=PATH)'
+        )
     for path in _pretrained_paths(cfg.model):
         if not is_remote(path) and not osp.isfile(path):
-            raise UserInputError(f'pretrained checkpoint not found: {path} (model init_cfg; set it with '
-                                 '--cfg-options model.backbone.init_cfg.checkpoint=PATH)')
+            raise UserInputError(
+                f'pretrained checkpoint not found: {path} (model init_cfg; set it with '
+                '--cfg-options model.backbone.init_cfg.checkpoint=PATH)'
+            )
 
 
 def _use_amp(cfg: Config) -> None:
     """Swap the optim wrapper for its mixed-precision twin (``OptimWrapper`` -> ``AmpOptimWrapper``,
     ``AGCOptimWrapper`` -> ``AmpAGCOptimWrapper``)."""
     from mmengine.registry import OPTIM_WRAPPERS
+
     if not torch.cuda.is_available():
-        raise UserInputError('--amp needs a CUDA GPU (mmengine\'s AmpOptimWrapper runs on GPUs only)')
+        raise UserInputError("--amp needs a CUDA GPU (mmengine's AmpOptimWrapper runs on GPUs only)")
     wrapper = cfg.optim_wrapper.get('type', 'OptimWrapper')
     if wrapper.startswith('Amp'):
         return
     if OPTIM_WRAPPERS.get(amp_twin(wrapper)) is None:
-        raise UserInputError(f'--amp: the config\'s optim_wrapper {wrapper} has no mixed-precision '
-                             f'variant ({amp_twin(wrapper)} is not registered)')
+        raise UserInputError(
+            f"--amp: the config's optim_wrapper {wrapper} has no mixed-precision "
+            f'variant ({amp_twin(wrapper)} is not registered)'
+        )
     cfg.optim_wrapper.type = amp_twin(wrapper)
     cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
 
@@ -134,13 +145,21 @@ def _use_launcher(cfg: Config, launcher: str) -> None:
     # that does not pin the model to a GPU.
     cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
     if cfg.get('model_wrapper_cfg') is None:
-        cfg.model_wrapper_cfg = dict(type='CPUDistributedDataParallel',
-                                     find_unused_parameters=cfg.get('find_unused_parameters', False))
+        cfg.model_wrapper_cfg = dict(
+            type='CPUDistributedDataParallel', find_unused_parameters=cfg.get('find_unused_parameters', False)
+        )
 
 
-def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str | None = None,
-                      amp: bool | None = None, launcher: str = 'none', auto_scale_lr: bool = False,
-                      strict_data: bool = False) -> Config:
+def prepare_train_cfg(
+    cfg: Config,
+    *,
+    work_dir: str | None = None,
+    resume: str | None = None,
+    amp: bool | None = None,
+    launcher: str = 'none',
+    auto_scale_lr: bool = False,
+    strict_data: bool = False,
+) -> Config:
     """Apply the ``tools/train.py`` options to a loaded config.
 
     Args:
@@ -163,9 +182,11 @@ def prepare_train_cfg(cfg: Config, *, work_dir: str | None = None, resume: str |
         _use_fp32(cfg)
     if auto_scale_lr:
         if not isinstance(cfg.get('auto_scale_lr'), dict) or not cfg.auto_scale_lr.get('base_batch_size'):
-            raise UserInputError(f'--auto-scale-lr: {cfg.filename} has no auto_scale_lr.base_batch_size (the total '
-                                 'batch size its lr is meant for); add it with --cfg-options '
-                                 'auto_scale_lr.base_batch_size=N')
+            raise UserInputError(
+                f'--auto-scale-lr: {cfg.filename} has no auto_scale_lr.base_batch_size (the total '
+                'batch size its lr is meant for); add it with --cfg-options '
+                'auto_scale_lr.base_batch_size=N'
+            )
         cfg.auto_scale_lr.enable = True
     _use_launcher(cfg, launcher)
     cfg.strict_data = strict_data or cfg.get('strict_data', False)
@@ -194,9 +215,17 @@ def _show_predictions(cfg: Config, show_dir: str) -> None:
         raise UserInputError(f'--show-dir: no visualization hook known for default_scope {scope!r}')
 
 
-def prepare_test_cfg(cfg: Config, checkpoint: str, *, work_dir: str | None = None, launcher: str = 'none',
-                     deploy: bool = False, out: str | None = None, show_dir: str | None = None,
-                     strict_data: bool = False) -> Config:
+def prepare_test_cfg(
+    cfg: Config,
+    checkpoint: str,
+    *,
+    work_dir: str | None = None,
+    launcher: str = 'none',
+    deploy: bool = False,
+    out: str | None = None,
+    show_dir: str | None = None,
+    strict_data: bool = False,
+) -> Config:
     """Apply the ``tools/test.py`` options to a loaded config.
 
     Args:

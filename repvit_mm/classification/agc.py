@@ -9,6 +9,7 @@ every parameter's gradient is rescaled, unit-wise (per output row/filter), so th
 ``AmpAGCOptimWrapper`` does the same with mixed precision (gradients are unscaled before clipping).
 ``clip_grad`` with ``type='norm'``/``'value'`` behaves as in mmengine's wrappers.
 """
+
 from __future__ import annotations
 
 from mmengine.optim import AmpOptimWrapper, OptimWrapper
@@ -30,8 +31,9 @@ class _AGCMixin:
             agc = {k: v for k, v in clip_grad.items() if k != 'type'}
             unknown = sorted(set(agc) - set(_AGC_ARGS))
             if unknown or 'clip_factor' not in agc or not agc['clip_factor'] > 0:
-                raise UserInputError(f'optim_wrapper.clip_grad: agc takes clip_factor (> 0), eps, norm_type; '
-                                     f'got {dict(clip_grad)}')
+                raise UserInputError(
+                    f'optim_wrapper.clip_grad: agc takes clip_factor (> 0), eps, norm_type; got {dict(clip_grad)}'
+                )
             clip_grad = None
         super().__init__(*args, clip_grad=clip_grad, **kwargs)
         if agc is not None:

@@ -4,6 +4,7 @@ A data root that does not exist, or an image folder without class sub-folders, s
 line naming the path before anything is built. (Corrupt image files are caught while loading, see
 :mod:`.transforms`.)
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ def _ann_file(dataset_cfg: dict) -> str:
     root = dataset_cfg.get('data_root', '')
     ann_file = dataset_cfg.get('ann_file', '')
     if not ann_file and dataset_cfg.get('split'):  # ImageNet(split=...) uses meta/<split>.txt if present
-        candidate = osp.join(root, 'meta', f"{dataset_cfg['split']}.txt")
+        candidate = osp.join(root, 'meta', f'{dataset_cfg["split"]}.txt')
         return candidate if osp.isfile(candidate) else ''
     return join_data_root(root, ann_file) if ann_file else ann_file
 
@@ -70,9 +71,12 @@ def check_image_folder_dataset(dataset_cfg: dict) -> None:
         return  # unlabelled images (ImageNet's test split has no labels)
     class_dirs = [entry.name for entry in os.scandir(images) if entry.is_dir()]
     if not class_dirs:
-        raise UserInputError(f'no class folders in {images}: expected {images}/<class name>/<image files> '
-                             f'({_where(dataset_cfg)})')
+        raise UserInputError(
+            f'no class folders in {images}: expected {images}/<class name>/<image files> ({_where(dataset_cfg)})'
+        )
     expected = _class_count(dataset_cfg)
     if expected is not None and expected != len(class_dirs):
-        raise UserInputError(f'{images} has {len(class_dirs)} class folders but the dataset expects '
-                             f'{expected} classes (set dataset.classes to the class names)')
+        raise UserInputError(
+            f'{images} has {len(class_dirs)} class folders but the dataset expects '
+            f'{expected} classes (set dataset.classes to the class names)'
+        )

@@ -11,6 +11,7 @@ and ``.train()`` cannot switch it out of eval mode; ``.to()``/``.cuda()``/``.hal
 It is built the first time it is needed (the first training step, or ``model.teacher``), so building a
 ``-distill-`` model for inference (inferencers, ``get_model``, the deploy tools) never asks for its file.
 """
+
 from __future__ import annotations
 
 import os.path as osp
@@ -26,18 +27,21 @@ from ..utils.paths import is_remote
 
 __all__ = ['DistillationImageClassifier', 'build_teacher', 'load_teacher_weights']
 
+
 def load_teacher_weights(model: nn.Module, checkpoint: str) -> None:
     """Load a teacher checkpoint (DeiT ``{'model': ...}``, mmengine ``{'state_dict': ...}`` or a bare
     timm state dict; any scheme) strictly into ``model``; any mismatch is one error naming the file."""
     from ..models.checkpoints import load_checkpoint_into
+
     try:
         load_checkpoint_into(model, checkpoint)
     except UserInputError as err:
         raise UserInputError(f'teacher ({type(model).__name__}): {err}') from None
 
 
-def build_teacher(name: str, checkpoint: str | None = None, num_classes: int = 1000,
-                  random_init: bool = False, **timm_kwargs: Any) -> nn.Module:
+def build_teacher(
+    name: str, checkpoint: str | None = None, num_classes: int = 1000, random_init: bool = False, **timm_kwargs: Any
+) -> nn.Module:
     """A frozen timm model in eval mode.
 
     Args:
@@ -51,9 +55,11 @@ def build_teacher(name: str, checkpoint: str | None = None, num_classes: int = 1
     import timm
 
     if checkpoint is None and not random_init:
-        raise UserInputError('model.teacher.checkpoint is not set: distillation needs the teacher weights '
-                             f'for {name} as a local file (random_init=True builds an untrained teacher, '
-                             'for tests only)')
+        raise UserInputError(
+            'model.teacher.checkpoint is not set: distillation needs the teacher weights '
+            f'for {name} as a local file (random_init=True builds an untrained teacher, '
+            'for tests only)'
+        )
     if checkpoint is not None and not is_remote(checkpoint) and not osp.isfile(checkpoint):
         raise UserInputError(f'teacher checkpoint not found: {checkpoint} (model.teacher.checkpoint)')
     timm_kwargs.setdefault('global_pool', 'avg')  # as the authors build their teacher
@@ -84,8 +90,10 @@ class DistillationImageClassifier(ImageClassifier):
     def __init__(self, *args, teacher: dict | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         if teacher is not None and not self.distills:
-            raise UserInputError('model.teacher is set but model.head does not distill '
-                                 "(distillation=False or distillation_type='none'); set model.teacher=None")
+            raise UserInputError(
+                'model.teacher is set but model.head does not distill '
+                "(distillation=False or distillation_type='none'); set model.teacher=None"
+            )
         self._teacher_cfg = dict(teacher) if teacher is not None else None
         # A tuple hides the teacher from nn.Module's registration (see the module docstring).
         self._teacher: tuple[nn.Module, ...] = ()
@@ -104,8 +112,10 @@ class DistillationImageClassifier(ImageClassifier):
     @property
     def distills(self) -> bool:
         """Whether the head learns from a teacher (``hard`` or ``soft``)."""
-        return (bool(getattr(self.head, 'distillation', False))
-                and getattr(self.head, 'distillation_type', 'none') != 'none')
+        return (
+            bool(getattr(self.head, 'distillation', False))
+            and getattr(self.head, 'distillation_type', 'none') != 'none'
+        )
 
     def _apply(self, fn, *args, **kwargs):
         # Device and dtype moves (.to, .cuda, .half) must reach the unregistered teacher too.
@@ -124,8 +134,10 @@ class DistillationImageClassifier(ImageClassifier):
     def teacher_logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """The teacher's logits for the (already mixed-up/cut-mixed) batch the student sees."""
         if self.teacher is None:
-            raise UserInputError('model.head distills but model.teacher is None: set model.teacher='
-                                 "dict(name=..., checkpoint=...) or the head's distillation_type='none'")
+            raise UserInputError(
+                'model.head distills but model.teacher is None: set model.teacher='
+                "dict(name=..., checkpoint=...) or the head's distillation_type='none'"
+            )
         self.teacher.eval()
         return self.teacher(inputs).float()
 

@@ -17,6 +17,7 @@ of a split is the same picture in both formats. The same seed gives byte-identic
 random draw comes from a ``numpy`` generator seeded per image, and files carry no timestamps
 (fixed JPEG/PNG settings, JSON with sorted keys).
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -33,9 +34,21 @@ from PIL import Image
 from ..utils.outputs import atomic_output
 
 __all__ = [
-    'SHAPES_CLASSES', 'SHAPES_PALETTE', 'SHAPES_SEG_CLASSES', 'SHAPES_SEG_PALETTE',
-    'SHAPES_METAINFO', 'SHAPES_FORMATS', 'ADE20K_UNLABELED', 'DEFAULT_SPECS', 'FormatSpec',
-    'Shape', 'Scene', 'make_shapes', 'classification_scene', 'instance_scene', 'polygon_coverage',
+    'SHAPES_CLASSES',
+    'SHAPES_PALETTE',
+    'SHAPES_SEG_CLASSES',
+    'SHAPES_SEG_PALETTE',
+    'SHAPES_METAINFO',
+    'SHAPES_FORMATS',
+    'ADE20K_UNLABELED',
+    'DEFAULT_SPECS',
+    'FormatSpec',
+    'Shape',
+    'Scene',
+    'make_shapes',
+    'classification_scene',
+    'instance_scene',
+    'polygon_coverage',
 ]
 
 SHAPES_CLASSES: tuple[str, ...] = ('circle', 'square', 'triangle')
@@ -107,8 +120,7 @@ class Shape:
         # At angle 0 squares are axis-aligned and triangles point up; the angle rotates them.
         start = self.angle + (math.pi / 4 if num_vertices == 4 else -math.pi / 2)
         phases = start + 2 * math.pi * np.arange(num_vertices) / num_vertices
-        points = np.stack([self.cx + self.radius * np.cos(phases),
-                           self.cy + self.radius * np.sin(phases)], axis=1)
+        points = np.stack([self.cx + self.radius * np.cos(phases), self.cy + self.radius * np.sin(phases)], axis=1)
         return np.round(points, 2)
 
 
@@ -123,8 +135,7 @@ def polygon_area(polygon: np.ndarray) -> float:
     return abs(signed_area(polygon))
 
 
-def polygon_coverage(polygon: np.ndarray, image_size: int,
-                     samples: int = SUPERSAMPLING) -> np.ndarray:
+def polygon_coverage(polygon: np.ndarray, image_size: int, samples: int = SUPERSAMPLING) -> np.ndarray:
     """Fraction of each pixel covered by a convex polygon, (H, W) float32 in [0, 1].
 
     Exact half-plane tests on ``samples x samples`` points per pixel: no rasteriser rounding,
@@ -148,8 +159,9 @@ def polygon_coverage(polygon: np.ndarray, image_size: int,
 
 
 # ----------------------------------------------------------------------------- layouts
-def _try_place(rng: np.random.Generator, image_size: int, radius: float,
-               placed: list[Shape], gap: float, attempts: int) -> tuple[float, float] | None:
+def _try_place(
+    rng: np.random.Generator, image_size: int, radius: float, placed: list[Shape], gap: float, attempts: int
+) -> tuple[float, float] | None:
     """Rejection-sample a centre whose circumscribed circle stays inside and clear of others."""
     low, high = radius + EDGE_GAP_PX, image_size - radius - EDGE_GAP_PX
     if high < low:
@@ -170,9 +182,10 @@ def _area_per_squared_radius(label: int) -> float:
 def _classification_layout(rng: np.random.Generator, image_size: int, label: int) -> list[Shape]:
     """One dominant shape of class ``label`` and up to two distractors of 1/25..1/10 its area."""
     radius = rng.uniform(0.28, 0.40) * image_size
-    dominant = Shape(label, *_try_place(rng, image_size, radius, [], 0, 1),
-                     radius=radius, angle=rng.uniform(0, 2 * math.pi))
-    dominant_area = _area_per_squared_radius(label) * radius ** 2
+    dominant = Shape(
+        label, *_try_place(rng, image_size, radius, [], 0, 1), radius=radius, angle=rng.uniform(0, 2 * math.pi)
+    )
+    dominant_area = _area_per_squared_radius(label) * radius**2
     shapes = [dominant]
     for _ in range(rng.integers(0, 3)):
         # Sized by area, not radius: a circle holds 2.4x the area of a triangle of equal radius.
@@ -221,8 +234,7 @@ class Scene:
         return labels
 
 
-def _hsv_color(rng: np.random.Generator, saturation: tuple[float, float],
-               value: tuple[float, float]) -> np.ndarray:
+def _hsv_color(rng: np.random.Generator, saturation: tuple[float, float], value: tuple[float, float]) -> np.ndarray:
     rgb = colorsys.hsv_to_rgb(rng.uniform(), rng.uniform(*saturation), rng.uniform(*value))
     return np.array(rgb) * 255
 
@@ -249,8 +261,7 @@ def _textured_background(rng: np.random.Generator, image_size: int) -> np.ndarra
     if rng.uniform() < 0.5:
         period = rng.uniform(0.06, 0.2) * image_size
         angle, phase = rng.uniform(0, 2 * math.pi, size=2)
-        wave = np.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle))
-                      * image_size / period + phase)
+        wave = np.sin(2 * math.pi * (xx * math.cos(angle) + yy * math.sin(angle)) * image_size / period + phase)
         image += rng.uniform(5, 18) * wave[..., None]
     return image
 
@@ -337,25 +348,25 @@ def _coco_annotations(scene: Scene, image_id: int, first_id: int) -> list[dict]:
     for offset, shape in enumerate(scene.shapes):
         polygon = shape.polygon()
         (x0, y0), (x1, y1) = polygon.min(axis=0), polygon.max(axis=0)
-        annotations.append({
-            'id': first_id + offset,
-            'image_id': image_id,
-            'category_id': shape.label + 1,
-            'segmentation': [[round(float(v), 2) for v in polygon.ravel()]],
-            'area': round(polygon_area(polygon), 2),
-            'bbox': [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
-            'iscrowd': 0,
-        })
+        annotations.append(
+            {
+                'id': first_id + offset,
+                'image_id': image_id,
+                'category_id': shape.label + 1,
+                'segmentation': [[round(float(v), 2) for v in polygon.ravel()]],
+                'area': round(polygon_area(polygon), 2),
+                'bbox': [round(float(v), 2) for v in (x0, y0, x1 - x0, y1 - y0)],
+                'iscrowd': 0,
+            }
+        )
     return annotations
 
 
 def _write_coco(root: Path, spec: FormatSpec, seed: int) -> None:
     """``{train,val}2017/NNNNNNNNNNNN.jpg`` and ``annotations/instances_{split}2017.json``."""
     (root / 'annotations').mkdir()
-    categories = [{'id': i + 1, 'name': name, 'supercategory': 'shape'}
-                  for i, name in enumerate(SHAPES_CLASSES)]
-    for split, count, id_offset in (('train', spec.num_train, 0),
-                                    ('val', spec.num_val, COCO_VAL_ID_OFFSET)):
+    categories = [{'id': i + 1, 'name': name, 'supercategory': 'shape'} for i, name in enumerate(SHAPES_CLASSES)]
+    for split, count, id_offset in (('train', spec.num_train, 0), ('val', spec.num_val, COCO_VAL_ID_OFFSET)):
         image_dir = root / f'{split}2017'
         image_dir.mkdir()
         images, annotations = [], []
@@ -364,8 +375,7 @@ def _write_coco(root: Path, spec: FormatSpec, seed: int) -> None:
             image_id = id_offset + index + 1
             file_name = f'{image_id:012d}.jpg'
             _save_jpeg(scene.image, image_dir / file_name)
-            images.append({'id': image_id, 'file_name': file_name,
-                           'height': spec.image_size, 'width': spec.image_size})
+            images.append({'id': image_id, 'file_name': file_name, 'height': spec.image_size, 'width': spec.image_size})
             annotations += _coco_annotations(scene, image_id, id_offset + len(annotations) + 1)
         document = {
             # 'info' and 'licenses' are present because some pycocotools versions index them.
@@ -376,22 +386,19 @@ def _write_coco(root: Path, spec: FormatSpec, seed: int) -> None:
             'categories': categories,
         }
         path = root / 'annotations' / f'instances_{split}2017.json'
-        path.write_text(json.dumps(document, sort_keys=True, separators=(',', ':')),
-                        encoding='utf-8')
+        path.write_text(json.dumps(document, sort_keys=True, separators=(',', ':')), encoding='utf-8')
 
 
 def _write_ade20k(root: Path, spec: FormatSpec, seed: int) -> None:
     """``images/<split>/ADE_<split>_NNNNNNNN.jpg`` + single-channel ``annotations/<split>/*.png``."""
-    for split, folder, count in (('train', 'training', spec.num_train),
-                                 ('val', 'validation', spec.num_val)):
+    for split, folder, count in (('train', 'training', spec.num_train), ('val', 'validation', spec.num_val)):
         (root / 'images' / folder).mkdir(parents=True)
         (root / 'annotations' / folder).mkdir(parents=True)
         for index in range(count):
             scene = instance_scene(seed, split, index, spec.image_size)
             stem = f'ADE_{split}_{index + 1:08d}'
             _save_jpeg(scene.image, root / 'images' / folder / f'{stem}.jpg')
-            Image.fromarray(scene.label_map()).save(
-                root / 'annotations' / folder / f'{stem}.png', **PNG_SETTINGS)
+            Image.fromarray(scene.label_map()).save(root / 'annotations' / folder / f'{stem}.png', **PNG_SETTINGS)
 
 
 WRITERS: dict[str, Callable[[Path, FormatSpec, int], None]] = {
@@ -405,13 +412,16 @@ WRITERS: dict[str, Callable[[Path, FormatSpec, int], None]] = {
 PerFormat = int | Mapping[str, int] | None
 
 
-def make_shapes(out_dir: str | os.PathLike, *,
-                formats: Iterable[str] = SHAPES_FORMATS,
-                num_train: PerFormat = None,
-                num_val: PerFormat = None,
-                image_size: PerFormat = None,
-                seed: int = 0,
-                overwrite: bool = False) -> dict[str, Path]:
+def make_shapes(
+    out_dir: str | os.PathLike,
+    *,
+    formats: Iterable[str] = SHAPES_FORMATS,
+    num_train: PerFormat = None,
+    num_val: PerFormat = None,
+    image_size: PerFormat = None,
+    seed: int = 0,
+    overwrite: bool = False,
+) -> dict[str, Path]:
     """Write the Shapes dataset under ``out_dir/<format>`` and return ``{format: path}``.
 
     ``num_train``/``num_val``/``image_size`` take one int for every format or a
@@ -446,8 +456,7 @@ def _check_formats(formats: Iterable[str]) -> list[str]:
     chosen = list(dict.fromkeys(formats))  # dedupe, keep order
     unknown = [fmt for fmt in chosen if fmt not in SHAPES_FORMATS]
     if unknown or not chosen:
-        raise ValueError(f'unknown or no format(s) {unknown or chosen}; '
-                         f'choose from {", ".join(SHAPES_FORMATS)}')
+        raise ValueError(f'unknown or no format(s) {unknown or chosen}; choose from {", ".join(SHAPES_FORMATS)}')
     return chosen
 
 
@@ -464,18 +473,17 @@ def _pick(value: PerFormat, fmt: str, name: str, default: int) -> int:
     return int(value)
 
 
-def _resolve_spec(fmt: str, num_train: PerFormat, num_val: PerFormat,
-                  image_size: PerFormat) -> FormatSpec:
+def _resolve_spec(fmt: str, num_train: PerFormat, num_val: PerFormat, image_size: PerFormat) -> FormatSpec:
     default = DEFAULT_SPECS[fmt]
-    spec = FormatSpec(num_train=_pick(num_train, fmt, 'num_train', default.num_train),
-                      num_val=_pick(num_val, fmt, 'num_val', default.num_val),
-                      image_size=_pick(image_size, fmt, 'image_size', default.image_size))
+    spec = FormatSpec(
+        num_train=_pick(num_train, fmt, 'num_train', default.num_train),
+        num_val=_pick(num_val, fmt, 'num_val', default.num_val),
+        image_size=_pick(image_size, fmt, 'image_size', default.image_size),
+    )
     if spec.num_train < 1 or spec.num_val < 1:
-        raise ValueError(f'{fmt}: num_train and num_val must be >= 1, '
-                         f'got {spec.num_train} and {spec.num_val}')
+        raise ValueError(f'{fmt}: num_train and num_val must be >= 1, got {spec.num_train} and {spec.num_val}')
     if not MIN_IMAGE_SIZE <= spec.image_size <= MAX_IMAGE_SIZE:
-        raise ValueError(f'{fmt}: image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], '
-                         f'got {spec.image_size}')
+        raise ValueError(f'{fmt}: image_size must be in [{MIN_IMAGE_SIZE}, {MAX_IMAGE_SIZE}], got {spec.image_size}')
     return spec
 
 
@@ -494,5 +502,6 @@ def _check_targets(out: Path, formats: list[str], overwrite: bool) -> None:
         return
     non_empty = [path for path in targets[1:] if path.exists() and any(path.iterdir())]
     if non_empty:
-        raise FileExistsError(f'refusing to write into non-empty {", ".join(map(str, non_empty))}'
-                              ' (overwrite=True / --force replaces it)')
+        raise FileExistsError(
+            f'refusing to write into non-empty {", ".join(map(str, non_empty))} (overwrite=True / --force replaces it)'
+        )

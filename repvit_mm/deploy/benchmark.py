@@ -22,6 +22,7 @@ affects them alike). The table gives the median time, its spread (25th-75th perc
 (images/s), the GFLOP/s achieved (2 FLOPs per MAC of the fused model) and the speed relative to timm's
 fused model at the same batch size. Batch 1's median is the latency.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -43,22 +44,24 @@ from .model import LoadedModel, fused_copy, load_model, tensor_model
 
 __all__ = ['PATHS', 'DEPLOY_PATHS', 'TARGETS', 'Row', 'benchmark', 'format_table', 'timm_reference']
 
-PATHS = ('unfused', 'fused', 'fused_channels_last', 'torch_compile', 'onnxruntime', 'timm_fused',
-         'timm_onnxruntime')
+PATHS = ('unfused', 'fused', 'fused_channels_last', 'torch_compile', 'onnxruntime', 'timm_fused', 'timm_onnxruntime')
 #: What "best deploy path" is chosen from.
 DEPLOY_PATHS = ('fused', 'fused_channels_last', 'torch_compile', 'onnxruntime')
 #: (description, path or 'best', batch size, minimum speed relative to ``reference``, reference path).
-TARGETS = (('fused eager >= 1.0x timm fused', 'fused', 1, 1.0, 'timm_fused'),
-           ('fused eager >= 1.0x timm fused', 'fused', 32, 1.0, 'timm_fused'),
-           ('best deploy path >= 3x timm fused', 'best', 1, 3.0, 'timm_fused'),
-           ('best deploy path >= 1.7x timm fused', 'best', 32, 1.7, 'timm_fused'),
-           ('onnxruntime >= 1.0x timm exported by hand', 'onnxruntime', 1, 1.0, 'timm_onnxruntime'),
-           ('onnxruntime >= 1.0x timm exported by hand', 'onnxruntime', 32, 1.0, 'timm_onnxruntime'))
+TARGETS = (
+    ('fused eager >= 1.0x timm fused', 'fused', 1, 1.0, 'timm_fused'),
+    ('fused eager >= 1.0x timm fused', 'fused', 32, 1.0, 'timm_fused'),
+    ('best deploy path >= 3x timm fused', 'best', 1, 3.0, 'timm_fused'),
+    ('best deploy path >= 1.7x timm fused', 'best', 32, 1.7, 'timm_fused'),
+    ('onnxruntime >= 1.0x timm exported by hand', 'onnxruntime', 1, 1.0, 'timm_onnxruntime'),
+    ('onnxruntime >= 1.0x timm exported by hand', 'onnxruntime', 32, 1.0, 'timm_onnxruntime'),
+)
 
 
 @dataclass
 class Row:
     """One path at one batch size. Times in milliseconds per batch."""
+
     path: str
     batch_size: int
     status: str = 'ok'  # 'ok' or 'skipped'
@@ -92,9 +95,18 @@ def _fill(row: Row, times: list[float], macs: int | None) -> Row:
     return row
 
 
-def _time_batch(runners: dict[str, Callable[[int], tuple[Callable[[], Any], str]]], bs: int, warmup: int,
-                repeats: int, sync: Callable[[], None], macs: int | None, say: Callable[[str], None], *,
-                inference: bool = True, untimed_runs: int = 1) -> list[Row]:
+def _time_batch(
+    runners: dict[str, Callable[[int], tuple[Callable[[], Any], str]]],
+    bs: int,
+    warmup: int,
+    repeats: int,
+    sync: Callable[[], None],
+    macs: int | None,
+    say: Callable[[str], None],
+    *,
+    inference: bool = True,
+    untimed_runs: int = 1,
+) -> list[Row]:
     """Time every path at batch size ``bs``, interleaved: each of the ``repeats`` rounds runs every path
     ``untimed_runs`` times untimed, then once timed, so background load affects all paths alike and each
     timed run starts with its own weights in cache. ``inference=False`` runs with autograd on (training
@@ -142,6 +154,7 @@ def _first_line(err: BaseException) -> str:
 def timm_reference(arch: str, num_classes: int, backbone_only: bool) -> nn.Module:
     """timm's ``repvit_<arch>`` (random weights, nothing downloaded) after timm's ``fuse()``."""
     import timm
+
     name = f'repvit_{arch}'
     if name not in timm.list_models('repvit_*'):
         raise LookupError(f'timm has no {name}')
@@ -151,6 +164,7 @@ def timm_reference(arch: str, num_classes: int, backbone_only: bool) -> nn.Modul
         model = model.fuse()
     else:  # timm versions that only offer the generic helper
         from timm.utils.model import reparameterize_model
+
         model = reparameterize_model(model)
     if backbone_only:
         return _TimmFeatures(model).eval()
@@ -167,9 +181,14 @@ class _TimmFeatures(nn.Module):
 
 
 def _machine(device: str, threads: int) -> dict[str, Any]:
-    info: dict[str, Any] = {'platform': platform.platform(), 'python': platform.python_version(),
-                            'torch': torch.__version__, 'cpu_count': os.cpu_count(), 'threads': threads,
-                            'device': device}
+    info: dict[str, Any] = {
+        'platform': platform.platform(),
+        'python': platform.python_version(),
+        'torch': torch.__version__,
+        'cpu_count': os.cpu_count(),
+        'threads': threads,
+        'device': device,
+    }
     with contextlib.suppress(OSError):
         with open('/proc/cpuinfo') as f:
             for line in f:
@@ -185,11 +204,20 @@ def _machine(device: str, threads: int) -> dict[str, Any]:
     return info
 
 
-def benchmark(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None, *,
-              shape: tuple[int, int] = (224, 224), batch_sizes: tuple[int, ...] = (1, 32), repeats: int = 20,
-              warmup: int = 3, device: str = 'cpu', threads: int | None = None,
-              paths: tuple[str, ...] = PATHS, backbone_only: bool = False,
-              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def benchmark(
+    config: str | os.PathLike | Config,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    shape: tuple[int, int] = (224, 224),
+    batch_sizes: tuple[int, ...] = (1, 32),
+    repeats: int = 20,
+    warmup: int = 3,
+    device: str = 'cpu',
+    threads: int | None = None,
+    paths: tuple[str, ...] = PATHS,
+    backbone_only: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Time every path in ``paths`` at every batch size; see the module docstring.
 
     Without ``checkpoint`` the model keeps its random initialisation (speed does not depend on the
@@ -223,20 +251,33 @@ def benchmark(config: str | os.PathLike | Config, checkpoint: str | os.PathLike 
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == 'cuda' else (lambda: None)
     rows: list[Row] = []
-    with tempfile.TemporaryDirectory(prefix='repvit-bench-') as tmp, \
-            _restore_inductor_config('torch_compile' in paths):
-        runners = {path: _path_runner(path, unfused, fused, arch, num_classes, backbone_only, shape, dev,
-                                      threads, tmp) for path in paths}
+    with tempfile.TemporaryDirectory(prefix='repvit-bench-') as tmp, _restore_inductor_config('torch_compile' in paths):
+        runners = {
+            path: _path_runner(path, unfused, fused, arch, num_classes, backbone_only, shape, dev, threads, tmp)
+            for path in paths
+        }
         for bs in batch_sizes:
             rows.extend(_time_batch(runners, bs, warmup, repeats, sync, macs, say))
     _ratios(rows)
     return {
         'machine': _machine(device, threads),
-        'settings': {'shape': list(shape), 'batch_sizes': list(batch_sizes), 'repeats': repeats,
-                     'warmup': warmup, 'device': device, 'threads': threads},
-        'model': {'config': str(loaded.cfg.filename), 'checkpoint': loaded.checkpoint, 'arch': arch,
-                  'task': 'backbone' if backbone_only else loaded.task, 'macs': macs,
-                  'params': complexity['params'], 'timm_reference': f'repvit_{arch}'},
+        'settings': {
+            'shape': list(shape),
+            'batch_sizes': list(batch_sizes),
+            'repeats': repeats,
+            'warmup': warmup,
+            'device': device,
+            'threads': threads,
+        },
+        'model': {
+            'config': str(loaded.cfg.filename),
+            'checkpoint': loaded.checkpoint,
+            'arch': arch,
+            'task': 'backbone' if backbone_only else loaded.task,
+            'macs': macs,
+            'params': complexity['params'],
+            'timm_reference': f'repvit_{arch}',
+        },
         'rows': [asdict(r) for r in rows],
         'targets': _targets(rows),
     }
@@ -249,6 +290,7 @@ def _restore_inductor_config(active: bool):
         yield
         return
     import torch._inductor.config as inductor_config
+
     saved = inductor_config.save_config()
     try:
         yield
@@ -261,9 +303,18 @@ def _num_classes(loaded: LoadedModel) -> int:
     return int(getattr(head, 'num_classes', 1000) or 1000)
 
 
-def _path_runner(path: str, unfused: nn.Module | None, fused: nn.Module, arch: str, num_classes: int,
-                 backbone_only: bool, shape: tuple[int, int], dev: torch.device, threads: int,
-                 tmp: str) -> Callable[[int], tuple[Callable[[], Any], str]]:
+def _path_runner(
+    path: str,
+    unfused: nn.Module | None,
+    fused: nn.Module,
+    arch: str,
+    num_classes: int,
+    backbone_only: bool,
+    shape: tuple[int, int],
+    dev: torch.device,
+    threads: int,
+    tmp: str,
+) -> Callable[[int], tuple[Callable[[], Any], str]]:
     """``batch_size -> (zero-argument function running one forward pass, note)`` for ``path``. Set-up
     (copying, compiling, exporting) happens lazily, once, on the first batch size."""
     state: dict[str, Any] = {}
@@ -282,6 +333,7 @@ def _path_runner(path: str, unfused: nn.Module | None, fused: nn.Module, arch: s
                     state['model'] = state['model'].to(memory_format=torch.channels_last)
             model, x = state['model'], batch(bs, channels_last)
             return lambda: model(x), ''
+
         return make
 
     if path == 'unfused':
@@ -291,15 +343,19 @@ def _path_runner(path: str, unfused: nn.Module | None, fused: nn.Module, arch: s
     if path == 'fused_channels_last':
         return eager(fused, channels_last=True)
     if path == 'timm_fused':
+
         def make_timm(bs):
             if 'model' not in state:
                 state['model'] = timm_reference(arch, num_classes, backbone_only).to(dev)
             model, x = state['model'], batch(bs)
             return lambda: model(x), f'timm {arch} after timm fuse()'
+
         return make_timm
     if path == 'torch_compile':
+
         def make_compiled(bs):
             import torch._inductor.config as inductor_config
+
             if 'model' not in state:
                 # specialised per batch size (dynamic=False), as a deployment would be
                 state['model'] = torch.compile(copy.deepcopy(fused).to(dev), dynamic=False)
@@ -311,22 +367,27 @@ def _path_runner(path: str, unfused: nn.Module | None, fused: nn.Module, arch: s
             with torch.inference_mode():
                 model(x)  # compiles for this input shape
             return lambda: model(x), f'inductor, frozen weights, compiled in {time.perf_counter() - start:.0f} s'
+
         return make_compiled
     if path in ('onnxruntime', 'timm_onnxruntime'):
+
         def make_ort(bs):
             from .export_onnx import export_tensor_model, ort_session
+
             if 'onnx_path' not in state:
                 state['onnx_path'] = onnx_path = os.path.join(tmp, f'{path}.onnx')
                 if path == 'onnxruntime':
                     state['names'] = export_tensor_model(copy.deepcopy(fused).cpu(), onnx_path, shape)
                 else:  # timm's graph as torch exports it: no rewrite of ours
-                    state['names'] = export_tensor_model(timm_reference(arch, num_classes, backbone_only),
-                                                         onnx_path, shape, blocked_layout=False)
+                    state['names'] = export_tensor_model(
+                        timm_reference(arch, num_classes, backbone_only), onnx_path, shape, blocked_layout=False
+                    )
             # one session per batch size, the batch axis fixed (as torch_compile specialises per shape)
             session = ort_session(state['onnx_path'], threads, device=dev.type, batch_size=bs)
             names, feed = state['names'], {'input': batch(bs).cpu().numpy()}
             providers = ','.join(p.replace('ExecutionProvider', '') for p in session.get_providers())
             return lambda: session.run(names, feed), f'{providers}, {threads} threads, batch fixed'
+
         return make_ort
     raise ValueError(f'unknown benchmark path {path!r}')
 
@@ -347,8 +408,17 @@ def _targets(rows: list[Row]) -> list[dict[str, Any]]:
             continue
         best = max(candidates, key=speed.__getitem__)
         ratio = speed[best] / speed[reference]
-        results.append({'target': name, 'batch_size': bs, 'path': best, 'reference': reference,
-                        'ratio': ratio, 'minimum': minimum, 'met': ratio >= minimum})
+        results.append(
+            {
+                'target': name,
+                'batch_size': bs,
+                'path': best,
+                'reference': reference,
+                'ratio': ratio,
+                'minimum': minimum,
+                'met': ratio >= minimum,
+            }
+        )
     return results
 
 
@@ -357,26 +427,30 @@ def format_table(result: dict[str, Any]) -> str:
     m, s, model = result['machine'], result['settings'], result['model']
     h, w = s['shape']
     lines = [
-        f"RepViT-{model['arch']} {model['task']}, {h}x{w}, {model['macs'] / 1e9:.3f} GMACs, "
-        f"{model['params'] / 1e6:.2f} M params (fused); device {s['device']}, {s['threads']} threads, "
-        f"{s['repeats']} timed runs after {s['warmup']} warm-up",
-        f"machine: {m.get('gpu') or m['cpu']} ({m['cpu_count']} cores), torch {m['torch']}, "
-        f"onnxruntime {m.get('onnxruntime', '-')}, timm {m.get('timm', '-')}",
+        f'RepViT-{model["arch"]} {model["task"]}, {h}x{w}, {model["macs"] / 1e9:.3f} GMACs, '
+        f'{model["params"] / 1e6:.2f} M params (fused); device {s["device"]}, {s["threads"]} threads, '
+        f'{s["repeats"]} timed runs after {s["warmup"]} warm-up',
+        f'machine: {m.get("gpu") or m["cpu"]} ({m["cpu_count"]} cores), torch {m["torch"]}, '
+        f'onnxruntime {m.get("onnxruntime", "-")}, timm {m.get("timm", "-")}',
         '',
         '| path | batch | median ms | p25-p75 ms | images/s | GFLOP/s | vs timm fused |',
         '|---|---:|---:|---:|---:|---:|---:|',
     ]
     for r in result['rows']:
         if r['status'] != 'ok':
-            lines.append(f"| {r['path']} | {r['batch_size']} | skipped: {r['note']} | | | | |")
+            lines.append(f'| {r["path"]} | {r["batch_size"]} | skipped: {r["note"]} | | | | |')
             continue
-        ratio = f"{r['vs_timm']:.2f}x" if r['vs_timm'] is not None else '-'
-        lines.append(f"| {r['path']} | {r['batch_size']} | {r['median_ms']:.2f} | "
-                     f"{r['p25_ms']:.2f}-{r['p75_ms']:.2f} | {r['images_per_s']:.1f} | "
-                     f"{r['gflops_per_s']:.1f} | {ratio} |")
+        ratio = f'{r["vs_timm"]:.2f}x' if r['vs_timm'] is not None else '-'
+        lines.append(
+            f'| {r["path"]} | {r["batch_size"]} | {r["median_ms"]:.2f} | '
+            f'{r["p25_ms"]:.2f}-{r["p75_ms"]:.2f} | {r["images_per_s"]:.1f} | '
+            f'{r["gflops_per_s"]:.1f} | {ratio} |'
+        )
     if result['targets']:
         lines.append('')
         for t in result['targets']:
-            lines.append(f"target {t['target']} at batch {t['batch_size']}: {t['ratio']:.2f}x ({t['path']}) "
-                         f"{'met' if t['met'] else 'NOT met'}")
+            lines.append(
+                f'target {t["target"]} at batch {t["batch_size"]}: {t["ratio"]:.2f}x ({t["path"]}) '
+                f'{"met" if t["met"] else "NOT met"}'
+            )
     return '\n'.join(lines)

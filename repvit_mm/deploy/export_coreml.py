@@ -11,6 +11,7 @@ Classifiers output class probabilities (softmax), as a labelled classifier when 
 ``feat0..feat3`` (strides 4, 8, 16, 32). Conversion runs anywhere coremltools does (Linux included);
 running predictions needs macOS.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -91,9 +92,16 @@ def can_predict() -> tuple[bool, str]:
     return True, ''
 
 
-def export_coreml(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None,
-                  out: str | os.PathLike, *, shape: tuple[int, int] = (224, 224), backbone_only: bool = False,
-                  precision: str = 'float16', force: bool = False) -> dict[str, Any]:
+def export_coreml(
+    config: str | os.PathLike | Config,
+    checkpoint: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    shape: tuple[int, int] = (224, 224),
+    backbone_only: bool = False,
+    precision: str = 'float16',
+    force: bool = False,
+) -> dict[str, Any]:
     """Fuse the checkpoint's model and convert it to an ML Program ``.mlpackage`` at ``out``.
 
     Returns:
@@ -117,14 +125,20 @@ def export_coreml(config: str | os.PathLike | Config, checkpoint: str | os.PathL
         warnings.simplefilter('ignore')  # torch.jit.trace deprecation, tracer warnings
         traced = torch.jit.trace(folded, example - torch.tensor(mean).view(1, 3, 1, 1))
         with torch.no_grad():
-            sample = module((example - torch.tensor(mean).view(1, 3, 1, 1))
-                            / torch.tensor(std).view(1, 3, 1, 1))
+            sample = module((example - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
     names = ['probs'] if isinstance(sample, torch.Tensor) else [f'feat{i}' for i in range(len(sample))]
-    image = ct.ImageType(name='image', shape=(1, 3, *shape), scale=1.0, bias=[-m for m in mean],
-                         color_layout=ct.colorlayout.RGB if rgb else ct.colorlayout.BGR)
+    image = ct.ImageType(
+        name='image',
+        shape=(1, 3, *shape),
+        scale=1.0,
+        bias=[-m for m in mean],
+        color_layout=ct.colorlayout.RGB if rgb else ct.colorlayout.BGR,
+    )
     kwargs: dict[str, Any] = dict(
-        inputs=[image], convert_to='mlprogram',
-        compute_precision=ct.precision.FLOAT16 if precision == 'float16' else ct.precision.FLOAT32)
+        inputs=[image],
+        convert_to='mlprogram',
+        compute_precision=ct.precision.FLOAT16 if precision == 'float16' else ct.precision.FLOAT32,
+    )
     if classes:
         kwargs['classifier_config'] = ct.ClassifierConfig(classes)
     else:
@@ -134,22 +148,38 @@ def export_coreml(config: str | os.PathLike | Config, checkpoint: str | os.PathL
         try:
             mlmodel = ct.convert(traced, **kwargs)
         except Exception as err:  # coremltools reports unsupported ops etc. as assorted exception types
-            raise UserInputError(f'Core ML conversion of {loaded.cfg.filename} failed: {type(err).__name__}: '
-                                 f'{str(err).splitlines()[0] if str(err) else ""}') from err
+            raise UserInputError(
+                f'Core ML conversion of {loaded.cfg.filename} failed: {type(err).__name__}: '
+                f'{str(err).splitlines()[0] if str(err) else ""}'
+            ) from err
 
     arch = loaded.cfg.model.get('backbone', {}).get('arch', '?')
-    mlmodel.short_description = (f'RepViT-{arch} {"backbone features" if backbone_only else loaded.task} '
-                                 f'(repvit-mm, fused)')
-    mlmodel.input_description['image'] = (f'{"RGB" if rgb else "BGR"} image, {shape[1]}x{shape[0]}; '
-                                           'normalisation is part of the model')
-    mlmodel.user_defined_metadata.update({
-        'repvit_mm.mean': str(mean), 'repvit_mm.std': str(std), 'repvit_mm.config': str(loaded.cfg.filename),
-        'repvit_mm.checkpoint': str(checkpoint), 'repvit_mm.outputs': ','.join(names)})
+    mlmodel.short_description = (
+        f'RepViT-{arch} {"backbone features" if backbone_only else loaded.task} (repvit-mm, fused)'
+    )
+    mlmodel.input_description['image'] = (
+        f'{"RGB" if rgb else "BGR"} image, {shape[1]}x{shape[0]}; normalisation is part of the model'
+    )
+    mlmodel.user_defined_metadata.update(
+        {
+            'repvit_mm.mean': str(mean),
+            'repvit_mm.std': str(std),
+            'repvit_mm.config': str(loaded.cfg.filename),
+            'repvit_mm.checkpoint': str(checkpoint),
+            'repvit_mm.outputs': ','.join(names),
+        }
+    )
 
-    result: dict[str, Any] = {'out': str(out_path), 'classes': classes, 'precision': precision,
-                              'inputs': {'image': [1, 3, *shape]},
-                              'outputs': {n: list(t.shape) for n, t in zip(
-                                  names, [sample] if isinstance(sample, torch.Tensor) else sample, strict=False)}}
+    result: dict[str, Any] = {
+        'out': str(out_path),
+        'classes': classes,
+        'precision': precision,
+        'inputs': {'image': [1, 3, *shape]},
+        'outputs': {
+            n: list(t.shape)
+            for n, t in zip(names, [sample] if isinstance(sample, torch.Tensor) else sample, strict=False)
+        },
+    }
     ok, why = can_predict()
     if ok:
         result['max_abs_diff'] = _prediction_diff(mlmodel, example, sample, names, classes, rgb)
@@ -165,6 +195,7 @@ def _prediction_diff(mlmodel, example: torch.Tensor, sample, names: list[str], c
     from PyTorch's outputs."""
     import numpy as np
     from PIL import Image
+
     pixels = example[0].permute(1, 2, 0).to(torch.uint8).numpy()
     if not rgb:  # a PIL image is RGB; Core ML hands the model BGR
         pixels = np.ascontiguousarray(pixels[..., ::-1])

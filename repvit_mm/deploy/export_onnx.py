@@ -9,6 +9,7 @@ Exporter: torch 2.14 offers the TorchScript-based exporter (``dynamo=False``) an
 GELU as ``Erf`` arithmetic that ONNX Runtime fuses into its fast GELU kernel, and ran faster under ONNX
 Runtime on CPU in our measurements (about 1.4x at batch 1 for M0.9), so it is the default.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,9 +42,16 @@ def output_names(module: nn.Module, example: torch.Tensor) -> list[str]:
     return [f'feat{i}' for i in range(len(out))]
 
 
-def export_tensor_model(module: nn.Module, path: str | os.PathLike, shape: tuple[int, int], *,
-                        opset: int | None = None, exporter: str = 'torchscript',
-                        metadata: dict[str, str] | None = None, blocked_layout: bool = True) -> list[str]:
+def export_tensor_model(
+    module: nn.Module,
+    path: str | os.PathLike,
+    shape: tuple[int, int],
+    *,
+    opset: int | None = None,
+    exporter: str = 'torchscript',
+    metadata: dict[str, str] | None = None,
+    blocked_layout: bool = True,
+) -> list[str]:
     """Export ``module`` (images ``(N, 3, H, W)`` -> tensor or tuple of tensors) to ``path`` with a
     dynamic batch axis; constants are folded. ``blocked_layout``: rewrite the squeeze-and-excitation
     nodes so ONNX Runtime's CPU kernels keep their blocked layout through them
@@ -57,19 +65,38 @@ def export_tensor_model(module: nn.Module, path: str | os.PathLike, shape: tuple
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation notice, tracer warnings
         if exporter == 'torchscript':
-            torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
-                              do_constant_folding=True, input_names=['input'], output_names=names,
-                              dynamic_axes={n: {0: 'batch'} for n in ['input', *names]})
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=False,
+                opset_version=opset,
+                do_constant_folding=True,
+                input_names=['input'],
+                output_names=names,
+                dynamic_axes={n: {0: 'batch'} for n in ['input', *names]},
+            )
         else:
-            torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
-                              optimize=True, verbose=False, input_names=['input'], output_names=names,
-                              dynamic_shapes={'x': {0: torch.export.Dim('batch', min=1, max=4096)}},
-                              external_data=False)
+            torch.onnx.export(
+                module,
+                (example,),
+                str(path),
+                dynamo=True,
+                opset_version=opset,
+                optimize=True,
+                verbose=False,
+                input_names=['input'],
+                output_names=names,
+                dynamic_shapes={'x': {0: torch.export.Dim('batch', min=1, max=4096)}},
+                external_data=False,
+            )
     if metadata or blocked_layout:
         import onnx
+
         proto = onnx.load(str(path))
         if blocked_layout:
             from .onnx_layout import keep_blocked_layout
+
             proto = keep_blocked_layout(proto)
         for key, value in (metadata or {}).items():
             entry = proto.metadata_props.add()
@@ -78,13 +105,15 @@ def export_tensor_model(module: nn.Module, path: str | os.PathLike, shape: tuple
     return names
 
 
-def ort_session(path: str | os.PathLike, threads: int | None = None, device: str = 'cpu',
-                batch_size: int | None = None):
+def ort_session(
+    path: str | os.PathLike, threads: int | None = None, device: str = 'cpu', batch_size: int | None = None
+):
     """An ONNX Runtime session tuned for throughput: every graph optimisation (constant folding, node
     fusion, layout transforms), ``threads`` intra-op threads (default: all cores), sequential execution.
     ``batch_size`` fixes the file's dynamic ``batch`` axis for this session (ONNX Runtime's free dimension
     override): it then plans memory once for that shape, a few percent faster than a dynamic batch."""
     import onnxruntime as ort
+
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -103,20 +132,33 @@ def ort_session(path: str | os.PathLike, threads: int | None = None, device: str
 
 def _metadata(loaded: LoadedModel, shape: tuple[int, int], backbone_only: bool) -> dict[str, str]:
     mean, std, rgb = normalization(loaded.cfg)
-    meta = {'repvit_mm.task': 'backbone' if backbone_only else loaded.task,
-            'repvit_mm.input': f'normalised images (N, 3, H, W), exported at {shape[0]}x{shape[1]}',
-            'repvit_mm.mean': json.dumps(mean), 'repvit_mm.std': json.dumps(std),
-            'repvit_mm.channel_order': 'RGB' if rgb else 'BGR'}
+    meta = {
+        'repvit_mm.task': 'backbone' if backbone_only else loaded.task,
+        'repvit_mm.input': f'normalised images (N, 3, H, W), exported at {shape[0]}x{shape[1]}',
+        'repvit_mm.mean': json.dumps(mean),
+        'repvit_mm.std': json.dumps(std),
+        'repvit_mm.channel_order': 'RGB' if rgb else 'BGR',
+    }
     classes = class_names(loaded.cfg, loaded.meta)
     if classes and not backbone_only:
         meta['repvit_mm.classes'] = json.dumps(classes)
     return meta
 
 
-def export_onnx(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None,
-                out: str | os.PathLike, *, shape: tuple[int, int] = (224, 224), backbone_only: bool = False,
-                opset: int | None = None, exporter: str = 'torchscript', blocked_layout: bool = True,
-                force: bool = False, check_batch: int = 2, tolerance: float = 1e-4) -> dict[str, Any]:
+def export_onnx(
+    config: str | os.PathLike | Config,
+    checkpoint: str | os.PathLike | None,
+    out: str | os.PathLike,
+    *,
+    shape: tuple[int, int] = (224, 224),
+    backbone_only: bool = False,
+    opset: int | None = None,
+    exporter: str = 'torchscript',
+    blocked_layout: bool = True,
+    force: bool = False,
+    check_batch: int = 2,
+    tolerance: float = 1e-4,
+) -> dict[str, Any]:
     """Fuse the checkpoint's model, export it to ``out`` and check it with ONNX Runtime.
 
     The check runs a random batch of ``check_batch`` images (a batch size other than the traced one, so
@@ -140,15 +182,29 @@ def export_onnx(config: str | os.PathLike | Config, checkpoint: str | os.PathLik
         expected = reference(x)
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
     with atomic_output(out_path) as tmp:
-        names = export_tensor_model(module, tmp, shape, opset=opset, exporter=exporter,
-                                    metadata=_metadata(loaded, shape, backbone_only),
-                                    blocked_layout=blocked_layout)
+        names = export_tensor_model(
+            module,
+            tmp,
+            shape,
+            opset=opset,
+            exporter=exporter,
+            metadata=_metadata(loaded, shape, backbone_only),
+            blocked_layout=blocked_layout,
+        )
         session = ort_session(tmp)
         got = session.run(names, {'input': x.numpy()})
         diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected, strict=False))
         scale = max(1.0, *(float(e.abs().max()) for e in expected))
         if not diff <= tolerance * scale:
-            raise UserInputError(f'ONNX Runtime output differs from PyTorch by {diff:.3g} (outputs up to '
-                                 f'{scale:.3g}, tolerance {tolerance:g} of that); {out_path} not written')
-    return {'out': str(out_path), 'outputs': {n: list(g.shape) for n, g in zip(names, got, strict=False)},
-            'max_abs_diff': diff, 'exporter': exporter, 'opset': opset, 'check_batch': check_batch}
+            raise UserInputError(
+                f'ONNX Runtime output differs from PyTorch by {diff:.3g} (outputs up to '
+                f'{scale:.3g}, tolerance {tolerance:g} of that); {out_path} not written'
+            )
+    return {
+        'out': str(out_path),
+        'outputs': {n: list(g.shape) for n, g in zip(names, got, strict=False)},
+        'max_abs_diff': diff,
+        'exporter': exporter,
+        'opset': opset,
+        'check_batch': check_batch,
+    }

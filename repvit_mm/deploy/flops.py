@@ -12,6 +12,7 @@ i.e. MACs). What is counted depends on the config:
   proposals the config's ``test_cfg`` keeps; operators the analyzer cannot count (NMS, RoIAlign) count
   as zero.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,12 @@ from .model import LoadedModel, load_model, tensor_model
 __all__ = ['DEFAULT_SHAPES', 'model_complexity', 'count_complexity', 'format_table']
 
 #: Input (H, W) by task when none is given.
-DEFAULT_SHAPES = {'classification': (224, 224), 'backbone': (512, 512), 'detection': (800, 1344),
-                  'segmentation': (512, 512)}
+DEFAULT_SHAPES = {
+    'classification': (224, 224),
+    'backbone': (512, 512),
+    'detection': (800, 1344),
+    'segmentation': (512, 512),
+}
 
 
 class _DenseTensor(nn.Module):
@@ -44,8 +49,14 @@ class _DenseTensor(nn.Module):
         if self.task == 'segmentation':
             return self.model(x, mode='tensor')
         from mmdet.structures import DetDataSample
-        meta = dict(img_shape=self.shape, ori_shape=self.shape, pad_shape=self.shape,
-                    batch_input_shape=self.shape, scale_factor=(1.0, 1.0))
+
+        meta = dict(
+            img_shape=self.shape,
+            ori_shape=self.shape,
+            pad_shape=self.shape,
+            batch_input_shape=self.shape,
+            scale_factor=(1.0, 1.0),
+        )
         return self.model(x, [DetDataSample(metainfo=meta) for _ in range(x.shape[0])], mode='tensor')
 
 
@@ -87,8 +98,9 @@ def count_complexity(module: nn.Module, shape: tuple[int, int], prefix: str = ''
     return {'params': int(params['']), 'macs': int(macs), 'by_module': children}
 
 
-def model_complexity(config: str | os.PathLike | Config, *, shape: tuple[int, int] | None = None,
-                     backbone_only: bool = False) -> dict[str, Any]:
+def model_complexity(
+    config: str | os.PathLike | Config, *, shape: tuple[int, int] | None = None, backbone_only: bool = False
+) -> dict[str, Any]:
     """Params and MACs of the config's model, unfused (training structure) and fused (deploy).
 
     Returns:
@@ -101,8 +113,13 @@ def model_complexity(config: str | os.PathLike | Config, *, shape: tuple[int, in
         if not result:
             key = 'backbone' if backbone_only else loaded.task
             shape = tuple(shape or DEFAULT_SHAPES[key])
-            result.update(task=loaded.task, arch=loaded.cfg.model.get('backbone', {}).get('arch'),
-                          shape=list(shape), backbone_only=backbone_only, config=str(loaded.cfg.filename))
+            result.update(
+                task=loaded.task,
+                arch=loaded.cfg.model.get('backbone', {}).get('arch'),
+                shape=list(shape),
+                backbone_only=backbone_only,
+                config=str(loaded.cfg.filename),
+            )
         view, prefix = _view(loaded, backbone_only, shape)
         result['fused' if fused else 'unfused'] = count_complexity(view, shape, prefix)
     return result
@@ -112,15 +129,18 @@ def format_table(result: dict[str, Any]) -> str:
     """The tool's printout: one row per variant and, indented, per component."""
     h, w = result['shape']
     what = 'backbone' if result['backbone_only'] else result['task']
-    lines = [f"RepViT-{result['arch']} {what}, input 1x3x{h}x{w} ({result['config']})",
-             f"{'model':<22}{'params':>12}{'MACs':>14}"]
+    lines = [
+        f'RepViT-{result["arch"]} {what}, input 1x3x{h}x{w} ({result["config"]})',
+        f'{"model":<22}{"params":>12}{"MACs":>14}',
+    ]
     for key, label in (('unfused', 'unfused (training)'), ('fused', 'fused (deploy)')):
         entry = result[key]
-        lines.append(f"{label:<22}{entry['params'] / 1e6:>10.3f} M{entry['macs'] / 1e9:>12.4f} G")
+        lines.append(f'{label:<22}{entry["params"] / 1e6:>10.3f} M{entry["macs"] / 1e9:>12.4f} G')
         for name, child in entry['by_module'].items():
-            lines.append(f"  {name:<20}{child['params'] / 1e6:>10.3f} M{child['macs'] / 1e9:>12.4f} G")
+            lines.append(f'  {name:<20}{child["params"] / 1e6:>10.3f} M{child["macs"] / 1e9:>12.4f} G')
     if result['task'] == 'classification' and not result['backbone_only']:
         fused = result['fused']
-        lines.append(f"as in the paper's table (fused): {fused['params'] / 1e6:.1f}M params, "
-                     f"{fused['macs'] / 1e9:.1f}G MACs")
+        lines.append(
+            f"as in the paper's table (fused): {fused['params'] / 1e6:.1f}M params, {fused['macs'] / 1e9:.1f}G MACs"
+        )
     return '\n'.join(lines)

@@ -8,6 +8,7 @@ strictly into the same config with the deploy flags set, e.g. for a classifier::
 (detectors and segmentors: ``model.backbone.deploy=True``), and the deploy tools here accept it with the
 unchanged training config.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,12 +34,19 @@ def deploy_cfg_options(loaded: LoadedModel) -> dict[str, bool]:
 
 def _init_args(module: torch.nn.Module) -> set[str]:
     import inspect
+
     return set(inspect.signature(type(module).__init__).parameters)
 
 
 @torch.no_grad()
-def max_output_diff(before: torch.nn.Module, after: torch.nn.Module, task: str,
-                    shape: tuple[int, int] = (64, 64), batch: int = 2, seed: int = 0) -> float:
+def max_output_diff(
+    before: torch.nn.Module,
+    after: torch.nn.Module,
+    task: str,
+    shape: tuple[int, int] = (64, 64),
+    batch: int = 2,
+    seed: int = 0,
+) -> float:
     """Largest absolute difference of the two models' tensor outputs on a random batch: logits for
     classifiers, ``extract_feat`` (backbone + neck) features for detectors and segmentors."""
     x = torch.randn(batch, 3, *shape, generator=torch.Generator().manual_seed(seed))
@@ -50,9 +58,13 @@ def max_output_diff(before: torch.nn.Module, after: torch.nn.Module, task: str,
     return max(float((a - b).abs().max()) for a, b in zip(run(before), run(after), strict=False))
 
 
-def fuse_checkpoint(config: str | os.PathLike | Config, checkpoint: str | os.PathLike,
-                    out: str | os.PathLike, force: bool = False, check_shape: tuple[int, int] = (64, 64),
-                    ) -> dict[str, Any]:
+def fuse_checkpoint(
+    config: str | os.PathLike | Config,
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    force: bool = False,
+    check_shape: tuple[int, int] = (64, 64),
+) -> dict[str, Any]:
     """Write the fused (deploy) version of ``checkpoint`` to ``out``.
 
     Args:

@@ -6,6 +6,7 @@ fused deploy checkpoints written by :func:`repvit_mm.deploy.fuse_checkpoint` (re
 fitting the fused model, so the training config loads them too), the authors' ImageNet, COCO and ADE20K
 release files and timm state dicts (converted in memory by :mod:`repvit_mm.models.checkpoints`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,8 +24,21 @@ from ..models.checkpoints import read_checkpoint as _read_checkpoint
 from ..utils.config import load_config, split_datasets
 from ..utils.errors import UserInputError
 
-__all__ = ['TASKS', 'LoadedModel', 'read_config', 'task_of', 'build_model', 'read_checkpoint', 'load_model',
-           'fused_copy', 'ClassifierLogits', 'BackboneFeatures', 'tensor_model', 'normalization', 'class_names']
+__all__ = [
+    'TASKS',
+    'LoadedModel',
+    'read_config',
+    'task_of',
+    'build_model',
+    'read_checkpoint',
+    'load_model',
+    'fused_copy',
+    'ClassifierLogits',
+    'BackboneFeatures',
+    'tensor_model',
+    'normalization',
+    'class_names',
+]
 
 #: ``default_scope`` -> task name used by the tools.
 TASKS = {'mmpretrain': 'classification', 'mmdet': 'detection', 'mmseg': 'segmentation'}
@@ -33,6 +47,7 @@ TASKS = {'mmpretrain': 'classification', 'mmdet': 'detection', 'mmseg': 'segment
 @dataclass
 class LoadedModel:
     """A model ready for inference (eval mode, CPU) and what the tools need to know about it."""
+
     model: nn.Module
     cfg: Config
     task: str
@@ -52,8 +67,9 @@ def task_of(cfg: Config) -> str:
     """``'classification'``, ``'detection'`` or ``'segmentation'``, from the config's ``default_scope``."""
     scope = cfg.get('default_scope')
     if scope not in TASKS:
-        raise UserInputError(f'{cfg.filename}: default_scope is {scope!r}; the deploy tools handle '
-                             f'{", ".join(sorted(TASKS))} configs')
+        raise UserInputError(
+            f'{cfg.filename}: default_scope is {scope!r}; the deploy tools handle {", ".join(sorted(TASKS))} configs'
+        )
     return TASKS[scope]
 
 
@@ -70,8 +86,9 @@ def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[dict[str, torch.Tens
     return dict(ckpt.state), ckpt.meta
 
 
-def load_model(config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None, *,
-               fuse: bool = False) -> LoadedModel:
+def load_model(
+    config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None, *, fuse: bool = False
+) -> LoadedModel:
     """Build the config's model and load ``checkpoint`` strictly (every key, every shape).
 
     The checkpoint may be in any layout :func:`repvit_mm.models.checkpoints.fit_checkpoint` converts (ours,
@@ -107,13 +124,20 @@ def load_model(config: str | os.PathLike | Config, checkpoint: str | os.PathLike
     model.eval()
     if meta.get('dataset_meta'):
         model.dataset_meta = dict(meta['dataset_meta'])
-    return LoadedModel(model=model, cfg=cfg, task=task, fused=fused,
-                       checkpoint=None if checkpoint is None else str(checkpoint), meta=meta)
+    return LoadedModel(
+        model=model,
+        cfg=cfg,
+        task=task,
+        fused=fused,
+        checkpoint=None if checkpoint is None else str(checkpoint),
+        meta=meta,
+    )
 
 
 def fused_copy(loaded: LoadedModel) -> LoadedModel:
     """A reparameterized copy of ``loaded`` (``loaded`` itself is left as it is)."""
     from ..models.reparam import switch_to_deploy
+
     fused = copy.deepcopy(loaded)
     if not fused.fused:
         switch_to_deploy(fused.model)
@@ -157,8 +181,10 @@ def tensor_model(loaded: LoadedModel, backbone_only: bool = False, softmax: bool
     if loaded.task == 'classification' and not backbone_only:
         return ClassifierLogits(loaded.model, softmax=softmax).eval()
     if loaded.task != 'classification' and not backbone_only:
-        raise UserInputError(f'{loaded.cfg.filename} is a {loaded.task} config: only its backbone can be '
-                             'exported or benchmarked here (pass --backbone-only)')
+        raise UserInputError(
+            f'{loaded.cfg.filename} is a {loaded.task} config: only its backbone can be '
+            'exported or benchmarked here (pass --backbone-only)'
+        )
     backbone = loaded.model.backbone
     if loaded.task == 'classification' and hasattr(backbone, 'out_indices'):
         backbone = copy.copy(backbone)  # shares the weights; only the outputs differ
@@ -182,8 +208,7 @@ def normalization(cfg: Config) -> tuple[list[float], list[float], bool]:
     std = list(dp.get('std') or [1.0, 1.0, 1.0])
     rgb = bool(dp.get('to_rgb', dp.get('bgr_to_rgb', False)))
     if len(mean) != 3 or len(std) != 3:
-        raise UserInputError(f'{cfg.filename}: data_preprocessor mean/std must have 3 values, got '
-                             f'{mean} / {std}')
+        raise UserInputError(f'{cfg.filename}: data_preprocessor mean/std must have 3 values, got {mean} / {std}')
     return [float(m) for m in mean], [float(s) for s in std], rgb
 
 

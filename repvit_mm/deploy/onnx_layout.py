@@ -11,6 +11,7 @@ keeps the residual add after it from fusing into the convolution before.
 the ``Mul`` sees two tensors of one shape. Nothing is approximated (the mean may round differently, the
 scale is copied), and the graph stays standard ONNX for any runtime.
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,9 @@ __all__ = ['keep_blocked_layout']
 def _dims(value_info: onnx.ValueInfoProto | None) -> list[int | str | None] | None:
     if value_info is None or not value_info.type.tensor_type.HasField('shape'):
         return None
-    return [d.dim_value if d.HasField('dim_value') else (d.dim_param or None)
-            for d in value_info.type.tensor_type.shape.dim]
+    return [
+        d.dim_value if d.HasField('dim_value') else (d.dim_param or None) for d in value_info.type.tensor_type.shape.dim
+    ]
 
 
 def _is_spatial_mean(node: onnx.NodeProto, constants: dict[str, np.ndarray]) -> bool:
@@ -59,8 +61,11 @@ def keep_blocked_layout(model: onnx.ModelProto) -> onnx.ModelProto:
     rewritten: list[onnx.NodeProto] = []
     for index, node in enumerate(graph.node):
         if _is_spatial_mean(node, constants) and len(_dims(infos.get(node.input[0])) or []) == 4:
-            rewritten.append(helper.make_node('GlobalAveragePool', [node.input[0]], list(node.output),
-                                              name=node.name + '/global_pool'))
+            rewritten.append(
+                helper.make_node(
+                    'GlobalAveragePool', [node.input[0]], list(node.output), name=node.name + '/global_pool'
+                )
+            )
             continue
         rewritten.append(node)
         if node.op_type != 'Mul' or node.domain not in ('', 'ai.onnx') or len(node.input) != 2:
@@ -70,19 +75,31 @@ def keep_blocked_layout(model: onnx.ModelProto) -> onnx.ModelProto:
             continue
         for full, scale, swap in ((a, b, False), (b, a, True)):  # noqa: B007  (read after the break)
             spatial = full[2:]
-            if (scale[2:] == [1, 1] and all(isinstance(d, int) and d > 1 for d in spatial)
-                    and full[:2] == scale[:2] and isinstance(full[1], int)):
+            if (
+                scale[2:] == [1, 1]
+                and all(isinstance(d, int) and d > 1 for d in spatial)
+                and full[:2] == scale[:2]
+                and isinstance(full[1], int)
+            ):
                 break
         else:
             continue
         full_name, scale_name = (node.input[1], node.input[0]) if swap else (node.input[0], node.input[1])
         prefix = f'{node.name or f"Mul_{index}"}/blocked_layout'
         scales_name, expanded = f'{prefix}/scales', f'{prefix}/scale_expanded'
-        graph.initializer.append(numpy_helper.from_array(
-            np.array([1, 1, *spatial], dtype=np.float32), scales_name))
-        rewritten.insert(len(rewritten) - 1, helper.make_node(
-            'Resize', [scale_name, '', scales_name], [expanded], name=f'{prefix}/repeat_scale',
-            mode='nearest', coordinate_transformation_mode='asymmetric', nearest_mode='floor'))
+        graph.initializer.append(numpy_helper.from_array(np.array([1, 1, *spatial], dtype=np.float32), scales_name))
+        rewritten.insert(
+            len(rewritten) - 1,
+            helper.make_node(
+                'Resize',
+                [scale_name, '', scales_name],
+                [expanded],
+                name=f'{prefix}/repeat_scale',
+                mode='nearest',
+                coordinate_transformation_mode='asymmetric',
+                nearest_mode='floor',
+            ),
+        )
         node.input[:] = [full_name, expanded]
         # Shape inference cannot tell that Resize keeps the (symbolic) batch axis; say so, or the layout
         # pass cannot prove the Mul's inputs have one shape.

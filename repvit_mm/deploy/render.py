@@ -11,6 +11,7 @@ and fused deploy checkpoints alike), then handed to the inferencer. Predictions 
 it is; the drawing is enlarged to at least 256 pixels on the short side (the model's masks and boxes scaled
 with it) so that labels fit, and every label is kept whole inside the picture. Several images make a grid.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -63,6 +64,7 @@ def _inject(base: type, model: torch.nn.Module) -> type:
 @dataclass
 class _Label:
     """A text box to draw: ``anchor`` is its top-left corner before it is moved inside the picture."""
+
     text: str
     anchor: tuple[float, float]
     color: tuple[int, int, int] = (0, 0, 0)
@@ -70,6 +72,7 @@ class _Label:
 
 def _font(size: int):
     from PIL import ImageFont
+
     return ImageFont.load_default(size=size)
 
 
@@ -83,6 +86,7 @@ def _drawn_size(height: int, width: int, resize: int | None) -> tuple[int, int]:
 def _enlarged(image: str, size: tuple[int, int]) -> tuple[np.ndarray, float, float]:
     """The image (RGB) at ``size`` and the x, y scale from the image to it."""
     from mmcv import imread, imresize
+
     rgb = imread(image, channel_order='rgb')
     height, width = rgb.shape[:2]
     return imresize(rgb, size[::-1], interpolation='bicubic'), size[1] / width, size[0] / height
@@ -91,6 +95,7 @@ def _enlarged(image: str, size: tuple[int, int]) -> tuple[np.ndarray, float, flo
 def _draw_labels(picture: np.ndarray, labels: list[_Label]) -> np.ndarray:
     """Text boxes (white on the label's colour) kept whole inside the picture and clear of each other."""
     from PIL import Image, ImageDraw
+
     canvas = Image.fromarray(np.ascontiguousarray(picture))
     draw = ImageDraw.Draw(canvas)
     font = _font(max(LABEL_MIN_PX, min(canvas.size) // 16))
@@ -114,6 +119,7 @@ def _draw_labels(picture: np.ndarray, labels: list[_Label]) -> np.ndarray:
 def _compose(panels: list[tuple[np.ndarray, str]], title: str | None) -> np.ndarray:
     """Panels in a grid of up to GRID_COLUMNS columns, each with its caption above, under a title."""
     from PIL import Image, ImageDraw
+
     columns = min(len(panels), GRID_COLUMNS)
     rows = -(-len(panels) // columns)
     cell_w = max(p.shape[1] for p, _ in panels)
@@ -175,10 +181,12 @@ def _classifier(loaded: LoadedModel, topk: int, device: str = 'cpu') -> Drawer:
         lines = [f'{name} {value:.2f}' for name, value in zip(names, top.values.tolist(), strict=False)]
         rgb, _, _ = _enlarged(image, _drawn_size(*_image_shape(image), resize))
         line_h = max(LABEL_MIN_PX, min(rgb.shape[:2]) // 16) + 6
-        picture = _draw_labels(rgb, [_Label(line, (4, 4 + i * line_h), (0, 0, 0) if i else (40, 40, 40))
-                                     for i, line in enumerate(lines)])
+        picture = _draw_labels(
+            rgb, [_Label(line, (4, 4 + i * line_h), (0, 0, 0) if i else (40, 40, 40)) for i, line in enumerate(lines)]
+        )
         return picture, f'top-{len(names)}: ' + ', '.join(
-            f'{n} {v:.3f}' for n, v in zip(names, top.values.tolist(), strict=False))
+            f'{n} {v:.3f}' for n, v in zip(names, top.values.tolist(), strict=False)
+        )
 
     return draw
 
@@ -194,8 +202,9 @@ def _detector(loaded: LoadedModel, score_thr: float, device: str = 'cpu') -> Dra
     inferencer = _inject(DetInferencer, loaded.model)(model=loaded.cfg, device=device, show_progress=False)
 
     def draw(image: str, resize: int | None) -> tuple[np.ndarray, str]:
-        result = inferencer(image, return_datasamples=True, no_save_vis=True, no_save_pred=True,
-                            pred_score_thr=score_thr)
+        result = inferencer(
+            image, return_datasamples=True, no_save_vis=True, no_save_pred=True, pred_score_thr=score_thr
+        )
         instances = result['predictions'][0].pred_instances.cpu()
         instances = instances[instances.scores >= score_thr]
         rgb, sx, sy = _enlarged(image, _drawn_size(*_image_shape(image), resize))
@@ -204,17 +213,25 @@ def _detector(loaded: LoadedModel, score_thr: float, device: str = 'cpu') -> Dra
         colors = [palette[label] for label in labels]
         if len(labels):
             if 'masks' in instances:  # the model's masks at the image's size, enlarged like the image
-                masks = torch.nn.functional.interpolate(instances.masks[None].float(), size=rgb.shape[:2],
-                                                        mode='bilinear', align_corners=False)[0] >= 0.5
+                masks = (
+                    torch.nn.functional.interpolate(
+                        instances.masks[None].float(), size=rgb.shape[:2], mode='bilinear', align_corners=False
+                    )[0]
+                    >= 0.5
+                )
                 visualizer.draw_binary_masks(masks.numpy(), colors=colors, alphas=0.5)
             boxes = instances.bboxes * instances.bboxes.new_tensor([sx, sy, sx, sy])
             boxes[:, 0::2] = boxes[:, 0::2].clamp(0, rgb.shape[1] - 1)  # as drawn: inside the picture
             boxes[:, 1::2] = boxes[:, 1::2].clamp(0, rgb.shape[0] - 1)
             visualizer.draw_bboxes(boxes, edge_colors=colors, line_widths=2)
         boxes = instances.bboxes.tolist()
-        picture = _draw_labels(visualizer.get_image(), [
-            _Label(f'{classes[label]} {score:.2f}', (box[0] * sx, box[1] * sy - 1), _darker(palette[label]))
-            for label, score, box in zip(labels, instances.scores.tolist(), boxes, strict=False)])
+        picture = _draw_labels(
+            visualizer.get_image(),
+            [
+                _Label(f'{classes[label]} {score:.2f}', (box[0] * sx, box[1] * sy - 1), _darker(palette[label]))
+                for label, score, box in zip(labels, instances.scores.tolist(), boxes, strict=False)
+            ],
+        )
         return picture, f'{len(labels)} instances with score >= {score_thr:g}'
 
     return draw
@@ -233,8 +250,9 @@ def _segmentor(loaded: LoadedModel, device: str = 'cpu') -> Drawer:
         classes = [str(i) for i in range(num)]
     palette = _palette(loaded.cfg, len(classes))
     loaded.model.dataset_meta = {'classes': tuple(classes), 'palette': palette}
-    inferencer = _inject(MMSegInferencer, loaded.model)(model=loaded.cfg, classes=list(classes),
-                                                        palette=palette, device=device)
+    inferencer = _inject(MMSegInferencer, loaded.model)(
+        model=loaded.cfg, classes=list(classes), palette=palette, device=device
+    )
     inferencer.show_progress = False  # mmengine's progress bar, for one image
 
     def draw(image: str, resize: int | None) -> tuple[np.ndarray, str]:
@@ -253,7 +271,9 @@ def _segmentor(loaded: LoadedModel, device: str = 'cpu') -> Drawer:
                 labels.append(_Label(classes[index], (x - 20, y - 8), _darker(palette[index])))
         picture = _draw_labels(inferencer.visualizer.get_image(), labels)
         values, counts = np.unique(pred, return_counts=True)
-        return picture, 'classes: ' + ', '.join(f'{classes[i]} {c / pred.size:.0%}' for i, c in zip(values, counts, strict=False))
+        return picture, 'classes: ' + ', '.join(
+            f'{classes[i]} {c / pred.size:.0%}' for i, c in zip(values, counts, strict=False)
+        )
 
     return draw
 
@@ -274,14 +294,25 @@ def _check_device(device: str) -> None:
 
 def _image_shape(image: str) -> tuple[int, int]:
     from PIL import Image
+
     with Image.open(image) as opened:
         return opened.height, opened.width
 
 
-def render_prediction(image: str | os.PathLike | Sequence[str | os.PathLike], config: str | os.PathLike | Config,
-                      checkpoint: str | os.PathLike, out: str | os.PathLike, *, task: str = 'auto',
-                      force: bool = False, topk: int = 5, score_thr: float = 0.3,
-                      resize: int | None = None, title: str | None = None, device: str = 'cpu') -> dict[str, Any]:
+def render_prediction(
+    image: str | os.PathLike | Sequence[str | os.PathLike],
+    config: str | os.PathLike | Config,
+    checkpoint: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    task: str = 'auto',
+    force: bool = False,
+    topk: int = 5,
+    score_thr: float = 0.3,
+    resize: int | None = None,
+    title: str | None = None,
+    device: str = 'cpu',
+) -> dict[str, Any]:
     """Predict on ``image`` (one path or several) and write the rendered picture (PNG) to ``out``.
 
     Args:
@@ -307,6 +338,7 @@ def render_prediction(image: str | os.PathLike | Sequence[str | os.PathLike], co
     if not images:
         raise UserInputError('no image given')
     from mmcv import imread
+
     for path in images:
         if not os.path.isfile(path):
             raise UserInputError(f'image not found: {path}')
@@ -339,6 +371,7 @@ def render_prediction(image: str | os.PathLike | Sequence[str | os.PathLike], co
         summary = '\n'.join(f'{os.path.basename(path)}: {text}' for (_, text), path in zip(drawn, images, strict=False))
 
     from PIL import Image
+
     with atomic_output(out_path) as tmp:
         Image.fromarray(np.ascontiguousarray(picture)).save(tmp, format='PNG')
     return {'out': str(out_path), 'task': actual, 'size': tuple(picture.shape[:2]), 'summary': summary}

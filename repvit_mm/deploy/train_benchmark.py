@@ -20,6 +20,7 @@ Timing reuses :mod:`repvit_mm.deploy.benchmark`: warm-up steps, then ``repeats``
 timed step per path and round; median, 25th-75th percentile, images/s, and ``vs_timm_bare`` (time of
 ``timm_bare`` / time of the row) and ``vs_bare``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,9 +46,11 @@ TRAIN_PATHS = ('timm_bare', 'bare', 'runner', 'runner_channels_last', 'runner_co
 #: Rows that exist for classification configs only.
 CLASSIFIER_PATHS = ('timm_bare', 'bare')
 #: (description, path, minimum speed relative to ``reference``, reference path).
-TRAIN_TARGETS = (('bare >= 1.15x timm_bare', 'bare', 1.15, 'timm_bare'),
-                 ('runner within 5% of bare', 'runner', 0.95, 'bare'),
-                 ('runner_compile >= 1.3x bare', 'runner_compile', 1.3, 'bare'))
+TRAIN_TARGETS = (
+    ('bare >= 1.15x timm_bare', 'bare', 1.15, 'timm_bare'),
+    ('runner within 5% of bare', 'runner', 0.95, 'bare'),
+    ('runner_compile >= 1.3x bare', 'runner_compile', 1.3, 'bare'),
+)
 
 
 # ----------------------------------------------------------------------------------------- synthetic data
@@ -74,13 +77,14 @@ def synthetic_batch(cfg: Config, batch_size: int, shape: tuple[int, int], seed: 
     for _ in range(batch_size):
         if task == 'classification':
             from mmpretrain.structures import DataSample
-            samples.append(DataSample(metainfo=meta).set_gt_label(
-                int(torch.randint(num_classes, (1,), generator=gen))))
+
+            samples.append(DataSample(metainfo=meta).set_gt_label(int(torch.randint(num_classes, (1,), generator=gen))))
         elif task == 'detection':
             samples.append(_det_sample(meta, num_classes, gen))
         else:
             from mmengine.structures import PixelData
             from mmseg.structures import SegDataSample
+
             labels = torch.randint(num_classes, (1, h, w), generator=gen)
             labels[..., : max(h // 16, 1), :] = 255  # an ignored border, as padding gives
             sample = SegDataSample(metainfo=meta)
@@ -103,8 +107,9 @@ def _det_sample(meta: dict, num_classes: int, gen: torch.Generator, num_boxes: i
     for i, (x1, y1, x2, y2) in enumerate(boxes.int().tolist()):
         masks[i, y1:y2, x1:x2] = 1
     sample = DetDataSample(metainfo=meta)
-    sample.gt_instances = InstanceData(bboxes=boxes, labels=torch.randint(num_classes, (num_boxes,), generator=gen),
-                                       masks=BitmapMasks(masks, h, w))
+    sample.gt_instances = InstanceData(
+        bboxes=boxes, labels=torch.randint(num_classes, (num_boxes,), generator=gen), masks=BitmapMasks(masks, h, w)
+    )
     sample.ignored_instances = InstanceData(bboxes=torch.zeros(0, 4), labels=torch.zeros(0, dtype=torch.long))
     return sample
 
@@ -124,6 +129,7 @@ def _build_train_model(cfg: Config, channels_last: bool = False) -> nn.Module:
 
 def _timm_model(arch: str, num_classes: int, distillation: bool) -> nn.Module:
     import timm
+
     name = f'repvit_{arch}'
     if name not in timm.list_models('repvit_*'):
         raise LookupError(f'timm has no {name}')
@@ -151,11 +157,13 @@ def _bare_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> Callable[[
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
     return step
 
 
-def _runner_step(model: nn.Module, cfg: Config, data: dict[str, Any], compile: bool = False
-                 ) -> tuple[Callable[[], None], str]:
+def _runner_step(
+    model: nn.Module, cfg: Config, data: dict[str, Any], compile: bool = False
+) -> tuple[Callable[[], None], str]:
     """``model.train_step(data, optim_wrapper)`` with the config's optim wrapper, as the Runner's train loop
     calls it; ``compile`` applies mmengine's ``compile=True`` (``Runner._maybe_compile('train_step')``)."""
     from mmengine.logging import MMLogger
@@ -173,6 +181,7 @@ def _runner_step(model: nn.Module, cfg: Config, data: dict[str, Any], compile: b
 
     def step() -> None:
         model.train_step(data, optim_wrapper)
+
     return step, type(optim_wrapper).__name__
 
 
@@ -184,8 +193,9 @@ def _amp_cfg(cfg: Config) -> Config:
     return cfg
 
 
-def _path_runner(path: str, cfg: Config, arch: str | None, shape: tuple[int, int], dev: torch.device
-                 ) -> Callable[[int], tuple[Callable[[], None], str]]:
+def _path_runner(
+    path: str, cfg: Config, arch: str | None, shape: tuple[int, int], dev: torch.device
+) -> Callable[[int], tuple[Callable[[], None], str]]:
     """``batch_size -> (zero-argument function running one training step, note)`` for ``path``."""
 
     def make(bs: int) -> tuple[Callable[[], None], str]:
@@ -214,14 +224,23 @@ def _path_runner(path: str, cfg: Config, arch: str | None, shape: tuple[int, int
         if getattr(model, 'teacher', None) is not None:
             notes.append(f'teacher {cfg.model.teacher.name} included')
         return step, ', '.join(notes)
+
     return make
 
 
 # ----------------------------------------------------------------------------------------- benchmark
-def train_benchmark(config: str | os.PathLike | Config, *, shape: tuple[int, int] = (224, 224),
-                    batch_size: int = 32, repeats: int = 10, warmup: int = 2, device: str = 'cpu',
-                    threads: int | None = None, paths: tuple[str, ...] | None = None,
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def train_benchmark(
+    config: str | os.PathLike | Config,
+    *,
+    shape: tuple[int, int] = (224, 224),
+    batch_size: int = 32,
+    repeats: int = 10,
+    warmup: int = 2,
+    device: str = 'cpu',
+    threads: int | None = None,
+    paths: tuple[str, ...] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Time one training step of every path in ``paths`` (default: every path the config and device
     allow); see the module docstring.
 
@@ -233,8 +252,12 @@ def train_benchmark(config: str | os.PathLike | Config, *, shape: tuple[int, int
     cfg = read_config(config)
     task = task_of(cfg)
     if paths is None:
-        paths = tuple(p for p in TRAIN_PATHS if (task == 'classification' or p not in CLASSIFIER_PATHS)
-                      and (p != 'runner_amp' or device.startswith('cuda')))
+        paths = tuple(
+            p
+            for p in TRAIN_PATHS
+            if (task == 'classification' or p not in CLASSIFIER_PATHS)
+            and (p != 'runner_amp' or device.startswith('cuda'))
+        )
     unknown = [p for p in paths if p not in TRAIN_PATHS]
     if unknown:
         raise UserInputError(f'unknown training path(s) {", ".join(unknown)}; choose from {", ".join(TRAIN_PATHS)}')
@@ -247,6 +270,7 @@ def train_benchmark(config: str | os.PathLike | Config, *, shape: tuple[int, int
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     from ..models.backbones.repvit import normalize_arch_name
+
     arch = cfg.model.get('backbone', {}).get('arch')
     arch = normalize_arch_name(arch) if isinstance(arch, str) else None
 
@@ -257,10 +281,20 @@ def train_benchmark(config: str | os.PathLike | Config, *, shape: tuple[int, int
     table = [_train_row(r, rows) for r in rows]
     return {
         'machine': _machine(device, threads),
-        'settings': {'shape': list(shape), 'batch_size': batch_size, 'repeats': repeats, 'warmup': warmup,
-                     'device': device, 'threads': threads},
-        'model': {'config': str(cfg.filename), 'arch': arch, 'task': task,
-                  'optim_wrapper': cfg.optim_wrapper.get('type', 'OptimWrapper')},
+        'settings': {
+            'shape': list(shape),
+            'batch_size': batch_size,
+            'repeats': repeats,
+            'warmup': warmup,
+            'device': device,
+            'threads': threads,
+        },
+        'model': {
+            'config': str(cfg.filename),
+            'arch': arch,
+            'task': task,
+            'optim_wrapper': cfg.optim_wrapper.get('type', 'OptimWrapper'),
+        },
         'rows': table,
         'targets': _targets(table),
     }
@@ -277,9 +311,18 @@ def _train_row(row: Row, rows: list[Row]) -> dict[str, Any]:
 
 def _targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     ms = {r['path']: r['median_ms'] for r in rows if r['status'] == 'ok'}
-    return [{'target': name, 'path': path, 'reference': ref, 'ratio': ms[ref] / ms[path], 'minimum': minimum,
-             'met': ms[ref] / ms[path] >= minimum}
-            for name, path, minimum, ref in TRAIN_TARGETS if path in ms and ref in ms]
+    return [
+        {
+            'target': name,
+            'path': path,
+            'reference': ref,
+            'ratio': ms[ref] / ms[path],
+            'minimum': minimum,
+            'met': ms[ref] / ms[path] >= minimum,
+        }
+        for name, path, minimum, ref in TRAIN_TARGETS
+        if path in ms and ref in ms
+    ]
 
 
 def format_train_table(result: dict[str, Any]) -> str:
@@ -287,23 +330,25 @@ def format_train_table(result: dict[str, Any]) -> str:
     m, s, model = result['machine'], result['settings'], result['model']
     h, w = s['shape']
     lines = [
-        f"training step of {os.path.basename(model['config'])} ({model['task']}, RepViT-{model['arch']}), "
-        f"batch {s['batch_size']} at {h}x{w}; device {s['device']}, {s['threads']} threads, "
-        f"{s['repeats']} timed steps per path after {s['warmup']} warm-up",
-        f"machine: {m.get('gpu') or m['cpu']} ({m['cpu_count']} cores), torch {m['torch']}, timm {m.get('timm', '-')}",
+        f'training step of {os.path.basename(model["config"])} ({model["task"]}, RepViT-{model["arch"]}), '
+        f'batch {s["batch_size"]} at {h}x{w}; device {s["device"]}, {s["threads"]} threads, '
+        f'{s["repeats"]} timed steps per path after {s["warmup"]} warm-up',
+        f'machine: {m.get("gpu") or m["cpu"]} ({m["cpu_count"]} cores), torch {m["torch"]}, timm {m.get("timm", "-")}',
         '',
         '| path | median ms | p25-p75 ms | images/s | vs timm_bare | vs bare | note |',
         '|---|---:|---:|---:|---:|---:|---|',
     ]
     for r in result['rows']:
         if r['status'] != 'ok':
-            lines.append(f"| {r['path']} | skipped | | | | | {r['note']} |")
+            lines.append(f'| {r["path"]} | skipped | | | | | {r["note"]} |')
             continue
         ratios = [f'{r[k]:.2f}x' if r[k] is not None else '-' for k in ('vs_timm_bare', 'vs_bare')]
-        lines.append(f"| {r['path']} | {r['median_ms']:.1f} | {r['p25_ms']:.1f}-{r['p75_ms']:.1f} | "
-                     f"{r['images_per_s']:.1f} | {ratios[0]} | {ratios[1]} | {r['note']} |")
+        lines.append(
+            f'| {r["path"]} | {r["median_ms"]:.1f} | {r["p25_ms"]:.1f}-{r["p75_ms"]:.1f} | '
+            f'{r["images_per_s"]:.1f} | {ratios[0]} | {ratios[1]} | {r["note"]} |'
+        )
     if result['targets']:
         lines.append('')
         for t in result['targets']:
-            lines.append(f"target {t['target']}: {t['ratio']:.2f}x {'met' if t['met'] else 'NOT met'}")
+            lines.append(f'target {t["target"]}: {t["ratio"]:.2f}x {"met" if t["met"] else "NOT met"}')
     return '\n'.join(lines)

@@ -5,6 +5,7 @@ from ``configs/detection``; what is ours is imported here for registration: the 
 datasets that ``tools/train.py`` / ``tools/test.py`` run before the Runner starts, and image loading that
 names the file it cannot decode (as mmdet's ``LoadImageFromFile``).
 """
+
 from . import transforms  # noqa: F401  (registration)
 from .data_checks import check_coco_dataset
 

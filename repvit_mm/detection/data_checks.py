@@ -10,6 +10,7 @@ or height under one pixel or a non-positive area, or a polygon mask with fewer t
 stays, with fewer or no objects). They are counted here and reported as one warning line with a few of their
 ids (:class:`~repvit_mm.utils.errors.DataWarning`; an error with ``--strict-data``).
 """
+
 from __future__ import annotations
 
 import json
@@ -37,29 +38,35 @@ def _load_json(ann_file: str) -> Any:
         with open(ann_file, encoding='utf-8') as f:
             return json.load(f)
     except json.JSONDecodeError as err:
-        raise UserInputError(f'COCO annotation file {ann_file} is not valid JSON: {err.msg} at line '
-                             f'{err.lineno} column {err.colno}') from None
+        raise UserInputError(
+            f'COCO annotation file {ann_file} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}'
+        ) from None
     except UnicodeDecodeError:
         raise UserInputError(f'COCO annotation file {ann_file} is not valid JSON: not UTF-8 text') from None
 
 
 def _check_structure(doc: Any, ann_file: str, test_mode: bool) -> None:
     if not isinstance(doc, dict):
-        raise UserInputError(f'COCO annotation file {ann_file} is malformed: the top level is a '
-                             f'{type(doc).__name__}, expected an object with images/annotations/categories')
+        raise UserInputError(
+            f'COCO annotation file {ann_file} is malformed: the top level is a '
+            f'{type(doc).__name__}, expected an object with images/annotations/categories'
+        )
     required = REQUIRED_KEYS if test_mode else (*REQUIRED_KEYS, 'annotations')
     missing = [key for key in required if key not in doc]
     if missing:
-        raise UserInputError(f'COCO annotation file {ann_file} is malformed: missing key(s) '
-                             f'{", ".join(repr(k) for k in missing)}')
+        raise UserInputError(
+            f'COCO annotation file {ann_file} is malformed: missing key(s) {", ".join(repr(k) for k in missing)}'
+        )
     for key in (*REQUIRED_KEYS, 'annotations'):
         if key in doc and not isinstance(doc[key], list):
-            raise UserInputError(f"COCO annotation file {ann_file} is malformed: '{key}' is a "
-                                 f'{type(doc[key]).__name__}, expected a list')
+            raise UserInputError(
+                f"COCO annotation file {ann_file} is malformed: '{key}' is a {type(doc[key]).__name__}, expected a list"
+            )
     for index, image in enumerate(doc['images']):
         if not isinstance(image, dict) or 'file_name' not in image or 'id' not in image:
-            raise UserInputError(f"COCO annotation file {ann_file} is malformed: images[{index}] has no "
-                                 "'file_name' and 'id'")
+            raise UserInputError(
+                f"COCO annotation file {ann_file} is malformed: images[{index}] has no 'file_name' and 'id'"
+            )
 
 
 def _missing_images(images: list[dict], img_dir: str) -> list[str]:
@@ -103,8 +110,9 @@ def _invalid_annotations(doc: dict, ann_file: str) -> DataWarning | None:
     ids = []
     annotations = doc.get('annotations') or []
     for ann in annotations:
-        problem = _annotation_problem(ann, images.get(ann.get('image_id'))) if isinstance(ann, dict) else \
-            'not an object'
+        problem = (
+            _annotation_problem(ann, images.get(ann.get('image_id'))) if isinstance(ann, dict) else 'not an object'
+        )
         if problem:
             problems[problem] += 1
             ids.append(ann.get('id') if isinstance(ann, dict) else None)
@@ -112,8 +120,10 @@ def _invalid_annotations(doc: dict, ann_file: str) -> DataWarning | None:
         return None
     kinds = ', '.join(f'{kind}: {count}' for kind, count in sorted(problems.items()))
     more = ', ...' if len(ids) > SHOWN_IDS else ''
-    return DataWarning(f'{ann_file}: {len(ids)} of {len(annotations)} annotations are invalid and would be dropped '
-                       f'by mmdet ({kinds}); ids {", ".join(map(str, ids[:SHOWN_IDS]))}{more}')
+    return DataWarning(
+        f'{ann_file}: {len(ids)} of {len(annotations)} annotations are invalid and would be dropped '
+        f'by mmdet ({kinds}); ids {", ".join(map(str, ids[:SHOWN_IDS]))}{more}'
+    )
 
 
 @register_data_check('CocoDataset')

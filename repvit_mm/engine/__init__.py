@@ -4,5 +4,12 @@ from .hooks import ReparameterizeHook
 from .precision import AmpWhereCUDAOptimWrapperConstructor, amp_twin, fp32_optim_wrapper
 from .schedulers import EpochEndCosineLR
 
-__all__ = ['AmpWhereCUDAOptimWrapperConstructor', 'AtomicCheckpointHook', 'CPUDistributedDataParallel',
-           'EpochEndCosineLR', 'ReparameterizeHook', 'amp_twin', 'fp32_optim_wrapper']
+__all__ = [
+    'AmpWhereCUDAOptimWrapperConstructor',
+    'AtomicCheckpointHook',
+    'CPUDistributedDataParallel',
+    'EpochEndCosineLR',
+    'ReparameterizeHook',
+    'amp_twin',
+    'fp32_optim_wrapper',
+]

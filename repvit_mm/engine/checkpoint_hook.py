@@ -8,6 +8,7 @@ file in the same folder, flushed to disk and renamed over its name (atomic on PO
 older checkpoints are removed only once the new one is complete. The temporary names do not end in
 ``.pth``, so nothing that looks like a checkpoint is ever partial.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -118,9 +119,18 @@ class AtomicCheckpointHook(CheckpointHook):
         filename = self.filename_tmpl.format(step)
         self.last_ckpt = osp.join(self.out_dir, filename)
         runner.message_hub.update_info('last_ckpt', self.last_ckpt)
-        self._save_atomically(runner, self.out_dir, filename, self.file_client_args,
-                              save_optimizer=self.save_optimizer, save_param_scheduler=self.save_param_scheduler,
-                              meta=meta, by_epoch=self.by_epoch, backend_args=self.backend_args, **self.args)
+        self._save_atomically(
+            runner,
+            self.out_dir,
+            filename,
+            self.file_client_args,
+            save_optimizer=self.save_optimizer,
+            save_param_scheduler=self.save_param_scheduler,
+            meta=meta,
+            by_epoch=self.by_epoch,
+            backend_args=self.backend_args,
+            **self.args,
+        )
         if is_main_process():
             atomic_write_text(osp.join(runner.work_dir, 'last_checkpoint'), self.last_ckpt)
             if stale is not None and osp.abspath(stale) != osp.abspath(self.last_ckpt):
@@ -136,8 +146,15 @@ class AtomicCheckpointHook(CheckpointHook):
         finally:
             self.file_backend = backend
         if is_main_process():
-            current = {osp.abspath(p) for p in [getattr(self, 'best_ckpt_path', None), self.last_ckpt,
-                                                *getattr(self, 'best_ckpt_path_dict', {}).values()] if p}
+            current = {
+                osp.abspath(p)
+                for p in [
+                    getattr(self, 'best_ckpt_path', None),
+                    self.last_ckpt,
+                    *getattr(self, 'best_ckpt_path_dict', {}).values(),
+                ]
+                if p
+            }
             for path in pending:
                 if osp.abspath(path) not in current:
                     _remove(path)

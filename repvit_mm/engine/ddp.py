@@ -1,4 +1,5 @@
 """Distributed data parallel on CPU processes (gloo), for machines without GPUs."""
+
 from mmengine.model import MMDistributedDataParallel, revert_sync_batchnorm
 from mmengine.registry import MODEL_WRAPPERS
 

@@ -1,4 +1,5 @@
 """Hooks of repvit-mm."""
+
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -21,6 +22,7 @@ class ReparameterizeHook(Hook):
 
     def _fuse(self, runner) -> None:
         from ..models.reparam import switch_to_deploy
+
         model = runner.model.module if is_model_wrapper(runner.model) else runner.model
         switch_to_deploy(model)
         runner.logger.info('model reparameterized for deployment (BatchNorm and branches fused)')

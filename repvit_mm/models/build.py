@@ -1,4 +1,5 @@
 """Build the model a config describes, outside mmengine's Runner (the tools' checks, the deploy tools)."""
+
 from __future__ import annotations
 
 import copy
@@ -37,7 +38,9 @@ def build_model(cfg: Config, *, teacher: bool = False, pretrained: bool = False)
     except (UserInputError, FileNotFoundError):
         raise
     except Exception as err:  # a KeyError of the registry, a bad argument, ...
-        raise UserInputError(f'cannot build the model of {cfg.filename}: {type(err).__name__}: '
-                             f'{str(err).splitlines()[0] if str(err) else ""}') from err
+        raise UserInputError(
+            f'cannot build the model of {cfg.filename}: {type(err).__name__}: '
+            f'{str(err).splitlines()[0] if str(err) else ""}'
+        ) from err
     model = revert_sync_batchnorm(model)
     return model.eval()

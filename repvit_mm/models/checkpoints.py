@@ -14,6 +14,7 @@ known, counts and first keys missing / unexpected / mis-shaped) -- never a silen
 fine-tuning to another number of classes (``finetune=True``: ``load_from`` and ``init_cfg``): head tensors
 whose shapes differ keep their initialisation, and one log line names those heads.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,9 +34,22 @@ from ..utils.safe_checkpoint import read_checkpoint_file
 from .backbones.repvit import RepViT
 from .convert import CheckpointMismatchError, _official_to_mm, _timm_to_mm, describe_mismatch, guess_arch
 
-__all__ = ['LAYOUTS', 'HEAD_PREFIXES', 'Checkpoint', 'Fit', 'read_checkpoint', 'as_checkpoint',
-           'detect_layout', 'to_repvit_mm', 'fit_checkpoint', 'load_checkpoint_into', 'allow_head_reinit',
-           'convert_to_repvit_mm', 'TASK_OF_LAYOUT', 'CheckpointMismatchError']
+__all__ = [
+    'LAYOUTS',
+    'HEAD_PREFIXES',
+    'Checkpoint',
+    'Fit',
+    'read_checkpoint',
+    'as_checkpoint',
+    'detect_layout',
+    'to_repvit_mm',
+    'fit_checkpoint',
+    'load_checkpoint_into',
+    'allow_head_reinit',
+    'convert_to_repvit_mm',
+    'TASK_OF_LAYOUT',
+    'CheckpointMismatchError',
+]
 
 #: Layouts :func:`detect_layout` tells apart, and how messages name them.
 LAYOUTS = {
@@ -73,6 +87,7 @@ def finetuning() -> bool:
 class Checkpoint:
     """A checkpoint in memory: its tensors (``state_dict`` / ``model`` unwrapped, ``module.`` stripped),
     its ``meta``, the layout of its keys, and the object as loaded (``raw``)."""
+
     source: str
     state: dict[str, torch.Tensor]
     meta: dict
@@ -129,10 +144,11 @@ def as_checkpoint(obj, source: str = 'checkpoint') -> Checkpoint:
             break
     tensors = OrderedDict((k, v) for k, v in state.items() if isinstance(v, torch.Tensor))
     if not tensors:
-        raise UserInputError(f'{source}: no tensors found in it (top-level keys: '
-                             f'{", ".join(map(str, list(obj)[:8])) or "none"})')
+        raise UserInputError(
+            f'{source}: no tensors found in it (top-level keys: {", ".join(map(str, list(obj)[:8])) or "none"})'
+        )
     if all(k.startswith('module.') for k in tensors):  # saved from DataParallel / DDP
-        tensors = OrderedDict((k[len('module.'):], v) for k, v in tensors.items())
+        tensors = OrderedDict((k[len('module.') :], v) for k, v in tensors.items())
     meta = obj.get('meta') if isinstance(obj.get('meta'), Mapping) else {}
     return Checkpoint(source, tensors, dict(meta), detect_layout(tensors), obj)
 
@@ -170,7 +186,7 @@ def to_repvit_mm(checkpoint: Checkpoint, arch) -> tuple[dict[str, torch.Tensor],
     if layout == 'timm':
         return _timm_to_mm(state)
     if layout.startswith('authors-'):
-        backbone = {k[len('backbone.'):]: v for k, v in state.items() if k.startswith('backbone.')}
+        backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}
         out, unmapped = _official_to_mm(backbone, arch)
         out.update((k, v) for k, v in state.items() if not k.startswith('backbone.'))
         return out, ['backbone.' + k for k in unmapped]
@@ -182,6 +198,7 @@ def to_repvit_mm(checkpoint: Checkpoint, arch) -> tuple[dict[str, torch.Tensor],
 class Fit:
     """What :func:`fit_checkpoint` found: the state dict to load strictly, whether it needs the fused
     (deploy) model, and the heads left at their initialisation."""
+
     state: OrderedDict
     fused: bool = False
     reinitialised: list[str] = field(default_factory=list)
@@ -201,8 +218,9 @@ def _arch_name(backbone: RepViT) -> str:
 def _compare(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], unmapped: list[str]):
     missing = [k for k in own if k not in state and not k.endswith('num_batches_tracked')]
     unexpected = unmapped + [k for k in state if k not in own]
-    mismatched = [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
-                  if k in state and state[k].shape != own[k].shape]
+    mismatched = [
+        (k, tuple(state[k].shape), tuple(own[k].shape)) for k in own if k in state and state[k].shape != own[k].shape
+    ]
     return missing, unexpected, mismatched
 
 
@@ -219,10 +237,12 @@ def _select(state: dict, prefix: str | None, model: nn.Module, source: str) -> d
     if not prefix:
         return state
     prefix = prefix if prefix.endswith('.') else prefix + '.'
-    selected = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    selected = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not selected:
-        raise UserInputError(f'{source} has no keys under {prefix!r} (its keys start with '
-                             f'{", ".join(sorted({k.split(".")[0] for k in state})[:6])})')
+        raise UserInputError(
+            f'{source} has no keys under {prefix!r} (its keys start with '
+            f'{", ".join(sorted({k.split(".")[0] for k in state})[:6])})'
+        )
     return selected
 
 
@@ -234,8 +254,15 @@ def _hint(missing: list[str], unexpected: list[str]) -> str:
     return ''
 
 
-def fit_checkpoint(model: nn.Module, checkpoint, *, prefix: str | None = None, finetune: bool = False,
-                   accept_fused: bool = False, fused_hint: str = '') -> Fit:
+def fit_checkpoint(
+    model: nn.Module,
+    checkpoint,
+    *,
+    prefix: str | None = None,
+    finetune: bool = False,
+    accept_fused: bool = False,
+    fused_hint: str = '',
+) -> Fit:
     """Convert ``checkpoint`` for ``model`` and check every key and shape; load nothing.
 
     Args:
@@ -252,8 +279,7 @@ def fit_checkpoint(model: nn.Module, checkpoint, *, prefix: str | None = None, f
     ckpt = as_checkpoint(checkpoint)
     backbone = _repvit_in(model)
     # Layouts are RepViT's: any other model (a distillation teacher) takes the keys as they are.
-    state, unmapped = to_repvit_mm(ckpt, backbone.arch_settings) if backbone is not None \
-        else (dict(ckpt.state), [])
+    state, unmapped = to_repvit_mm(ckpt, backbone.arch_settings) if backbone is not None else (dict(ckpt.state), [])
     state = _select(state, prefix, model, ckpt.source)
     own = model.state_dict()
     missing, unexpected, mismatched = _compare(state, own, unmapped)
@@ -262,13 +288,15 @@ def fit_checkpoint(model: nn.Module, checkpoint, *, prefix: str | None = None, f
 
     if backbone is not None and not backbone.deploy:
         from .reparam import switch_to_deploy
+
         fused_own = switch_to_deploy(copy.deepcopy(model)).state_dict()
         if not any(_compare(state, fused_own, unmapped)):
             if accept_fused:
                 return Fit(_ordered(state, fused_own), fused=True)
             raise CheckpointMismatchError(
                 f'{ckpt.source} is a fused (deploy) checkpoint: it fits the reparameterized model only'
-                f'{"; " + fused_hint if fused_hint else " (call repvit_mm.models.switch_to_deploy(model) first)"}')
+                f'{"; " + fused_hint if fused_hint else " (call repvit_mm.models.switch_to_deploy(model) first)"}'
+            )
 
     heads = [m for m in mismatched if m[0].startswith(HEAD_PREFIXES)]
     if finetune and heads and len(heads) == len(mismatched) and not (missing or unexpected):
@@ -280,24 +308,32 @@ def fit_checkpoint(model: nn.Module, checkpoint, *, prefix: str | None = None, f
     what = type(model).__name__
     if backbone is not None:
         what += f' with RepViT arch {_arch_name(backbone)!r}'
-        if any(k.startswith('backbone.') or isinstance(model, RepViT)
-               for k in [*missing, *unexpected, *(m[0] for m in mismatched)]):
+        if any(
+            k.startswith('backbone.') or isinstance(model, RepViT)
+            for k in [*missing, *unexpected, *(m[0] for m in mismatched)]
+        ):
             what += _fits_arch(ckpt, backbone)
     layout = '' if ckpt.layout == 'repvit-mm' or backbone is None else f' ({LAYOUTS[ckpt.layout]})'
     raise CheckpointMismatchError(
         f'{ckpt.source}{layout} does not fit the model ({what}): '
         f'{describe_mismatch(missing, unexpected, mismatched)}{_hint(missing, unexpected)}',
-        missing, unexpected, mismatched)
+        missing,
+        unexpected,
+        mismatched,
+    )
 
 
 def _fits_arch(ckpt: Checkpoint, backbone: RepViT) -> str:
     """``'; the checkpoint's backbone is arch 'm1_5'`` when a zoo arch fits it, else ``''``."""
+
     def backbone_part(arch):
         state, unmapped = to_repvit_mm(ckpt, arch)
         if not any(k.startswith('backbone.') for k in state):  # a bare backbone
             state = {f'backbone.{k}': v for k, v in state.items()}
-        return ({k: v for k, v in state.items() if k.startswith('backbone.')},
-                [k for k in unmapped if k.startswith(('backbone.', 'features.'))])
+        return (
+            {k: v for k, v in state.items() if k.startswith('backbone.')},
+            [k for k in unmapped if k.startswith(('backbone.', 'features.'))],
+        )
 
     try:
         fits = [a for a in guess_arch({}, reconvert=backbone_part) if a != _arch_name(backbone)]
@@ -306,28 +342,46 @@ def _fits_arch(ckpt: Checkpoint, backbone: RepViT) -> str:
     return f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
 
 
-def load_checkpoint_into(model: nn.Module, checkpoint, *, prefix: str | None = None, finetune: bool = False,
-                         accept_fused: bool = False, fused_hint: str = '', logger='current') -> Fit:
+def load_checkpoint_into(
+    model: nn.Module,
+    checkpoint,
+    *,
+    prefix: str | None = None,
+    finetune: bool = False,
+    accept_fused: bool = False,
+    fused_hint: str = '',
+    logger='current',
+) -> Fit:
     """:func:`fit_checkpoint`, then load the result strictly (reparameterizing ``model`` in place first
     when the checkpoint is fused and ``accept_fused``). ``checkpoint`` may be a file name or URL."""
     if isinstance(checkpoint, (str, os.PathLike)):
         checkpoint = read_checkpoint(checkpoint)
-    fit = fit_checkpoint(model, checkpoint, prefix=prefix, finetune=finetune, accept_fused=accept_fused,
-                         fused_hint=fused_hint)
+    fit = fit_checkpoint(
+        model, checkpoint, prefix=prefix, finetune=finetune, accept_fused=accept_fused, fused_hint=fused_hint
+    )
     if fit.fused:
         from .reparam import switch_to_deploy
+
         switch_to_deploy(model)
     model.load_state_dict(fit.state, strict=True)
     if fit.reinitialised:
-        print_log(f'{as_checkpoint(checkpoint).source}: heads re-initialised for another number of classes '
-                  f'(shapes differ): {", ".join(fit.reinitialised)}', logger=logger)
+        print_log(
+            f'{as_checkpoint(checkpoint).source}: heads re-initialised for another number of classes '
+            f'(shapes differ): {", ".join(fit.reinitialised)}',
+            logger=logger,
+        )
     return fit
 
 
 # ----------------------------------------------------------------------------------------- conversion
 #: The task each release layout belongs to (``tools/convert_checkpoint.py`` reports it).
-TASK_OF_LAYOUT = {'authors-classification': 'classification', 'timm': 'classification',
-                  'authors-coco': 'detection', 'authors-ade20k': 'segmentation', 'authors-backbone': 'backbone'}
+TASK_OF_LAYOUT = {
+    'authors-classification': 'classification',
+    'timm': 'classification',
+    'authors-coco': 'detection',
+    'authors-ade20k': 'segmentation',
+    'authors-backbone': 'backbone',
+}
 
 
 def convert_to_repvit_mm(checkpoint, arch) -> OrderedDict:
@@ -342,10 +396,13 @@ def convert_to_repvit_mm(checkpoint, arch) -> OrderedDict:
         UserInputError: the checkpoint is already in our layout.
     """
     from .convert import check_state_dict, convert_checkpoint
+
     ckpt = as_checkpoint(checkpoint)
     if ckpt.layout == 'repvit-mm':
-        raise UserInputError(f'{ckpt.source} is already a repvit-mm checkpoint (keys '
-                             f'{", ".join(list(ckpt.state)[:3])}, ...); nothing to convert')
+        raise UserInputError(
+            f'{ckpt.source} is already a repvit-mm checkpoint (keys '
+            f'{", ".join(list(ckpt.state)[:3])}, ...); nothing to convert'
+        )
     if TASK_OF_LAYOUT[ckpt.layout] == 'classification':
         return convert_checkpoint(ckpt.state, arch, format='timm' if ckpt.layout == 'timm' else 'official')
 
@@ -354,7 +411,8 @@ def convert_to_repvit_mm(checkpoint, arch) -> OrderedDict:
         return {k: v for k, v in state.items() if k.startswith('backbone.')}, unmapped
 
     backbone, unmapped = backbone_part(arch)
-    out = check_state_dict(backbone, arch, deploy=False, source=LAYOUTS[ckpt.layout],
-                           extra_unexpected=unmapped, reconvert=backbone_part)
+    out = check_state_dict(
+        backbone, arch, deploy=False, source=LAYOUTS[ckpt.layout], extra_unexpected=unmapped, reconvert=backbone_part
+    )
     out.update((k, v) for k, v in to_repvit_mm(ckpt, arch)[0].items() if not k.startswith('backbone.'))
     return out

@@ -18,6 +18,7 @@ Source layouts:
   ``classifier.classifier_dist.{bn,l}``.
 - **timm** (``repvit_*``): our names with ``c`` for ``conv``, ``l`` for ``linear``, no ``backbone.``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -29,8 +30,17 @@ import torch
 from ..utils.errors import UserInputError
 from .backbones.repvit import RepViT, normalize_arch_name
 
-__all__ = ['convert_official', 'convert_timm', 'convert_checkpoint', 'detect_format', 'check_state_dict',
-           'unwrap_state_dict', 'guess_arch', 'describe_mismatch', 'CheckpointMismatchError']
+__all__ = [
+    'convert_official',
+    'convert_timm',
+    'convert_checkpoint',
+    'detect_format',
+    'check_state_dict',
+    'unwrap_state_dict',
+    'guess_arch',
+    'describe_mismatch',
+    'CheckpointMismatchError',
+]
 
 StateDict = dict[str, torch.Tensor]
 _SHOW = 12  # keys listed per category in an error message
@@ -40,8 +50,13 @@ class CheckpointMismatchError(UserInputError):
     """The checkpoint does not fit the architecture; ``missing``, ``unexpected`` and ``mismatched``
     (``(key, checkpoint shape, model shape)``) hold every offending key."""
 
-    def __init__(self, message: str, missing: Sequence[str] = (), unexpected: Sequence[str] = (),
-                 mismatched: Sequence[tuple[str, tuple, tuple]] = ()) -> None:
+    def __init__(
+        self,
+        message: str,
+        missing: Sequence[str] = (),
+        unexpected: Sequence[str] = (),
+        mismatched: Sequence[tuple[str, tuple, tuple]] = (),
+    ) -> None:
         super().__init__(message)
         self.missing = list(missing)
         self.unexpected = list(unexpected)
@@ -54,8 +69,9 @@ def _listing(name: str, items: Sequence[str]) -> str:
     return f'{len(items)} {name} [{shown}{more}]'
 
 
-def describe_mismatch(missing: Sequence[str] = (), unexpected: Sequence[str] = (),
-                      mismatched: Sequence[tuple[str, tuple, tuple]] = ()) -> str:
+def describe_mismatch(
+    missing: Sequence[str] = (), unexpected: Sequence[str] = (), mismatched: Sequence[tuple[str, tuple, tuple]] = ()
+) -> str:
     """The one way a key mismatch is worded: counts and the first keys of each kind, on one line."""
     parts = []
     if missing:
@@ -63,8 +79,9 @@ def describe_mismatch(missing: Sequence[str] = (), unexpected: Sequence[str] = (
     if unexpected:
         parts.append(_listing('unexpected keys', list(unexpected)))
     if mismatched:
-        parts.append(_listing('keys with wrong shapes',
-                              [f'{k} {tuple(a)} vs {tuple(b)} in the model' for k, a, b in mismatched]))
+        parts.append(
+            _listing('keys with wrong shapes', [f'{k} {tuple(a)} vs {tuple(b)} in the model' for k, a, b in mismatched])
+        )
     return '; '.join(parts)
 
 
@@ -89,8 +106,7 @@ def _build_backbone_shapes(arch, deploy: bool) -> OrderedDict[str, tuple]:
     return OrderedDict((f'backbone.{k}', tuple(v.shape)) for k, v in model.state_dict().items())
 
 
-def _head_shapes(state: Mapping[str, torch.Tensor], channels: int,
-                 deploy: bool = False) -> OrderedDict[str, tuple]:
+def _head_shapes(state: Mapping[str, torch.Tensor], channels: int, deploy: bool = False) -> OrderedDict[str, tuple]:
     """Expected ``head.*`` keys, given the head keys present (num_classes from the checkpoint)."""
     head_keys = [k for k in state if k.startswith('head.')]
     out: OrderedDict[str, tuple] = OrderedDict()
@@ -105,31 +121,37 @@ def _head_shapes(state: Mapping[str, torch.Tensor], channels: int,
         num_classes = -1  # unknown: every head key is reported
     if deploy:
         out['head.head.weight'] = (num_classes, channels)
-        out['head.head.bias'] = (num_classes, )
+        out['head.head.bias'] = (num_classes,)
         return out
     heads = ['head']
     if any(k.startswith('head.head_dist.') for k in head_keys):
         heads.append('head_dist')
     for h in heads:
         for name in ('weight', 'bias', 'running_mean', 'running_var'):
-            out[f'head.{h}.bn.{name}'] = (channels, )
+            out[f'head.{h}.bn.{name}'] = (channels,)
         out[f'head.{h}.bn.num_batches_tracked'] = ()
         out[f'head.{h}.linear.weight'] = (num_classes, channels)
-        out[f'head.{h}.linear.bias'] = (num_classes, )
+        out[f'head.{h}.linear.bias'] = (num_classes,)
     return out
 
 
 def _mismatches(state: Mapping[str, torch.Tensor], expected: Mapping[str, tuple]):
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
-    mismatched = [(k, tuple(state[k].shape), expected[k]) for k in expected
-                  if k in state and tuple(state[k].shape) != expected[k]]
+    mismatched = [
+        (k, tuple(state[k].shape), expected[k]) for k in expected if k in state and tuple(state[k].shape) != expected[k]
+    ]
     return missing, unexpected, mismatched
 
 
-def check_state_dict(state: StateDict, arch, deploy: bool | None = None,
-                     source: str = 'checkpoint', extra_unexpected: Sequence[str] = (),
-                     reconvert: Callable[[str], tuple[StateDict, list[str]]] | None = None) -> StateDict:
+def check_state_dict(
+    state: StateDict,
+    arch,
+    deploy: bool | None = None,
+    source: str = 'checkpoint',
+    extra_unexpected: Sequence[str] = (),
+    reconvert: Callable[[str], tuple[StateDict, list[str]]] | None = None,
+) -> StateDict:
     """Check a repvit-mm layout state dict against ``arch``; return it ordered as the model's.
 
     ``num_batches_tracked`` buffers absent from the checkpoint are filled with 0. ``deploy=None`` accepts
@@ -167,11 +189,17 @@ def check_state_dict(state: StateDict, arch, deploy: bool | None = None,
     raise CheckpointMismatchError(
         f'{source} does not match RepViT arch {arch_name!r}{hint}: '
         + describe_mismatch(missing, unexpected, mismatched),
-        missing, unexpected, mismatched)
+        missing,
+        unexpected,
+        mismatched,
+    )
 
 
-def guess_arch(state: Mapping[str, torch.Tensor], extra_unexpected: Sequence[str] = (),
-               reconvert: Callable[[str], tuple[StateDict, list[str]]] | None = None) -> list[str]:
+def guess_arch(
+    state: Mapping[str, torch.Tensor],
+    extra_unexpected: Sequence[str] = (),
+    reconvert: Callable[[str], tuple[StateDict, list[str]]] | None = None,
+) -> list[str]:
     """Names of the zoo archs a converted state dict fits (training or deploy structure).
 
     ``reconvert(name)`` redoes a layout-dependent conversion for each candidate arch; without it
@@ -207,10 +235,9 @@ def unwrap_state_dict(ckpt) -> StateDict:
             break
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
     if not tensors:
-        raise UserInputError('the checkpoint holds no tensors (keys: '
-                             f'{", ".join(list(map(str, ckpt))[:8])})')
+        raise UserInputError(f'the checkpoint holds no tensors (keys: {", ".join(list(map(str, ckpt))[:8])})')
     if all(k.startswith('module.') for k in tensors):
-        tensors = {k[len('module.'):]: v for k, v in tensors.items()}
+        tensors = {k[len('module.') :]: v for k, v in tensors.items()}
     return tensors
 
 
@@ -223,16 +250,18 @@ def detect_format(state: Mapping[str, torch.Tensor]) -> str:
         return 'timm'
     if any(k.startswith('backbone.') for k in keys):
         return 'mm'
-    raise UserInputError('not a RepViT checkpoint: expected authors\' keys (features.*), timm keys '
-                         f'(stem.*, stages.*) or repvit-mm keys (backbone.*), got {", ".join(keys[:6])}')
+    raise UserInputError(
+        "not a RepViT checkpoint: expected authors' keys (features.*), timm keys "
+        f'(stem.*, stages.*) or repvit-mm keys (backbone.*), got {", ".join(keys[:6])}'
+    )
 
 
 # ----------------------------------------------------------------------------- official layout
 _OFFICIAL_BLOCK = (
     ('token_mixer.0.conv.c.', 'token_mixer.conv.conv.'),
     ('token_mixer.0.conv.bn.', 'token_mixer.conv.bn.'),
-    ('token_mixer.0.conv1.c.', 'token_mixer.conv1.conv.'),   # legacy archs
-    ('token_mixer.0.conv1.bn.', 'token_mixer.conv1.bn.'),    # legacy archs
+    ('token_mixer.0.conv1.c.', 'token_mixer.conv1.conv.'),  # legacy archs
+    ('token_mixer.0.conv1.bn.', 'token_mixer.conv1.bn.'),  # legacy archs
     ('token_mixer.0.conv1.', 'token_mixer.conv1.'),
     ('token_mixer.0.bn.', 'token_mixer.bn.'),
     ('token_mixer.1.fc1.', 'se.fc1.'),
@@ -280,7 +309,7 @@ def official_feature_layout(arch) -> list[tuple[str, str]]:
 def _rename(key: str, table) -> str | None:
     for src, dst in table:
         if key.startswith(src):
-            return dst + key[len(src):]
+            return dst + key[len(src) :]
     return None
 
 
@@ -294,8 +323,14 @@ def convert_official(state_dict_or_ckpt, arch) -> StateDict:
     """
     state = unwrap_state_dict(state_dict_or_ckpt)
     out, unmapped = _official_to_mm(state, arch)
-    return check_state_dict(out, arch, deploy=False, source="authors' checkpoint",
-                            extra_unexpected=unmapped, reconvert=lambda a: _official_to_mm(state, a))
+    return check_state_dict(
+        out,
+        arch,
+        deploy=False,
+        source="authors' checkpoint",
+        extra_unexpected=unmapped,
+        reconvert=lambda a: _official_to_mm(state, a),
+    )
 
 
 def _official_to_mm(state: Mapping[str, torch.Tensor], arch) -> tuple[StateDict, list[str]]:
@@ -305,7 +340,7 @@ def _official_to_mm(state: Mapping[str, torch.Tensor], arch) -> tuple[StateDict,
     for key, value in state.items():
         new = _rename(key, _OFFICIAL_FIXED)
         if new is None and key.startswith('features.'):
-            idx, _, rest = key[len('features.'):].partition('.')
+            idx, _, rest = key[len('features.') :].partition('.')
             if idx.isdigit() and 1 <= int(idx) <= len(layout):
                 prefix, kind = layout[int(idx) - 1]
                 sub = _rename(rest, _OFFICIAL_BLOCK if kind == 'block' else _OFFICIAL_REDUCE)

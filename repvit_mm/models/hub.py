@@ -6,6 +6,7 @@
 file once into torch.hub's cache and reads it weights-only (:mod:`repvit_mm.utils.safe_checkpoint`), and
 the loading installed by :mod:`.mmengine_loading` converts the authors' layout in memory, strictly.
 """
+
 from __future__ import annotations
 
 import os
@@ -28,5 +29,6 @@ def register_model_index(root: str | os.PathLike = MIM_ROOT) -> None:
     if str(metafile) in _registered or not metafile.is_file():
         return
     from mmpretrain.apis import ModelHub  # imported by mmpretrain itself: costs only the yaml parse
+
     ModelHub.register_model_index(metafile, config_prefix=root)
     _registered.add(str(metafile))

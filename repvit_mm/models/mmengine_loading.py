@@ -12,6 +12,7 @@ known layout, all or nothing), every other model through mmengine's original.
 ``PretrainedInit`` with a ``prefix`` reads its file with ``_load_checkpoint_with_prefix``, which only knows
 ``state_dict`` checkpoints; the ``Pretrained`` initializer registered here reads any layout.
 """
+
 from __future__ import annotations
 
 import mmengine.runner.checkpoint as mmengine_checkpoint
@@ -40,9 +41,14 @@ def load_state_dict(module, state_dict, strict: bool = False, logger=None):
     if _repvit_in(model) is None:
         return _upstream_load_state_dict(module, state_dict, strict, logger)
     checkpoint = as_checkpoint(state_dict, source_of(state_dict) or 'checkpoint')
-    load_checkpoint_into(model, checkpoint, finetune=finetuning(), logger=logger or 'current',
-                         fused_hint='evaluate it with tools/test.py (fused checkpoints load automatically) '
-                                    'or reparameterize the model with repvit_mm.models.switch_to_deploy first')
+    load_checkpoint_into(
+        model,
+        checkpoint,
+        finetune=finetuning(),
+        logger=logger or 'current',
+        fused_hint='evaluate it with tools/test.py (fused checkpoints load automatically) '
+        'or reparameterize the model with repvit_mm.models.switch_to_deploy first',
+    )
 
 
 class RepViTPretrainedInit(PretrainedInit):

@@ -10,6 +10,7 @@ sub-modules have ``switch_to_deploy()``.
 A reparameterized backbone or head is inference-only: its ``train(True)`` raises :class:`RuntimeError`
 (``eval()`` / ``train(False)`` keep working), so a fused model cannot be fine-tuned by accident.
 """
+
 from __future__ import annotations
 
 import torch
@@ -23,19 +24,21 @@ DEPLOY_TRAIN_ERROR = (
     '{name} has been reparameterized (deploy mode: BatchNorms and branches are fused into single '
     'convolutions/linear layers) and is inference-only; train(True) is refused because training the '
     'fused structure would silently change the model. Use eval()/train(False) for inference, or build '
-    'the model with deploy=False and load the unfused checkpoint to train.')
+    'the model with deploy=False and load the unfused checkpoint to train.'
+)
 
 
-def fuse_bn(weight: torch.Tensor, bias: torch.Tensor | None,
-            bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+def fuse_bn(weight: torch.Tensor, bias: torch.Tensor | None, bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Fold an (eval-mode) BatchNorm that follows a conv/linear with ``weight``/``bias`` into them.
 
     ``weight`` has the output channels first (conv ``(O, I, kh, kw)`` or linear ``(O, I)``);
     ``bias`` may be ``None``. Returns the fused ``(weight, bias)``.
     """
     if not isinstance(bn, _BatchNorm) or not bn.track_running_stats or bn.running_var is None:
-        raise RuntimeError(f'cannot fuse {type(bn).__name__}: only BatchNorm layers with running '
-                           'statistics (BN, SyncBN) can be folded into the preceding layer')
+        raise RuntimeError(
+            f'cannot fuse {type(bn).__name__}: only BatchNorm layers with running '
+            'statistics (BN, SyncBN) can be folded into the preceding layer'
+        )
     std = (bn.running_var + bn.eps).sqrt()
     scale = bn.weight / std if bn.affine else 1.0 / std
     shift = bn.bias if bn.affine else torch.zeros_like(std)
@@ -81,7 +84,11 @@ def switch_to_deploy(model: nn.Module) -> nn.Module:
     else:
         count = _convert(model)
     if count == 0:
-        print_log(f'switch_to_deploy: no module of {type(model).__name__} has a switch_to_deploy() '
-                  'method; nothing was reparameterized', logger='current', level=30)
+        print_log(
+            f'switch_to_deploy: no module of {type(model).__name__} has a switch_to_deploy() '
+            'method; nothing was reparameterized',
+            logger='current',
+            level=30,
+        )
     model.eval()
     return model

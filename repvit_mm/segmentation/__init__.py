@@ -5,6 +5,7 @@ The segmentor is mmseg's Semantic FPN (``EncoderDecoder`` + ``FPN`` + ``FPNHead`
 registers what is ours: the ``AlignResize`` and ``CheckedLoadAnnotations`` transforms (mmseg
 ``TRANSFORMS``) and the pre-flight data check the tools run on ADE20K-style datasets.
 """
+
 from .data_checks import LABEL_SCAN_LIMIT, check_seg_dataset
 from .transforms import AlignResize, CheckedLoadAnnotations
 

@@ -16,6 +16,7 @@ written yet), the tools run :func:`check_seg_dataset` on every split:
   dataset (colour pngs, 16-bit pngs, labels not shifted for ``reduce_zero_label``) up front, and on a
   small dataset such as Shapes it covers every file.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -37,6 +38,7 @@ LABEL_SCAN_LIMIT = 200
 
 def _dataset_class(type_name: str) -> type:
     from mmseg.datasets import ADE20KDataset, BaseSegDataset  # lazy: mmseg is slow to import
+
     return {'ADE20KDataset': ADE20KDataset, 'BaseSegDataset': BaseSegDataset}[type_name]
 
 
@@ -72,10 +74,12 @@ def _image_names(cfg: dict, img_dir: str, img_suffix: str, data_root: str | None
                 names = [line.strip() for line in f if line.strip()]
             missing = [n for n in names if not osp.isfile(osp.join(img_dir, n + img_suffix))]
             if missing:
-                raise UserInputError(f'image {osp.join(img_dir, missing[0] + img_suffix)} listed in '
-                                     f'{ann_file} not found ({len(missing)} of {len(names)} missing)')
+                raise UserInputError(
+                    f'image {osp.join(img_dir, missing[0] + img_suffix)} listed in '
+                    f'{ann_file} not found ({len(missing)} of {len(names)} missing)'
+                )
             return names
-    names = [p[:-len(img_suffix)] for p in _list_files(img_dir, img_suffix)]
+    names = [p[: -len(img_suffix)] for p in _list_files(img_dir, img_suffix)]
     if not names:
         raise UserInputError(f'no *{img_suffix} images in {img_dir}')
     return names
@@ -97,8 +101,10 @@ def _check_sizes(pairs: list[tuple[str, str]]) -> None:
     for img_path, ann_path in pairs:
         img_size, ann_size = _header_size(img_path, 'image'), _header_size(ann_path, 'annotation')
         if img_size != ann_size:
-            raise UserInputError(f'annotation {ann_path} is {ann_size[0]}x{ann_size[1]} but its image {img_path} '
-                                 f'is {img_size[0]}x{img_size[1]} (width x height); they must match')
+            raise UserInputError(
+                f'annotation {ann_path} is {ann_size[0]}x{ann_size[1]} but its image {img_path} '
+                f'is {img_size[0]}x{img_size[1]} (width x height); they must match'
+            )
 
 
 def _check_label_values(path: str, num_classes: int, reduce_zero_label: bool, ignore_index: int) -> None:
@@ -110,8 +116,10 @@ def _check_label_values(path: str, num_classes: int, reduce_zero_label: bool, ig
     if labels.ndim == 3 and labels.shape[2] == 1:
         labels = labels[..., 0]
     if labels.ndim != 2:
-        raise UserInputError(f'{path}: label map has shape {labels.shape}; expected one channel (a '
-                             'grayscale or palette png of class indices, not a colour rendering)')
+        raise UserInputError(
+            f'{path}: label map has shape {labels.shape}; expected one channel (a '
+            'grayscale or palette png of class indices, not a colour rendering)'
+        )
     bad = invalid_raw_labels(labels, num_classes, reduce_zero_label, ignore_index)
     if bad.size:
         raise label_range_error(path, bad, num_classes, reduce_zero_label, ignore_index)
@@ -145,7 +153,8 @@ def check_seg_dataset(dataset_cfg: dict) -> None:
         raise UserInputError(
             f'image {osp.join(img_dir, missing[0] + img_suffix)} has no annotation: '
             f'{osp.join(ann_dir, missing[0] + seg_suffix)} not found ({len(missing)} of {len(names)} '
-            'images lack one)')
+            'images lack one)'
+        )
 
     _check_sizes([(osp.join(img_dir, n + img_suffix), osp.join(ann_dir, n + seg_suffix)) for n in names])
 
@@ -156,5 +165,4 @@ def check_seg_dataset(dataset_cfg: dict) -> None:
     ignore_index = _setting(dataset_cfg, cls, 'ignore_index')
     step = max(1, len(names) // LABEL_SCAN_LIMIT)
     for name in names[::step][:LABEL_SCAN_LIMIT]:
-        _check_label_values(osp.join(ann_dir, name + seg_suffix), len(classes), reduce_zero_label,
-                            ignore_index)
+        _check_label_values(osp.join(ann_dir, name + seg_suffix), len(classes), reduce_zero_label, ignore_index)

@@ -6,6 +6,7 @@
                           differs from its image, and refuses label values outside the classes.
 ``LoadImageFromFile``     mmcv's, naming the file it cannot decode (:mod:`repvit_mm.utils.image_loading`).
 """
+
 from __future__ import annotations
 
 import math
@@ -46,11 +47,18 @@ class AlignResize(BaseTransform):
         backend: ``'cv2'`` or ``'pillow'``, as in mmcv's ``Resize``.
     """
 
-    def __init__(self, scale: tuple[int, int], keep_ratio: bool = True, size_divisor: int = 32,
-                 interpolation: str = 'bilinear', backend: str = 'cv2') -> None:
+    def __init__(
+        self,
+        scale: tuple[int, int],
+        keep_ratio: bool = True,
+        size_divisor: int = 32,
+        interpolation: str = 'bilinear',
+        backend: str = 'cv2',
+    ) -> None:
         super().__init__()
-        if not (isinstance(scale, (tuple, list)) and len(scale) == 2
-                and all(isinstance(s, int) and s > 0 for s in scale)):
+        if not (
+            isinstance(scale, (tuple, list)) and len(scale) == 2 and all(isinstance(s, int) and s > 0 for s in scale)
+        ):
             raise ValueError(f'AlignResize: scale must be two positive ints (w, h), got {scale}')
         if not isinstance(size_divisor, int) or size_divisor < 1:
             raise ValueError(f'AlignResize: size_divisor must be a positive int, got {size_divisor}')
@@ -74,20 +82,22 @@ class AlignResize(BaseTransform):
     def transform(self, results: dict) -> dict:
         height, width = results['img'].shape[:2]
         new_w, new_h = self.target_size(width, height)
-        results['img'] = mmcv.imresize(results['img'], (new_w, new_h), interpolation=self.interpolation,
-                                       backend=self.backend)
+        results['img'] = mmcv.imresize(
+            results['img'], (new_w, new_h), interpolation=self.interpolation, backend=self.backend
+        )
         for key in results.get('seg_fields', []):
-            results[key] = mmcv.imresize(results[key], (new_w, new_h), interpolation='nearest',
-                                         backend=self.backend)
+            results[key] = mmcv.imresize(results[key], (new_w, new_h), interpolation='nearest', backend=self.backend)
         results['img_shape'] = (new_h, new_w)
         results['scale_factor'] = (new_w / width, new_h / height)
         results['keep_ratio'] = self.keep_ratio
         return results
 
     def __repr__(self) -> str:
-        return (f'{self.__class__.__name__}(scale={self.scale}, keep_ratio={self.keep_ratio}, '
-                f'size_divisor={self.size_divisor}, interpolation={self.interpolation!r}, '
-                f'backend={self.backend!r})')
+        return (
+            f'{self.__class__.__name__}(scale={self.scale}, keep_ratio={self.keep_ratio}, '
+            f'size_divisor={self.size_divisor}, interpolation={self.interpolation!r}, '
+            f'backend={self.backend!r})'
+        )
 
 
 @TRANSFORMS.register_module()
@@ -127,24 +137,26 @@ class CheckedLoadAnnotations(LoadAnnotations):
             raise unreadable(path, 'annotation') from None
         labels = results['gt_seg_map']
         if labels.ndim != 2:
-            raise UserInputError(f'{path}: label map has shape {labels.shape}; expected one channel '
-                                 '(a grayscale or palette png of class indices)')
+            raise UserInputError(
+                f'{path}: label map has shape {labels.shape}; expected one channel '
+                '(a grayscale or palette png of class indices)'
+            )
         image_shape = results.get('ori_shape')
         if image_shape is not None and tuple(labels.shape) != tuple(image_shape[:2]):
-            raise UserInputError(f'annotation {path} is {labels.shape[1]}x{labels.shape[0]} but its image '
-                                 f"{results.get('img_path')} is {image_shape[1]}x{image_shape[0]} (width x height); "
-                                 'they must match')
+            raise UserInputError(
+                f'annotation {path} is {labels.shape[1]}x{labels.shape[0]} but its image '
+                f'{results.get("img_path")} is {image_shape[1]}x{image_shape[0]} (width x height); '
+                'they must match'
+            )
         counts = np.bincount(labels.ravel(), minlength=256)
-        counts[:self.num_classes] = 0
+        counts[: self.num_classes] = 0
         if self.ignore_index < counts.size:
             counts[self.ignore_index] = 0
         bad = np.flatnonzero(counts)
         if bad.size:
             # Report what is in the file: reduce_zero_label subtracted 1 from every kept value.
             raw = bad + 1 if self.reduce_zero_label else bad
-            raise label_range_error(path, raw, self.num_classes, bool(self.reduce_zero_label),
-                                    self.ignore_index)
+            raise label_range_error(path, raw, self.num_classes, bool(self.reduce_zero_label), self.ignore_index)
 
     def __repr__(self) -> str:
-        return (super().__repr__()[:-1] + f', num_classes={self.num_classes}, '
-                f'ignore_index={self.ignore_index})')
+        return super().__repr__()[:-1] + f', num_classes={self.num_classes}, ignore_index={self.ignore_index})'

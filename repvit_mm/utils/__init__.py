@@ -1,10 +1,16 @@
 from .errors import DataWarning, UserInputError
 from .safe_checkpoint import (
-                              MMENGINE_CHECKPOINT_GLOBALS,
-                              UnsafeCheckpointError,
-                              allow_mmengine_checkpoint_globals,
-                              safe_torch_load,
+    MMENGINE_CHECKPOINT_GLOBALS,
+    UnsafeCheckpointError,
+    allow_mmengine_checkpoint_globals,
+    safe_torch_load,
 )
 
-__all__ = ['DataWarning', 'UserInputError', 'MMENGINE_CHECKPOINT_GLOBALS', 'UnsafeCheckpointError',
-           'allow_mmengine_checkpoint_globals', 'safe_torch_load']
+__all__ = [
+    'DataWarning',
+    'UserInputError',
+    'MMENGINE_CHECKPOINT_GLOBALS',
+    'UnsafeCheckpointError',
+    'allow_mmengine_checkpoint_globals',
+    'safe_torch_load',
+]

@@ -1,4 +1,5 @@
 """Loading configs for the tools, with ``--cfg-options`` checked against the config."""
+
 from __future__ import annotations
 
 import difflib
@@ -15,13 +16,23 @@ from .option_targets import accepted_keys, arch_error, resolve_type
 
 # Top-level keys the Runner (or ``Runner.from_cfg``/``wrap_model``) reads although configs often omit them.
 _RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self'} | {
-    'find_unused_parameters', 'sync_bn', 'runner_type', 'model_wrapper_cfg', 'custom_imports', 'strict_data'}
+    'find_unused_parameters',
+    'sync_bn',
+    'runner_type',
+    'model_wrapper_cfg',
+    'custom_imports',
+    'strict_data',
+}
 # Runner sections a config may leave out, whose fields ``--cfg-options`` may set one by one.
-_NEW_SECTIONS = frozenset({('auto_scale_lr',), ('env_cfg',), ('randomness',), ('env_cfg', 'mp_cfg'),
-                           ('env_cfg', 'dist_cfg')})
+_NEW_SECTIONS = frozenset(
+    {('auto_scale_lr',), ('env_cfg',), ('randomness',), ('env_cfg', 'mp_cfg'), ('env_cfg', 'dist_cfg')}
+)
 # Sections that must stay dicts, with an example of setting one field.
-_DICT_SECTIONS = {'auto_scale_lr': 'auto_scale_lr.base_batch_size=256', 'env_cfg': 'env_cfg.cudnn_benchmark=True',
-                  'randomness': 'randomness.seed=0'}
+_DICT_SECTIONS = {
+    'auto_scale_lr': 'auto_scale_lr.base_batch_size=256',
+    'env_cfg': 'env_cfg.cudnn_benchmark=True',
+    'randomness': 'randomness.seed=0',
+}
 
 
 def _closest(word: str, choices) -> str:
@@ -40,18 +51,20 @@ def _check_new_key(full_key: str, path: tuple[str, ...], node: dict, part: str, 
         valid = _RUNNER_KEYS | set(map(str, node))
         if part in valid:
             return
-        raise UserInputError(f"--cfg-options key '{full_key}': '{part}' is not a setting of the config or the "
-                             f'Runner ({_closest(part, valid)})')
+        raise UserInputError(
+            f"--cfg-options key '{full_key}': '{part}' is not a setting of the config or the "
+            f'Runner ({_closest(part, valid)})'
+        )
     try:
         valid = accepted_keys(path, node, scope, parent)
     except KeyError:
-        raise UserInputError(f"--cfg-options key '{full_key}': '{part}' does not exist in {where} "
-                             f'({_closest(part, node)})') from None
+        raise UserInputError(
+            f"--cfg-options key '{full_key}': '{part}' does not exist in {where} ({_closest(part, node)})"
+        ) from None
     if valid is None or part in valid:
         return
-    reader = f"{where} ({node['type']})" if 'type' in node else where
-    raise UserInputError(f"--cfg-options key '{full_key}': {reader} takes no '{part}' "
-                         f'({_closest(part, valid)})')
+    reader = f'{where} ({node["type"]})' if 'type' in node else where
+    raise UserInputError(f"--cfg-options key '{full_key}': {reader} takes no '{part}' ({_closest(part, valid)})")
 
 
 def _check_value(full_key: str, node: dict, part: str, value: Any, scope: str) -> None:
@@ -60,10 +73,12 @@ def _check_value(full_key: str, node: dict, part: str, value: Any, scope: str) -
         for cls in resolve_type(node['type'], scope):
             message = arch_error(cls, value)
             if message:
-                raise UserInputError(f"--cfg-options {full_key}={value}: {message}")
+                raise UserInputError(f'--cfg-options {full_key}={value}: {message}')
     if full_key in _DICT_SECTIONS and not isinstance(value, dict):
-        raise UserInputError(f"--cfg-options {full_key}={value!r}: {full_key} is a dict; set its fields one by one, "
-                             f'e.g. {_DICT_SECTIONS[full_key]}')
+        raise UserInputError(
+            f'--cfg-options {full_key}={value!r}: {full_key} is a dict; set its fields one by one, '
+            f'e.g. {_DICT_SECTIONS[full_key]}'
+        )
 
 
 def check_cfg_options(cfg: Config, options: dict[str, Any]) -> None:
@@ -88,24 +103,26 @@ def check_cfg_options(cfg: Config, options: dict[str, Any]) -> None:
             where = '.'.join(path) or 'the config'
             if isinstance(node, list):
                 if not part.isdigit() or int(part) >= len(node):
-                    raise UserInputError(f"--cfg-options key '{full_key}': {where} is a list of {len(node)} "
-                                         f"items, '{part}' is not an index in it")
+                    raise UserInputError(
+                        f"--cfg-options key '{full_key}': {where} is a list of {len(node)} "
+                        f"items, '{part}' is not an index in it"
+                    )
                 parent, node = node, node[int(part)]
                 continue
             if not isinstance(node, dict):
-                raise UserInputError(f"--cfg-options key '{full_key}': {where} is a "
-                                     f'{type(node).__name__}, not a dict')
+                raise UserInputError(f"--cfg-options key '{full_key}': {where} is a {type(node).__name__}, not a dict")
             if part in node:
                 if is_leaf:
                     _check_value(full_key, node, part, value, scope)
                 parent, node = node, node[part]
                 continue
-            if not is_leaf and tuple(parts[:depth + 1]) in _NEW_SECTIONS:
+            if not is_leaf and tuple(parts[: depth + 1]) in _NEW_SECTIONS:
                 parent, node = node, ConfigDict()  # a Runner section the config leaves out
                 continue
             if not is_leaf:
-                raise UserInputError(f"--cfg-options key '{full_key}': '{part}' does not exist in {where} "
-                                     f'({_closest(part, node)})')
+                raise UserInputError(
+                    f"--cfg-options key '{full_key}': '{part}' does not exist in {where} ({_closest(part, node)})"
+                )
             _check_new_key(full_key, path, node, part, scope, parent)
             _check_value(full_key, node, part, value, scope)
 

@@ -6,6 +6,7 @@ before any work dir is written or a model is built. Each task registers the chec
     @register_data_check('CocoDataset')
     def check_coco(dataset_cfg: dict) -> None: ...   # raise UserInputError naming the file
 """
+
 from __future__ import annotations
 
 import os.path as osp
@@ -21,12 +22,15 @@ from .paths import is_remote
 DataCheck = Callable[[dict], None]
 _DATA_CHECKS: dict[str, list[DataCheck]] = {}
 
+
 def register_data_check(*dataset_types: str) -> Callable[[DataCheck], DataCheck]:
     """Register a check for datasets of these types (names without a scope prefix)."""
+
     def register(check: DataCheck) -> DataCheck:
         for name in dataset_types:
             _DATA_CHECKS.setdefault(name, []).append(check)
         return check
+
     return register
 
 

@@ -1,4 +1,5 @@
 """Errors caused by what the user gave (paths, configs, options); the tools print them as one line."""
+
 from __future__ import annotations
 
 __all__ = ['DataWarning', 'UserInputError', 'original_message']

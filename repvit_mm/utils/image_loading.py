@@ -11,6 +11,7 @@ inferencers (mmpretrain's ``ImageClassificationInferencer``, mmdet's ``DetInfere
 ``inference_detector``, mmseg's ``MMSegInferencer`` and ``inference_model``) find the loading step by that
 name to drop or replace it. Only the error raised for a bad file differs from mmcv's transform.
 """
+
 from __future__ import annotations
 
 import os.path as osp

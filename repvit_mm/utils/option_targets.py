@@ -6,6 +6,7 @@ reads, by a fixed class or function (``train_cfg`` by the training loop, ``env_c
 ``Runner.setup_env``, ...). :func:`accepted_keys` answers which keys such a consumer takes; ``None`` means
 it cannot be told (an unknown type, a class passing ``**kwargs`` somewhere other than its parent).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -22,8 +23,18 @@ ENV_CFG_KEYS = frozenset({'cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_lim
 #: Keys of ``auto_scale_lr`` read by ``Runner.scale_lr``.
 AUTO_SCALE_LR_KEYS = frozenset({'enable', 'base_batch_size'})
 #: ``paramwise_cfg`` keys read by mmengine's ``DefaultOptimWrapperConstructor``.
-PARAMWISE_KEYS = frozenset({'custom_keys', 'bias_lr_mult', 'bias_decay_mult', 'norm_decay_mult',
-                            'dwconv_decay_mult', 'flat_decay_mult', 'bypass_duplicate', 'dcn_offset_lr_mult'})
+PARAMWISE_KEYS = frozenset(
+    {
+        'custom_keys',
+        'bias_lr_mult',
+        'bias_decay_mult',
+        'norm_decay_mult',
+        'dwconv_decay_mult',
+        'flat_decay_mult',
+        'bypass_duplicate',
+        'dcn_offset_lr_mult',
+    }
+)
 #: Keys of ``optim_wrapper`` that its builder (the optim wrapper constructor) reads besides the wrapper's own.
 _OPTIM_WRAPPER_EXTRA = frozenset({'type', 'optimizer', 'constructor', 'paramwise_cfg'})
 #: Classes whose ``**kwargs`` go somewhere that accepts nothing more (mmengine's CheckpointHook passes them to
@@ -108,6 +119,7 @@ def _typed_keys(node: dict, scope: str, default: Any = None, extra: frozenset = 
 
 def _train_loop_keys(node: dict, scope: str) -> set[str] | None:
     from mmengine.runner import EpochBasedTrainLoop, IterBasedTrainLoop
+
     loop = EpochBasedTrainLoop if node.get('by_epoch', True) else IterBasedTrainLoop
     keys = _typed_keys(node, scope, loop, frozenset() if 'type' in node else frozenset({'by_epoch'}))
     return None if keys is None else keys - {'runner', 'dataloader'}
@@ -116,13 +128,16 @@ def _train_loop_keys(node: dict, scope: str) -> set[str] | None:
 def _loop_keys(loop_name: str) -> Callable[[dict, str], set[str] | None]:
     def keys(node: dict, scope: str) -> set[str] | None:
         import mmengine.runner as runner
+
         accepted = _typed_keys(node, scope, getattr(runner, loop_name))
         return None if accepted is None else accepted - {'runner', 'dataloader', 'evaluator'}
+
     return keys
 
 
 def _dist_cfg_keys(node: dict, scope: str) -> set[str]:
     from mmengine.dist import utils as dist_utils
+
     keys: set[str] = set()
     for func in (dist_utils.init_dist, dist_utils._init_dist_slurm, torch.distributed.init_process_group):
         keys |= _parameters(func)[0]
@@ -131,16 +146,19 @@ def _dist_cfg_keys(node: dict, scope: str) -> set[str]:
 
 def _mp_cfg_keys(node: dict, scope: str) -> set[str]:
     from mmengine.utils.dl_utils import set_multi_processing
+
     return _parameters(set_multi_processing)[0] - {'distributed'}
 
 
 def _randomness_keys(node: dict, scope: str) -> set[str]:
     from mmengine.runner import Runner
+
     return _parameters(Runner.set_randomness)[0]
 
 
 def _optim_wrapper_keys(node: dict, scope: str) -> set[str] | None:
     from mmengine.optim import OptimWrapper
+
     return _typed_keys(node, scope, OptimWrapper, _OPTIM_WRAPPER_EXTRA)
 
 
@@ -151,12 +169,19 @@ def _paramwise_keys(node: dict, scope: str, parent: dict) -> set[str] | None:
 def _dataloader_keys(node: dict, scope: str) -> set[str]:
     """``Runner.build_dataloader`` takes these itself and hands the rest to torch's ``DataLoader``."""
     return _parameters(torch.utils.data.DataLoader.__init__)[0] | {
-        'dataset', 'sampler', 'batch_sampler', 'collate_fn', 'worker_init_fn', 'num_batch_per_epoch',
-        'disable_subprocess_warning'}
+        'dataset',
+        'sampler',
+        'batch_sampler',
+        'collate_fn',
+        'worker_init_fn',
+        'num_batch_per_epoch',
+        'disable_subprocess_warning',
+    }
 
 
 def _log_processor_keys(node: dict, scope: str) -> set[str] | None:
     from mmengine.runner import LogProcessor
+
     return _typed_keys(node, scope, LogProcessor)
 
 

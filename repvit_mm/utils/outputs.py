@@ -4,6 +4,7 @@ A tool first calls :func:`check_output` (cheap, before any model is built), then
 :func:`atomic_output`: the result (a file or a directory) goes to a temporary sibling and replaces ``out``
 only once complete, so a failed export or an interrupted dataset build leaves an existing output untouched.
 """
+
 from __future__ import annotations
 
 import contextlib

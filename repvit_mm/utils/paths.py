@@ -1,4 +1,5 @@
 """Dataset paths as the OpenMMLab datasets resolve them, for the checks that run before them."""
+
 from __future__ import annotations
 
 from mmengine.fileio import join_path

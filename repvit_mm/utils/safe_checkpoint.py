@@ -13,6 +13,7 @@ prefixes: the same downloads (into torch.hub's cache, as usual), the same URL ta
 :func:`safe_torch_load`. A refused file is one :class:`UnsafeCheckpointError` naming the file and the
 refused globals.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,16 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
-__all__ = ['UnsafeCheckpointError', 'MMENGINE_CHECKPOINT_GLOBALS', 'allow_mmengine_checkpoint_globals',
-           'safe_torch_load', 'read_checkpoint_file', 'keep_reads', 'source_of', 'SAFE_SCHEMES']
+__all__ = [
+    'UnsafeCheckpointError',
+    'MMENGINE_CHECKPOINT_GLOBALS',
+    'allow_mmengine_checkpoint_globals',
+    'safe_torch_load',
+    'read_checkpoint_file',
+    'keep_reads',
+    'source_of',
+    'SAFE_SCHEMES',
+]
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -42,9 +51,23 @@ class UnsafeCheckpointError(pickle.UnpicklingError):
 def _numpy_globals() -> list:
     """What numpy writes when arrays, scalars and dtypes are pickled (numpy 1.x and 2.x spellings)."""
     multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
-    dtype_classes = [type(np.dtype(t)) for t in (
-        np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
-        np.float16, np.float32, np.float64)]
+    dtype_classes = [
+        type(np.dtype(t))
+        for t in (
+            np.bool_,
+            np.int8,
+            np.int16,
+            np.int32,
+            np.int64,
+            np.uint8,
+            np.uint16,
+            np.uint32,
+            np.uint64,
+            np.float16,
+            np.float32,
+            np.float64,
+        )
+    ]
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtype_classes]
 
 
@@ -58,7 +81,7 @@ def _history_buffer_statistic(owner, name: str):
     # The built-in statistics are only added to ``_statistics_methods`` when a first buffer is created.
     if owner is HistoryBuffer and name in {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}:
         return getattr(owner, name)
-    raise pickle.UnpicklingError(f"GLOBAL builtins.getattr({getattr(owner, '__name__', owner)!r}, {name!r})")
+    raise pickle.UnpicklingError(f'GLOBAL builtins.getattr({getattr(owner, "__name__", owner)!r}, {name!r})')
 
 
 def _empty_bytes(*args) -> bytes:
@@ -77,9 +100,13 @@ def _empty_bytes(*args) -> bytes:
 #: beyond what ``weights_only=True`` accepts by default; plus ``argparse.Namespace``, which DeiT-style
 #: training scripts (the authors' code) save their options in (``'args'``): a Namespace only holds
 #: attributes, it runs nothing when unpickled.
-MMENGINE_CHECKPOINT_GLOBALS: list = [HistoryBuffer, *_numpy_globals(),
-                                     (_history_buffer_statistic, 'builtins.getattr'),
-                                     (_empty_bytes, 'builtins.bytes'), argparse.Namespace]
+MMENGINE_CHECKPOINT_GLOBALS: list = [
+    HistoryBuffer,
+    *_numpy_globals(),
+    (_history_buffer_statistic, 'builtins.getattr'),
+    (_empty_bytes, 'builtins.bytes'),
+    argparse.Namespace,
+]
 
 _GLOBAL_IN_MESSAGE = re.compile(r'GLOBAL ([\w.]+(?:\(.*?\))?)')
 
@@ -105,15 +132,14 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
     except pickle.UnpicklingError as err:
         refused = _refused_globals(filename) or _GLOBAL_IN_MESSAGE.findall(str(err))
         if not refused:
-            raise UnsafeCheckpointError(f'{name}: not a loadable checkpoint ({str(err).splitlines()[0]})') \
-                from None
+            raise UnsafeCheckpointError(f'{name}: not a loadable checkpoint ({str(err).splitlines()[0]})') from None
         raise UnsafeCheckpointError(
-            f"{name}: refused to load: it pickles {', '.join(map(repr, refused))}, which is not a tensor, "
+            f'{name}: refused to load: it pickles {", ".join(map(repr, refused))}, which is not a tensor, '
             'a plain container or one of the mmengine/numpy types on the allow-list (repvit_mm.utils.'
-            'MMENGINE_CHECKPOINT_GLOBALS); loading it could run code from the file') from None
+            'MMENGINE_CHECKPOINT_GLOBALS); loading it could run code from the file'
+        ) from None
     except Exception as err:  # truncated files, not a torch checkpoint at all, ...
-        raise UnsafeCheckpointError(f'{name}: not a readable checkpoint ({type(err).__name__}: {err})') \
-            from None
+        raise UnsafeCheckpointError(f'{name}: not a readable checkpoint ({type(err).__name__}: {err})') from None
 
 
 def _refused_globals(filename) -> list[str]:
@@ -135,6 +161,7 @@ def _load_local(filename: str, map_location=None):
     if not osp.isfile(path):
         raise FileNotFoundError(f'checkpoint not found: {path}')
     from safetensors.torch import load_file
+
     try:
         return load_file(path, device='cpu')
     except Exception as err:  # noqa: BLE001 - any parse failure is a bad input file
@@ -158,6 +185,7 @@ def _hub_cached_file(url: str, model_dir: str | None = None) -> str:
 
 def _load_http(filename: str, map_location=None, model_dir: str | None = None):
     from mmengine.dist import get_dist_info
+
     rank, world_size = get_dist_info()
     if rank == 0:
         cached = _hub_cached_file(filename, model_dir)
@@ -170,12 +198,14 @@ def _load_http(filename: str, map_location=None, model_dir: str | None = None):
 
 def _load_torchvision(filename: str, map_location=None):
     from mmengine.runner.checkpoint import get_torchvision_models
+
     name = filename.split('://', 1)[1]
     return _load_http(get_torchvision_models()[name], map_location)
 
 
 def _load_openmmlab(filename: str, map_location=None):
     from mmengine.runner.checkpoint import _get_mmengine_home, get_deprecated_model_names, get_external_models
+
     name = filename.split('://', 1)[1]
     name = get_deprecated_model_names().get(name, name)
     url = get_external_models()[name]
@@ -186,14 +216,16 @@ def _load_openmmlab(filename: str, map_location=None):
 
 def _load_mmcls(filename: str, map_location=None):
     from mmengine.runner.checkpoint import _process_mmcls_checkpoint, get_mmcls_models
-    return _process_mmcls_checkpoint(_load_http(get_mmcls_models()[filename[len('mmcls://'):]], map_location))
+
+    return _process_mmcls_checkpoint(_load_http(get_mmcls_models()[filename[len('mmcls://') :]], map_location))
 
 
 def _load_pavi(filename: str, map_location=None):
     import tempfile
 
     from pavi import modelcloud
-    model = modelcloud.get(filename[len('pavi://'):])
+
+    model = modelcloud.get(filename[len('pavi://') :])
     with tempfile.TemporaryDirectory() as tmp:
         path = osp.join(tmp, model.name)
         model.download(path)
@@ -202,6 +234,7 @@ def _load_pavi(filename: str, map_location=None):
 
 def _load_ceph(filename: str, map_location=None, backend: str = 'petrel'):
     from mmengine.fileio import get_file_backend
+
     data = get_file_backend(filename, backend_args={'backend': backend}).get(filename)
     with io.BytesIO(data) as buffer:
         return safe_torch_load(buffer, map_location, name=filename)
@@ -210,12 +243,16 @@ def _load_ceph(filename: str, map_location=None, backend: str = 'petrel'):
 #: prefix -> safe loader, for every prefix mmengine 0.10.7 registers (``''`` is a local file).
 SAFE_SCHEMES: dict = {
     '': _load_local,
-    'http://': _load_http, 'https://': _load_http,
-    'modelzoo://': _load_torchvision, 'torchvision://': _load_torchvision,
-    'open-mmlab://': _load_openmmlab, 'openmmlab://': _load_openmmlab,
+    'http://': _load_http,
+    'https://': _load_http,
+    'modelzoo://': _load_torchvision,
+    'torchvision://': _load_torchvision,
+    'open-mmlab://': _load_openmmlab,
+    'openmmlab://': _load_openmmlab,
     'mmcls://': _load_mmcls,
     'pavi://': _load_pavi,
-    r'(\S+\:)?s3://': _load_ceph, r'(\S+\:)?petrel://': _load_ceph,
+    r'(\S+\:)?s3://': _load_ceph,
+    r'(\S+\:)?petrel://': _load_ceph,
 }
 
 

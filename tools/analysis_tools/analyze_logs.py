@@ -6,6 +6,7 @@
 
 LOG: ``<work_dir>/<timestamp>/vis_data/scalars.json``, the run's ``.log`` file or its directory.
 """
+
 import sys
 from pathlib import Path
 
@@ -18,8 +19,12 @@ def parse_args(argv=None):
     commands = parser.add_subparsers(dest='command', required=True)
     plot = commands.add_parser('plot_curve', help='loss / lr / metric curves as a PNG')
     plot.add_argument('logs', nargs='+', help='json logs (vis_data/scalars.json) or run directories')
-    plot.add_argument('--keys', nargs='+', default=['loss'],
-                      help='logged values to plot, one panel each (default: loss), e.g. lr mIoU coco/bbox_mAP')
+    plot.add_argument(
+        '--keys',
+        nargs='+',
+        default=['loss'],
+        help='logged values to plot, one panel each (default: loss), e.g. lr mIoU coco/bbox_mAP',
+    )
     plot.add_argument('--out', required=True, help='output .png (replaced if it exists)')
     plot.add_argument('--legend', nargs='+', help='a name per log')
     plot.add_argument('--title', help='figure title')
@@ -37,9 +42,11 @@ def main(argv=None):
         return
     for log in args.logs:
         t = training_time(log)
-        print(f"{log}: {t['iterations']} iterations, {t['seconds_per_iter']:.4f} s/iter on average "
-              f"(logging intervals: slowest {t['slowest_interval_s']:.4f}, fastest {t['fastest_interval_s']:.4f}), "
-              f"{t['total_s'] / 60:.2f} min in total")
+        print(
+            f'{log}: {t["iterations"]} iterations, {t["seconds_per_iter"]:.4f} s/iter on average '
+            f'(logging intervals: slowest {t["slowest_interval_s"]:.4f}, fastest {t["fastest_interval_s"]:.4f}), '
+            f'{t["total_s"] / 60:.2f} min in total'
+        )
 
 
 if __name__ == '__main__':

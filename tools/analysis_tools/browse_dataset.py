@@ -4,6 +4,7 @@ class name, the boxes and masks, or the segmentation colours (classification, de
     python tools/analysis_tools/browse_dataset.py CONFIG --output-dir DIR [--phase train|val|test]
                                                   [--show-number N] [--cfg-options k=v ...]
 """
+
 import sys
 from pathlib import Path
 
@@ -15,8 +16,13 @@ def parse_args(argv=None):
     parser = ArgumentParser(description='Draw dataset samples with their labels')
     parser.add_argument('config', help='config file')
     parser.add_argument('--output-dir', '-o', required=True, help='folder the pictures go to (made if missing)')
-    parser.add_argument('--phase', '-p', choices=['train', 'val', 'test'], default='train',
-                        help='which dataloader of the config (default: train, with its augmentations)')
+    parser.add_argument(
+        '--phase',
+        '-p',
+        choices=['train', 'val', 'test'],
+        default='train',
+        help='which dataloader of the config (default: train, with its augmentations)',
+    )
     parser.add_argument('--show-number', '-n', type=int, default=10, help='how many samples (default: 10)')
     add_cfg_options(parser)
     return parser.parse_args(argv)

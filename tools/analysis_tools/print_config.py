@@ -1,7 +1,8 @@
 """Print a config as the tools see it: every ``_base_`` merged, ``--cfg-options`` applied (and checked).
 
-    python tools/analysis_tools/print_config.py CONFIG [--cfg-options k=v ...]
+python tools/analysis_tools/print_config.py CONFIG [--cfg-options k=v ...]
 """
+
 import sys
 from pathlib import Path
 

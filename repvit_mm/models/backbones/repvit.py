@@ -8,6 +8,7 @@ old resolution --, a depthwise stride-2 conv, a 1x1 channel conv and a residual 
 timm's with ``c`` spelled ``conv``, so timm and the authors' checkpoints convert by renaming keys
 (:mod:`repvit_mm.models.convert`).
 """
+
 from __future__ import annotations
 
 import copy
@@ -25,8 +26,19 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..reparam import DEPLOY_TRAIN_ERROR, fuse_bn
 
-__all__ = ['RepViT', 'ConvBN', 'conv_bn', 'RepVGGDW', 'repvgg_dw', 'SqueezeExcite', 'RepViTFFN',
-           'RepViTBlock', 'RepViTDownsample', 'RepViTStage', 'normalize_arch_name']
+__all__ = [
+    'RepViT',
+    'ConvBN',
+    'conv_bn',
+    'RepVGGDW',
+    'repvgg_dw',
+    'SqueezeExcite',
+    'RepViTFFN',
+    'RepViTBlock',
+    'RepViTDownsample',
+    'RepViTStage',
+    'normalize_arch_name',
+]
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -36,11 +48,15 @@ def _make_divisible(v: float, divisor: int = 8) -> int:
 
 def _is_channelwise(conv: nn.Conv2d) -> bool:
     """Whether ``conv`` is a depthwise 1x1 conv (stride 1, no padding): a per-channel scale (and shift)."""
-    return (conv.kernel_size == (1, 1) and conv.stride == (1, 1) and conv.padding == (0, 0)
-            and conv.groups == conv.in_channels == conv.out_channels)
+    return (
+        conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding == (0, 0)
+        and conv.groups == conv.in_channels == conv.out_channels
+    )
 
 
-def _channelwise(x: torch.Tensor, conv: nn.Conv2d, offset: float = 0.) -> torch.Tensor:
+def _channelwise(x: torch.Tensor, conv: nn.Conv2d, offset: float = 0.0) -> torch.Tensor:
     """``conv(x) + offset * x`` for a depthwise 1x1 ``conv``, computed as a broadcast multiply-add.
 
     The same numbers as the grouped conv (up to float rounding), and much cheaper to train on a CPU, where
@@ -57,8 +73,18 @@ def _channelwise(x: torch.Tensor, conv: nn.Conv2d, offset: float = 0.) -> torch.
 
 def _conv_with(conv: nn.Conv2d, weight: torch.Tensor, bias: torch.Tensor) -> nn.Conv2d:
     """A conv with ``conv``'s geometry holding ``weight`` and ``bias``."""
-    fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                      conv.dilation, conv.groups, bias=True, device=weight.device, dtype=weight.dtype)
+    fused = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+        device=weight.device,
+        dtype=weight.dtype,
+    )
     fused.weight.copy_(weight)
     fused.bias.copy_(bias)
     return fused
@@ -75,12 +101,19 @@ class ConvBN(nn.Module):
         norm_cfg: norm layer config (``build_norm_layer``). Defaults to ``dict(type='BN')``.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1,
-                 padding: int = 0, groups: int = 1, bn_weight_init: float = 1.0,
-                 norm_cfg: dict | None = None) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int = 1,
+        stride: int = 1,
+        padding: int = 0,
+        groups: int = 1,
+        bn_weight_init: float = 1.0,
+        norm_cfg: dict | None = None,
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups,
-                              bias=False)
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=False)
         self.bn = build_norm_layer(norm_cfg or dict(type='BN'), out_channels)[1]
         if getattr(self.bn, 'weight', None) is not None:
             nn.init.constant_(self.bn.weight, bn_weight_init)
@@ -101,9 +134,17 @@ class ConvBN(nn.Module):
         return _conv_with(self.conv, *self.fused_params())
 
 
-def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: int = 1, padding: int = 0,
-            groups: int = 1, bn_weight_init: float = 1.0, norm_cfg: dict | None = None,
-            deploy: bool = False) -> nn.Module:
+def conv_bn(
+    in_channels: int,
+    out_channels: int,
+    kernel_size: int = 1,
+    stride: int = 1,
+    padding: int = 0,
+    groups: int = 1,
+    bn_weight_init: float = 1.0,
+    norm_cfg: dict | None = None,
+    deploy: bool = False,
+) -> nn.Module:
     """A :class:`ConvBN`, or with ``deploy`` the bare Conv2d (with bias) it fuses into."""
     if deploy:
         return nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, groups=groups)
@@ -121,8 +162,7 @@ class RepVGGDW(nn.Module):
     numbers as ``conv1(x) + x`` up to float rounding, and a much cheaper training step on CPUs.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, legacy: bool = False,
-                 norm_cfg: dict | None = None) -> None:
+    def __init__(self, channels: int, kernel_size: int = 3, legacy: bool = False, norm_cfg: dict | None = None) -> None:
         super().__init__()
         self.kernel_size = kernel_size
         self.legacy = legacy
@@ -137,7 +177,7 @@ class RepVGGDW(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.legacy:
             return self.conv(x) + self.conv1(x) + x
-        return self.bn(self.conv(x) + _channelwise(x, self.conv1, offset=1.))
+        return self.bn(self.conv(x) + _channelwise(x, self.conv1, offset=1.0))
 
     @torch.no_grad()
     def fuse(self) -> nn.Conv2d:
@@ -157,8 +197,9 @@ class RepVGGDW(nn.Module):
         return _conv_with(self.conv.conv, w, b)
 
 
-def repvgg_dw(channels: int, kernel_size: int = 3, legacy: bool = False, norm_cfg: dict | None = None,
-              deploy: bool = False) -> nn.Module:
+def repvgg_dw(
+    channels: int, kernel_size: int = 3, legacy: bool = False, norm_cfg: dict | None = None, deploy: bool = False
+) -> nn.Module:
     """A :class:`RepVGGDW`, or with ``deploy`` the bare depthwise Conv2d it fuses into."""
     if deploy:
         return nn.Conv2d(channels, channels, kernel_size, 1, (kernel_size - 1) // 2, groups=channels)
@@ -184,13 +225,13 @@ class SqueezeExcite(nn.Module):
 class RepViTFFN(nn.Module):
     """Channel mixer: 1x1 ConvBN -> activation -> 1x1 ConvBN (last BN initialised to 0)."""
 
-    def __init__(self, channels: int, hidden_channels: int, act_cfg: dict, norm_cfg: dict | None = None,
-                 deploy: bool = False) -> None:
+    def __init__(
+        self, channels: int, hidden_channels: int, act_cfg: dict, norm_cfg: dict | None = None, deploy: bool = False
+    ) -> None:
         super().__init__()
         self.conv1 = conv_bn(channels, hidden_channels, 1, norm_cfg=norm_cfg, deploy=deploy)
         self.act = build_activation_layer(act_cfg)
-        self.conv2 = conv_bn(hidden_channels, channels, 1, bn_weight_init=0., norm_cfg=norm_cfg,
-                             deploy=deploy)
+        self.conv2 = conv_bn(hidden_channels, channels, 1, bn_weight_init=0.0, norm_cfg=norm_cfg, deploy=deploy)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv2(self.act(self.conv1(x)))
@@ -199,15 +240,26 @@ class RepViTFFN(nn.Module):
 class RepViTBlock(nn.Module):
     """RepViT block: RepVGGDW token mixer, optional SE, residual FFN (``x + FFN(x)``)."""
 
-    def __init__(self, channels: int, mlp_ratio: float = 2., kernel_size: int = 3, use_se: bool = False,
-                 legacy: bool = False, drop_path: float = 0., act_cfg: dict | None = None,
-                 norm_cfg: dict | None = None, with_cp: bool = False, deploy: bool = False) -> None:
+    def __init__(
+        self,
+        channels: int,
+        mlp_ratio: float = 2.0,
+        kernel_size: int = 3,
+        use_se: bool = False,
+        legacy: bool = False,
+        drop_path: float = 0.0,
+        act_cfg: dict | None = None,
+        norm_cfg: dict | None = None,
+        with_cp: bool = False,
+        deploy: bool = False,
+    ) -> None:
         super().__init__()
         self.with_cp = with_cp
         self.token_mixer = repvgg_dw(channels, kernel_size, legacy, norm_cfg=norm_cfg, deploy=deploy)
         self.se = SqueezeExcite(channels, 0.25) if use_se else nn.Identity()
-        self.channel_mixer = RepViTFFN(channels, int(channels * mlp_ratio), act_cfg or dict(type='GELU'),
-                                       norm_cfg=norm_cfg, deploy=deploy)
+        self.channel_mixer = RepViTFFN(
+            channels, int(channels * mlp_ratio), act_cfg or dict(type='GELU'), norm_cfg=norm_cfg, deploy=deploy
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def _inner_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -227,20 +279,46 @@ class RepViTDownsample(nn.Module):
     -> 1x1 ConvBN to ``out_channels`` -> residual FFN.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, mlp_ratio: float = 2., kernel_size: int = 3,
-                 legacy: bool = False, drop_path: Sequence[float] = (0., 0.), act_cfg: dict | None = None,
-                 norm_cfg: dict | None = None, with_cp: bool = False, deploy: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        mlp_ratio: float = 2.0,
+        kernel_size: int = 3,
+        legacy: bool = False,
+        drop_path: Sequence[float] = (0.0, 0.0),
+        act_cfg: dict | None = None,
+        norm_cfg: dict | None = None,
+        with_cp: bool = False,
+        deploy: bool = False,
+    ) -> None:
         super().__init__()
         act_cfg = act_cfg or dict(type='GELU')
         self.with_cp = with_cp
-        self.pre_block = RepViTBlock(in_channels, mlp_ratio, kernel_size, use_se=False, legacy=legacy,
-                                     drop_path=drop_path[0], act_cfg=act_cfg, norm_cfg=norm_cfg,
-                                     with_cp=with_cp, deploy=deploy)
-        self.spatial_downsample = conv_bn(in_channels, in_channels, kernel_size, 2, (kernel_size - 1) // 2,
-                                          groups=in_channels, norm_cfg=norm_cfg, deploy=deploy)
+        self.pre_block = RepViTBlock(
+            in_channels,
+            mlp_ratio,
+            kernel_size,
+            use_se=False,
+            legacy=legacy,
+            drop_path=drop_path[0],
+            act_cfg=act_cfg,
+            norm_cfg=norm_cfg,
+            with_cp=with_cp,
+            deploy=deploy,
+        )
+        self.spatial_downsample = conv_bn(
+            in_channels,
+            in_channels,
+            kernel_size,
+            2,
+            (kernel_size - 1) // 2,
+            groups=in_channels,
+            norm_cfg=norm_cfg,
+            deploy=deploy,
+        )
         self.channel_downsample = conv_bn(in_channels, out_channels, 1, norm_cfg=norm_cfg, deploy=deploy)
-        self.ffn = RepViTFFN(out_channels, int(out_channels * mlp_ratio), act_cfg, norm_cfg=norm_cfg,
-                             deploy=deploy)
+        self.ffn = RepViTFFN(out_channels, int(out_channels * mlp_ratio), act_cfg, norm_cfg=norm_cfg, deploy=deploy)
         self.drop_path = DropPath(drop_path[1]) if drop_path[1] > 0 else nn.Identity()
 
     def _reduce(self, x: torch.Tensor) -> torch.Tensor:
@@ -258,25 +336,61 @@ class RepViTDownsample(nn.Module):
 class RepViTStage(nn.Module):
     """``downsample`` (absent in stage 0) followed by ``blocks``; SE on every other block (first: SE)."""
 
-    def __init__(self, in_channels: int, out_channels: int, depth: int, downsample: bool,
-                 mlp_ratio: float = 2., kernel_size: int = 3, legacy: bool = False,
-                 drop_path: Sequence[float] = (), act_cfg: dict | None = None,
-                 norm_cfg: dict | None = None, with_cp: bool = False, deploy: bool = False) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        depth: int,
+        downsample: bool,
+        mlp_ratio: float = 2.0,
+        kernel_size: int = 3,
+        legacy: bool = False,
+        drop_path: Sequence[float] = (),
+        act_cfg: dict | None = None,
+        norm_cfg: dict | None = None,
+        with_cp: bool = False,
+        deploy: bool = False,
+    ) -> None:
         super().__init__()
         drop_path = list(drop_path)
         if downsample:
-            self.downsample = RepViTDownsample(in_channels, out_channels, mlp_ratio, kernel_size, legacy,
-                                               drop_path[:2], act_cfg, norm_cfg, with_cp, deploy)
+            self.downsample = RepViTDownsample(
+                in_channels,
+                out_channels,
+                mlp_ratio,
+                kernel_size,
+                legacy,
+                drop_path[:2],
+                act_cfg,
+                norm_cfg,
+                with_cp,
+                deploy,
+            )
             drop_path = drop_path[2:]
         else:
             if in_channels != out_channels:
-                raise ValueError(f'a stage without downsampling needs in_channels == out_channels, got '
-                                 f'{in_channels} and {out_channels}')
+                raise ValueError(
+                    f'a stage without downsampling needs in_channels == out_channels, got '
+                    f'{in_channels} and {out_channels}'
+                )
             self.downsample = None
-        self.blocks = nn.Sequential(*[
-            RepViTBlock(out_channels, mlp_ratio, kernel_size, use_se=(i % 2 == 0), legacy=legacy,
-                        drop_path=drop_path[i], act_cfg=act_cfg, norm_cfg=norm_cfg, with_cp=with_cp,
-                        deploy=deploy) for i in range(depth)])
+        self.blocks = nn.Sequential(
+            *[
+                RepViTBlock(
+                    out_channels,
+                    mlp_ratio,
+                    kernel_size,
+                    use_se=(i % 2 == 0),
+                    legacy=legacy,
+                    drop_path=drop_path[i],
+                    act_cfg=act_cfg,
+                    norm_cfg=norm_cfg,
+                    with_cp=with_cp,
+                    deploy=deploy,
+                )
+                for i in range(depth)
+            ]
+        )
 
     def forward(self, x: torch.Tensor, skip_pre_block: bool = False) -> torch.Tensor:
         if self.downsample is not None:
@@ -289,7 +403,7 @@ def normalize_arch_name(name: str) -> str:
     key = name.strip().lower()
     for prefix in ('repvit_', 'repvit-'):
         if key.startswith(prefix):
-            key = key[len(prefix):]
+            key = key[len(prefix) :]
     return key.replace('.', '_').replace('-', '_')
 
 
@@ -368,20 +482,22 @@ class RepViT(BaseBackbone):
         'm3': dict(channels=[64, 128, 256, 512], depths=[4, 4, 18, 2], legacy=True),
     }
 
-    def __init__(self,
-                 arch: str | dict = 'm0_9',
-                 in_channels: int = 3,
-                 out_indices: int | Sequence[int] = (3, ),
-                 out_at_resolution_end: bool = False,
-                 frozen_stages: int = -1,
-                 norm_eval: bool = False,
-                 norm_cfg: dict = dict(type='BN'),  # noqa: B006  (OpenMMLab style; never mutated)
-                 act_cfg: dict = dict(type='GELU'),  # noqa: B006
-                 drop_path_rate: float = 0.,
-                 with_cp: bool = False,
-                 channels_last: bool | None = None,
-                 deploy: bool = False,
-                 init_cfg: dict | list[dict] | None = None) -> None:
+    def __init__(
+        self,
+        arch: str | dict = 'm0_9',
+        in_channels: int = 3,
+        out_indices: int | Sequence[int] = (3,),
+        out_at_resolution_end: bool = False,
+        frozen_stages: int = -1,
+        norm_eval: bool = False,
+        norm_cfg: dict = dict(type='BN'),  # noqa: B006  (OpenMMLab style; never mutated)
+        act_cfg: dict = dict(type='GELU'),  # noqa: B006
+        drop_path_rate: float = 0.0,
+        with_cp: bool = False,
+        channels_last: bool | None = None,
+        deploy: bool = False,
+        init_cfg: dict | list[dict] | None = None,
+    ) -> None:
         super().__init__(init_cfg)
         self.arch_settings = self.get_arch_settings(arch)
         channels = self.arch_settings['channels']
@@ -419,20 +535,30 @@ class RepViT(BaseBackbone):
         dpr = [drop_path_rate * i / max(num_ffn - 1, 1) for i in range(num_ffn)]
 
         self.stem = nn.Sequential()
-        self.stem.add_module('conv1', conv_bn(in_channels, channels[0] // 2, 3, 2, 1, norm_cfg=norm_cfg,
-                                              deploy=deploy))
+        self.stem.add_module('conv1', conv_bn(in_channels, channels[0] // 2, 3, 2, 1, norm_cfg=norm_cfg, deploy=deploy))
         self.stem.add_module('act', build_activation_layer(act_cfg))
-        self.stem.add_module('conv2', conv_bn(channels[0] // 2, channels[0], 3, 2, 1, norm_cfg=norm_cfg,
-                                              deploy=deploy))
+        self.stem.add_module('conv2', conv_bn(channels[0] // 2, channels[0], 3, 2, 1, norm_cfg=norm_cfg, deploy=deploy))
         stages = []
         cursor = 0
         prev = channels[0]
         for i, (c, d) in enumerate(zip(channels, depths, strict=False)):
             n = d + (2 if i > 0 else 0)
-            stages.append(RepViTStage(prev, c, d, downsample=i > 0, mlp_ratio=mlp_ratio,
-                                      kernel_size=kernel_size, legacy=legacy,
-                                      drop_path=dpr[cursor:cursor + n], act_cfg=act_cfg, norm_cfg=norm_cfg,
-                                      with_cp=with_cp, deploy=deploy))
+            stages.append(
+                RepViTStage(
+                    prev,
+                    c,
+                    d,
+                    downsample=i > 0,
+                    mlp_ratio=mlp_ratio,
+                    kernel_size=kernel_size,
+                    legacy=legacy,
+                    drop_path=dpr[cursor : cursor + n],
+                    act_cfg=act_cfg,
+                    norm_cfg=norm_cfg,
+                    with_cp=with_cp,
+                    deploy=deploy,
+                )
+            )
             cursor += n
             prev = c
         self.stages = nn.ModuleList(stages)
@@ -455,8 +581,10 @@ class RepViT(BaseBackbone):
         if isinstance(arch, str):
             key = normalize_arch_name(arch)
             if key not in cls.arch_zoo:
-                raise ValueError(f'unknown RepViT arch {arch!r}; choose from {sorted(cls.arch_zoo)} or '
-                                 'give a dict with channels and depths')
+                raise ValueError(
+                    f'unknown RepViT arch {arch!r}; choose from {sorted(cls.arch_zoo)} or '
+                    'give a dict with channels and depths'
+                )
             arch = cls.arch_zoo[key]
         elif not isinstance(arch, dict):
             raise TypeError(f'"arch" must be a str or a dict, got {type(arch)}')
@@ -466,15 +594,21 @@ class RepViT(BaseBackbone):
             raise ValueError(f'arch dict: missing keys {sorted(missing)}, unknown keys {sorted(unknown)}')
         channels, depths = list(arch['channels']), list(arch['depths'])
         if len(channels) != len(depths) or not channels:
-            raise ValueError(f'arch dict: channels {channels} and depths {depths} must be non-empty and '
-                             'of equal length')
+            raise ValueError(
+                f'arch dict: channels {channels} and depths {depths} must be non-empty and of equal length'
+            )
         if depths[0] < 1 or any(d < 0 for d in depths):
             raise ValueError(f'arch dict: invalid depths {depths}')
         k = int(arch.get('kernel_size', 3))
         if k % 2 != 1:
             raise ValueError(f'arch dict: kernel_size must be odd, got {k}')
-        return dict(channels=channels, depths=depths, legacy=bool(arch.get('legacy', False)),
-                    mlp_ratio=arch.get('mlp_ratio', 2), kernel_size=k)
+        return dict(
+            channels=channels,
+            depths=depths,
+            legacy=bool(arch.get('legacy', False)),
+            mlp_ratio=arch.get('mlp_ratio', 2),
+            kernel_size=k,
+        )
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if self.channels_last or (self.channels_last is None and self.training and x.device.type == 'cpu'):

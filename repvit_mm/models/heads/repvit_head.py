@@ -1,4 +1,5 @@
 """RepViT classification head: BN + Linear, plus a DeiT-style distillation head."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,8 +22,7 @@ __all__ = ['RepViTClsHead', 'BNLinear']
 class BNLinear(nn.Module):
     """BatchNorm1d followed by Linear (the authors' ``BN_Linear``); ``fuse()`` returns one ``nn.Linear``."""
 
-    def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict | None = None,
-                 std: float = 0.02) -> None:
+    def __init__(self, in_channels: int, out_channels: int, norm_cfg: dict | None = None, std: float = 0.02) -> None:
         super().__init__()
         self.bn = build_norm_layer(norm_cfg or dict(type='BN1d'), in_channels)[1]
         self.linear = nn.Linear(in_channels, out_channels)
@@ -79,25 +79,27 @@ class RepViTClsHead(ClsHead):
         init_cfg (dict, optional): initialization config.
     """
 
-    def __init__(self,
-                 num_classes: int,
-                 in_channels: int,
-                 distillation: bool = True,
-                 distillation_type: str = 'hard',
-                 alpha: float = 0.5,
-                 tau: float = 1.0,
-                 norm_cfg: dict = dict(type='BN1d'),  # noqa: B006  (OpenMMLab style; never mutated)
-                 loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),  # noqa: B006
-                 topk: int | tuple[int] = (1, ),
-                 cal_acc: bool = False,
-                 deploy: bool = False,
-                 init_cfg: dict | None = None) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        distillation: bool = True,
+        distillation_type: str = 'hard',
+        alpha: float = 0.5,
+        tau: float = 1.0,
+        norm_cfg: dict = dict(type='BN1d'),  # noqa: B006  (OpenMMLab style; never mutated)
+        loss: dict = dict(type='CrossEntropyLoss', loss_weight=1.0),  # noqa: B006
+        topk: int | tuple[int] = (1,),
+        cal_acc: bool = False,
+        deploy: bool = False,
+        init_cfg: dict | None = None,
+    ) -> None:
         super().__init__(loss=loss, topk=topk, cal_acc=cal_acc, init_cfg=init_cfg)
         if num_classes <= 0:
             raise ValueError(f'num_classes must be positive, got {num_classes}')
         if distillation_type not in ('hard', 'soft', 'none'):
             raise ValueError(f"distillation_type must be 'hard', 'soft' or 'none', got {distillation_type!r}")
-        if not 0. <= alpha <= 1.:
+        if not 0.0 <= alpha <= 1.0:
             raise ValueError(f'alpha must be in [0, 1], got {alpha}')
         if tau <= 0:
             raise ValueError(f'tau must be positive, got {tau}')
@@ -156,8 +158,7 @@ class RepViTClsHead(ClsHead):
         return self._get_predictions(cls_score, data_samples)
 
     # ------------------------------------------------------------------ loss
-    def loss(self, feats, data_samples: list[DataSample], teacher_logits: torch.Tensor | None = None,
-             **kwargs) -> dict:
+    def loss(self, feats, data_samples: list[DataSample], teacher_logits: torch.Tensor | None = None, **kwargs) -> dict:
         """Losses for one batch.
 
         ``base = loss_module(cls_logits, target)`` (``target``: ``gt_score`` if the batch augmentations
@@ -189,15 +190,24 @@ class RepViTClsHead(ClsHead):
             else:
                 teacher_logits = teacher_logits.detach().to(dist.dtype)
                 if teacher_logits.shape != dist.shape:
-                    raise ValueError(f'teacher_logits of shape {tuple(teacher_logits.shape)} do not match '
-                                     f'the distillation logits {tuple(dist.shape)}')
+                    raise ValueError(
+                        f'teacher_logits of shape {tuple(teacher_logits.shape)} do not match '
+                        f'the distillation logits {tuple(dist.shape)}'
+                    )
                 if self.distillation_type == 'hard':
                     dist_term = F.cross_entropy(dist, teacher_logits.argmax(dim=1))
                 else:
                     t = self.tau
-                    dist_term = F.kl_div(
-                        F.log_softmax(dist / t, dim=1), F.log_softmax(teacher_logits / t, dim=1),
-                        reduction='sum', log_target=True) * (t * t) / dist.numel()
+                    dist_term = (
+                        F.kl_div(
+                            F.log_softmax(dist / t, dim=1),
+                            F.log_softmax(teacher_logits / t, dim=1),
+                            reduction='sum',
+                            log_target=True,
+                        )
+                        * (t * t)
+                        / dist.numel()
+                    )
             total = (1 - self.alpha) * base + self.alpha * dist_term
             losses['cls_term'] = base.detach()
             losses['dist_term'] = dist_term.detach()
