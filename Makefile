@@ -3,13 +3,14 @@
 #   make test       - set up and run the whole test suite (what CI runs, after `make lint`)
 # and for developers:
 #   make test-fast  - the suite without the tests marked slow (end-to-end tool runs)
+#   make test-demo  - the full demo against its targets (about 12 minutes on 2 cores)
 #   make lint       - ruff's checks and format check (configured in pyproject.toml)
 #   make format     - apply ruff's fixes and formatting
 PYTHON := .venv/bin/python
 DEMO_DIR ?= work_dirs/demo
 LINTED := repvit_mm tools tests
 
-.PHONY: install demo test test-fast lint format clean
+.PHONY: install demo test test-fast test-demo lint format clean
 
 install:
 	bash tools/install.sh
@@ -18,10 +19,13 @@ demo: install
 	$(PYTHON) tools/run_demo.py --out $(DEMO_DIR)
 
 test: install
-	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest tests -m "not full_demo"
 
 test-fast: install
-	$(PYTHON) -m pytest tests -m "not slow"
+	$(PYTHON) -m pytest tests -m "not slow and not full_demo"
+
+test-demo: install
+	$(PYTHON) -m pytest tests -m full_demo
 
 lint: install
 	$(PYTHON) -m ruff check $(LINTED)

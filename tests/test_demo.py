@@ -151,7 +151,7 @@ def test_quick_demo_produces_every_artefact_and_picture(tmp_path):
         assert picture.width > 4 * 256  # four 64 px images, each drawn at 256 px
 
 
-@pytest.mark.slow
+@pytest.mark.full_demo
 def test_full_demo_reaches_the_readme_numbers(tmp_path):
     """``make demo`` as the README describes it (about 12 minutes on 2 CPU cores)."""
     out = tmp_path / 'demo'
