@@ -11,6 +11,15 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
+# widths of the four stages of the v1.1 archs (what FPN necks take), as the paper and timm have them
+STAGE_WIDTHS = {
+    'm0_6': [40, 80, 160, 320],
+    'm0_9': [48, 96, 192, 384],
+    'm1_0': [56, 112, 224, 448],
+    'm1_1': [64, 128, 256, 512],
+    'm1_5': [64, 128, 256, 512],
+    'm2_3': [80, 160, 320, 640],
+}
 # width of the last stage (the classifier head's input) per arch, as the paper and timm have them
 CHANNELS = {
     'm0_6': 320,

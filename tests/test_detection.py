@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONFIGS, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, STAGE_WIDTHS, assert_one_line_error, randomize_bn_, run_tool
 from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
@@ -22,14 +22,6 @@ DET_CONFIGS = CONFIGS / 'detection'
 SHAPES_CFG = DET_CONFIGS / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'
 COCO_CFGS = sorted(DET_CONFIGS.glob('mask-rcnn_repvit-*_fpn_1x_coco.py'))
 COCO_SUMMARY_LINE = 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]'
-ARCH_WIDTHS = {
-    'm0_6': [40, 80, 160, 320],
-    'm0_9': [48, 96, 192, 384],
-    'm1_0': [56, 112, 224, 448],
-    'm1_1': [64, 128, 256, 512],
-    'm1_5': [64, 128, 256, 512],
-    'm2_3': [80, 160, 320, 640],
-}
 
 
 # ----------------------------------------------------------------------------------------- helpers
@@ -118,7 +110,7 @@ def test_config_backbone_feeds_fpn(config):
     assert tuple(backbone_cfg.out_indices) == (0, 1, 2, 3)
     assert backbone_cfg.norm_cfg.type == 'SyncBN' and backbone_cfg.norm_eval  # as the authors
     assert backbone_cfg.init_cfg.type == 'Pretrained' and backbone_cfg.init_cfg.prefix == 'backbone.'
-    assert list(cfg.model.neck.in_channels) == ARCH_WIDTHS[backbone_cfg.arch]
+    assert list(cfg.model.neck.in_channels) == STAGE_WIDTHS[backbone_cfg.arch]
     assert (cfg.model.neck.out_channels, cfg.model.neck.num_outs) == (256, 5)
 
     detector = _build(cfg.model)  # builds, does not load the (absent) ImageNet checkpoint
@@ -156,7 +148,7 @@ def test_coco_config_has_authors_recipe(config):
 
 def test_one_coco_config_per_arch():
     assert {p.name for p in COCO_CFGS} == {
-        f'mask-rcnn_repvit-m{arch[1:].replace("_", ".")}_fpn_1x_coco.py' for arch in ARCH_WIDTHS
+        f'mask-rcnn_repvit-m{arch[1:].replace("_", ".")}_fpn_1x_coco.py' for arch in STAGE_WIDTHS
     }
 
 

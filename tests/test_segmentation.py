@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, STAGE_WIDTHS, assert_one_line_error, randomize_bn_, run_tool
 from PIL import Image
 
 import repvit_mm  # noqa: F401  (registers RepViT)
@@ -22,14 +22,6 @@ SEG_CONFIGS = sorted((CONFIGS / 'segmentation').glob('*.py'))
 ADE20K_CONFIGS = [p for p in SEG_CONFIGS if 'ade20k' in p.name]
 SHAPES_CFG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
-WIDTHS = {
-    'm0_6': [40, 80, 160, 320],
-    'm0_9': [48, 96, 192, 384],
-    'm1_0': [56, 112, 224, 448],
-    'm1_1': [64, 128, 256, 512],
-    'm1_5': [64, 128, 256, 512],
-    'm2_3': [80, 160, 320, 640],
-}
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -95,7 +87,7 @@ def test_every_config_builds_and_runs_its_model(path):
         feats = model.backbone(torch.zeros(1, 3, 64, 96))
         logits = model(torch.zeros(1, 3, 64, 96), mode='tensor')
     # the neck's in_channels are the backbone's stage widths; strides 4..32; one logit per class at 1/4
-    assert [f.shape[1] for f in feats] == list(cfg.model.neck.in_channels) == WIDTHS[arch]
+    assert [f.shape[1] for f in feats] == list(cfg.model.neck.in_channels) == STAGE_WIDTHS[arch]
     assert [f.shape[-1] for f in feats] == [24, 12, 6, 3]
     assert logits.shape == (1, cfg.model.decode_head.num_classes, 16, 24)
 
