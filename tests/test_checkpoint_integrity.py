@@ -8,12 +8,13 @@ import logging
 import os
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool, tool_env
+from helpers import CONFIGS, ROOT, assert_one_line_error, load_tool, randomize_bn_, run_tool, tool_env
 from test_convert import timm_to_official
 
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
@@ -405,7 +406,7 @@ def test_authors_dense_releases_load_convert_and_match(task, tmp_path):
 
 
 def test_convert_checks_the_arch_of_a_dense_release(tmp_path):
-    from test_convert import _load_tool
+    _load_tool = partial(load_tool, 'convert_checkpoint')
 
     from repvit_mm.utils import UserInputError
 
@@ -474,6 +475,7 @@ def put(self, obj, filepath):  # the process dies half-way through writing iter_
 
 LocalBackend.put = put
 sys.argv = sys.argv[1:]
+sys.path[0] = os.path.dirname(sys.argv[0])  # as `python tools/train.py` has it
 runpy.run_path(sys.argv[0], run_name='__main__')
 """
 

@@ -10,7 +10,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import CHANNELS, randomize_bn_
+from helpers import CHANNELS, load_tool, randomize_bn_
 from mmpretrain.registry import MODELS
 from timm.layers import SqueezeExcite as TimmSE
 
@@ -383,11 +383,4 @@ def test_cli_round_trip_and_refusals(tmp_path):
 
 
 def _load_tool():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / 'tools' / 'convert_checkpoint.py'
-    spec = importlib.util.spec_from_file_location('convert_checkpoint_tool', path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_tool('convert_checkpoint')

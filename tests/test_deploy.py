@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, ROOT, assert_one_line_error, load_tool, randomize_bn_, run_tool
 
 import repvit_mm  # noqa: F401  (registration, safe checkpoint loading)
 import repvit_mm.deploy  # noqa: F401
@@ -566,12 +566,7 @@ def test_failed_export_leaves_existing_output_untouched(work, cls_ckpt):
 
 def _tool_main(script: str):
     """The ``main`` of ``tools/<script>``, to call in-process."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f'tool_{script[:-3]}', ROOT / 'tools' / script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
+    return load_tool(script.removesuffix('.py')).main
 
 
 def test_unwritable_output_is_one_line(work, cls_ckpt):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONFIGS
+from helpers import CONFIGS, load_tool
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
@@ -219,11 +219,7 @@ def test_no_amp_and_amp_options():
     assert not {'loss_scale', 'dtype'} & set(cfg.optim_wrapper)
     assert cfg.optim_wrapper.clip_grad.clip_factor == 0.02 and cfg.optim_wrapper.optimizer.lr == 4e-3
 
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location('train_tool', CONFIGS.parent / 'tools' / 'train.py')
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = load_tool('train')
     assert tool.parse_args(['c.py']).amp is None  # as the config says
     assert tool.parse_args(['c.py', '--amp']).amp is True
     assert tool.parse_args(['c.py', '--no-amp']).amp is False
