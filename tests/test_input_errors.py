@@ -365,8 +365,9 @@ def test_corrupt_image_at_test_time_is_one_line(task, data, checkpoints, capsys,
         *data_options(task, data),
     )
     assert_one_line_error(proc, 'corrupt image file', str(bad), 'empty file')
-    if task == 'segmentation':  # caught by the pre-flight (headers), before the Runner starts
-        assert not (tmp_path / 'w').exists()
+    # segmentation: caught by the pre-flight (headers) before the Runner starts; the others while loading,
+    # after which the run's work dir goes again
+    assert not (tmp_path / 'w').exists()
 
 
 @pytest.mark.parametrize('task', ['classification', 'detection'])
@@ -385,6 +386,7 @@ def test_corrupt_image_at_train_time_is_one_line_also_from_a_worker(task, data, 
         'train_dataloader.num_workers=1',
     )
     assert_one_line_error(proc, 'corrupt image file', str(images), 'not a decodable image')
+    assert not (tmp_path / 'w').exists()  # the run's work dir goes again: it holds no checkpoint
 
 
 # --------------------------------------------------------------------------------------------- segmentation

@@ -6,7 +6,11 @@ these functions only apply the command-line choices the tools offer.
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import os.path as osp
+import shutil
+from collections.abc import Iterator
 
 import torch
 from mmengine.config import Config
@@ -270,13 +274,30 @@ def build_runner(cfg: Config) -> Runner:
     return Runner.from_cfg(cfg)
 
 
+@contextlib.contextmanager
+def _no_work_dir_left_on_user_error(cfg: Config) -> Iterator[None]:
+    """Bad data found only while loading (an image that does not decode: checking 1.28 M images up front
+    would take longer than an epoch) ends a run after the Runner made its work dir: remove that dir again,
+    unless it existed before or holds a checkpoint (one process only; ranks would race)."""
+    work_dir = cfg.work_dir
+    created_here = not osp.exists(work_dir) and cfg.get('launcher', 'none') == 'none'
+    try:
+        yield
+    except UserInputError:
+        if created_here and osp.isdir(work_dir) and not glob.glob(osp.join(work_dir, '**', '*.pth'), recursive=True):
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise
+
+
 def train(cfg: Config) -> Runner:
-    runner = build_runner(cfg)
-    with allow_head_reinit(not cfg.get('resume', False)):  # fine-tuning from load_from; resuming is strict
-        runner.train()
+    with _no_work_dir_left_on_user_error(cfg):
+        runner = build_runner(cfg)
+        with allow_head_reinit(not cfg.get('resume', False)):  # fine-tuning from load_from; resuming is strict
+            runner.train()
     return runner
 
 
 def test(cfg: Config) -> dict:
-    runner = build_runner(cfg)
-    return runner.test()
+    with _no_work_dir_left_on_user_error(cfg):
+        runner = build_runner(cfg)
+        return runner.test()
