@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import itertools
 import os.path as osp
 import shutil
 from collections.abc import Iterator
@@ -269,9 +270,16 @@ def prepare_test_cfg(
 def build_runner(cfg: Config) -> Runner:
     """The Runner the config asks for (``runner_type``), else mmengine's default one."""
     init_cpu_process_group(cfg.get('launcher', 'none'))
+    if isinstance(cfg.get('visualizer'), dict):
+        # mmengine hands back the existing Visualizer of a name, with the save_dir of an earlier run in this
+        # process (a notebook, the Python API): each run gets its own
+        cfg.visualizer.name = f'{cfg.visualizer.get("name", "visualizer")}_run{next(_RUN_NUMBERS)}'
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)
+
+
+_RUN_NUMBERS = itertools.count(1)
 
 
 @contextlib.contextmanager
