@@ -136,7 +136,8 @@ def test_numpy_and_history_buffer_round_trip(tmp_path):
 def trained(shapes_root, tmp_path_factory) -> Path:
     """A Shapes classifier trained 4 iterations by tools/train.py, checkpoints at 2 and 4."""
     work = tmp_path_factory.mktemp('train')
-    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', work, *shapes_options(shapes_root, 4, 2))
+    options = [*shapes_options(shapes_root, 4, 2), 'default_hooks.checkpoint.max_keep_ckpts=2']
+    proc = run_tool('train.py', SHAPES_CFG, '--work-dir', work, *options)
     assert f'work dir: {work}' in proc.stdout
     return work
 

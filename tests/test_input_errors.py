@@ -237,6 +237,7 @@ def test_mistyped_keys_from_the_command_line(tmp_path):
         check=False,
     )
     assert_one_line_error(proc, 'default_hooks.checkpoint', "'interval'")
+    (tmp_path / 'none.pth').touch()  # a file is there (the key is checked before the file is read)
     proc = run_tool(
         'test.py',
         SEG,

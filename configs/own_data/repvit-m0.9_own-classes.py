@@ -13,6 +13,7 @@ model = dict(
         checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_m0_9_distill_300e.pth')),
     head=dict(num_classes=len(classes)))
 data_preprocessor = dict(num_classes=len(classes))
-train_dataloader = dict(dataset=dict(data_root=data_root, classes=classes))
-val_dataloader = dict(dataset=dict(data_root=data_root, classes=classes))
+# ann_file='': the class folders are the labels (the Shapes data also lists its images in meta/*.txt)
+train_dataloader = dict(dataset=dict(data_root=data_root, classes=classes, ann_file=''))
+val_dataloader = dict(dataset=dict(data_root=data_root, classes=classes, ann_file=''))
 test_dataloader = val_dataloader

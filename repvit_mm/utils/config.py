@@ -138,7 +138,17 @@ def load_config(path: str, cfg_options: dict[str, Any] | None = None) -> Config:
     if cfg_options:
         check_cfg_options(cfg, cfg_options)
         cfg.merge_from_dict(cfg_options)
+    _no_persistent_workers_without_workers(cfg)
     return cfg
+
+
+def _no_persistent_workers_without_workers(cfg: Config) -> None:
+    """``num_workers=0`` (e.g. from ``--cfg-options``) on a loader with ``persistent_workers=True`` would stop
+    torch's DataLoader with a ValueError; with no workers there is nothing to keep alive."""
+    for split in ('train', 'val', 'test'):
+        loader = cfg.get(f'{split}_dataloader')
+        if isinstance(loader, dict) and loader.get('persistent_workers') and not loader.get('num_workers'):
+            loader['persistent_workers'] = False
 
 
 def leaf_datasets(dataset_cfg: dict) -> Iterator[dict]:
