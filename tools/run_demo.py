@@ -217,6 +217,10 @@ def _train_and_test(
             threads=threads,
         )
     )
+    missing = [key for key in task.headline if key not in metrics]
+    if missing:  # e.g. CocoMetric reports nothing when a diverged detector outputs no boxes
+        log = report.artefacts[f'{task.name} log']
+        raise RuntimeError(f'demo step failed: {task.name} test reported no {", ".join(missing)} (training log: {log})')
     for key in task.headline:
         report.metrics[f'{task.name} {key}'] = metrics[key]
     return ckpt
