@@ -1,4 +1,5 @@
 from .checkpoint_hook import AtomicCheckpointHook
+from .compile import PlainParamGroupsHook, plain_param_groups
 from .ddp import CPUDistributedDataParallel
 from .hooks import ReparameterizeHook
 from .precision import AmpWhereCUDAOptimWrapperConstructor, amp_twin, fp32_optim_wrapper
@@ -9,7 +10,9 @@ __all__ = [
     'AtomicCheckpointHook',
     'CPUDistributedDataParallel',
     'EpochEndCosineLR',
+    'PlainParamGroupsHook',
     'ReparameterizeHook',
     'amp_twin',
     'fp32_optim_wrapper',
+    'plain_param_groups',
 ]
