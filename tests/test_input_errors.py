@@ -371,6 +371,7 @@ def test_corrupt_image_at_test_time_is_one_line(task, data, checkpoints, capsys,
     assert not (tmp_path / 'w').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['classification', 'detection'])
 def test_corrupt_image_at_train_time_is_one_line_also_from_a_worker(task, data, capsys, tmp_path):
     images = {'classification': data / 'imagenet' / 'train', 'detection': data / 'coco' / 'train2017'}[task]
