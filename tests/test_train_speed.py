@@ -341,8 +341,9 @@ def test_compile_option_trains_through_the_runner(shapes_root, tmp_path):
     torch._dynamo.reset()
     try:
         runner = train(_compiled_shapes_cfg(shapes_root, tmp_path / 'work'))
-        assert 'PlainParamGroupsHook' in [type(h).__name__ for h in runner.hooks]
+        assert 'CompileTrainStepHook' in [type(h).__name__ for h in runner.hooks]
         assert hasattr(runner.model.train_step, '_torchdynamo_orig_callable')  # compiled by the Runner
+        assert runner.model.data_preprocessor.forward._torchdynamo_disable  # batch augments stay eager
         assert torch._dynamo.utils.counters['stats']['unique_graphs'] > 0
         groups = runner.optim_wrapper.optimizer.param_groups
         assert all(type(g) is dict for g in groups)

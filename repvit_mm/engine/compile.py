@@ -1,21 +1,28 @@
 """mmengine's ``compile=True`` on repvit-mm configs.
 
 With ``compile=True`` (or a dict of ``torch.compile`` options) in a config, mmengine's Runner compiles
-``model.train_step``: the data preprocessor, forward, losses, ``backward()`` and the optimizer's step. The
-optimizers mmengine builds keep their parameter groups as ``ConfigDict`` objects (the constructor passes them
-through a config), which dynamo cannot trace (``InternalTorchDynamoError`` in ``Optimizer.step``).
-:class:`PlainParamGroupsHook` turns them into plain dicts right before training starts -- after the optimizer
-state of a resumed run is loaded, before the first (compiling) step; :func:`repvit_mm.apis.build_runner`
-adds it to every config that asks for compilation.
+``model.train_step``: the data preprocessor, forward, losses, ``backward()`` and the optimizer's step.
+:class:`CompileTrainStepHook` makes that work and pay off, right before training starts (after the optimizer
+state of a resumed run is loaded, before the first, compiling, step):
+
+- the optimizers mmengine builds keep their parameter groups as ``ConfigDict`` objects (the constructor passes
+  them through a config), on which dynamo fails (``InternalTorchDynamoError`` in ``Optimizer.step``): they
+  become plain dicts (:func:`plain_param_groups`);
+- the data preprocessor runs eagerly: its random batch augments (CutMix boxes of a new size every step) would
+  otherwise make dynamo recompile the step again and again.
+
+:func:`repvit_mm.apis.build_runner` adds the hook to every config that asks for compilation.
 """
 
 from __future__ import annotations
 
+import torch
 from mmengine.hooks import Hook
+from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.registry import HOOKS
 
-__all__ = ['PlainParamGroupsHook', 'plain_param_groups']
+__all__ = ['CompileTrainStepHook', 'eager_data_preprocessor', 'plain_param_groups']
 
 
 def plain_param_groups(optim_wrapper: OptimWrapper | OptimWrapperDict) -> None:
@@ -27,11 +34,20 @@ def plain_param_groups(optim_wrapper: OptimWrapper | OptimWrapperDict) -> None:
         groups[:] = [group if type(group) is dict else dict(group) for group in groups]
 
 
+def eager_data_preprocessor(model: torch.nn.Module) -> None:
+    """Keep ``model.data_preprocessor`` out of compiled graphs (dynamo skips it; it runs as it is)."""
+    model = model.module if is_model_wrapper(model) else model
+    preprocessor = model.data_preprocessor
+    if not hasattr(preprocessor.forward, '_torchdynamo_disable'):
+        preprocessor.forward = torch.compiler.disable(preprocessor.forward)
+
+
 @HOOKS.register_module()
-class PlainParamGroupsHook(Hook):
-    """Plain-dict parameter groups (:func:`plain_param_groups`) for a compiled ``train_step``."""
+class CompileTrainStepHook(Hook):
+    """Plain-dict parameter groups and an eager data preprocessor for a compiled ``train_step``."""
 
     priority = 'VERY_HIGH'
 
     def before_train(self, runner) -> None:
         plain_param_groups(runner.optim_wrapper)
+        eager_data_preprocessor(runner.model)
