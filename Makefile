@@ -9,6 +9,8 @@
 PYTHON := .venv/bin/python
 DEMO_DIR ?= work_dirs/demo
 LINTED := repvit_mm tools tests
+# one pytest-xdist worker per core; tests sharing an expensive fixture stay on one worker (tests/conftest.py)
+PARALLEL := -n auto --dist loadgroup
 
 .PHONY: install demo test test-fast test-demo lint format clean
 
@@ -19,10 +21,10 @@ demo: install
 	$(PYTHON) tools/run_demo.py --out $(DEMO_DIR)
 
 test: install
-	$(PYTHON) -m pytest tests -m "not full_demo"
+	$(PYTHON) -m pytest tests $(PARALLEL) -m "not full_demo"
 
 test-fast: install
-	$(PYTHON) -m pytest tests -m "not slow and not full_demo"
+	$(PYTHON) -m pytest tests $(PARALLEL) -m "not slow and not full_demo"
 
 test-demo: install
 	$(PYTHON) -m pytest tests -m full_demo

@@ -11,6 +11,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / 'configs'
+# Intra-op threads per test process: the cores shared among pytest-xdist's workers (`make test` runs one
+# worker per core), so that workers and the tools they start do not oversubscribe the machine.
+WORKERS = int(os.environ.get('PYTEST_XDIST_WORKER_COUNT', '1'))
+THREADS = max(1, (os.cpu_count() or 1) // WORKERS)
 # widths of the four stages of the v1.1 archs (what FPN necks take), as the paper and timm have them
 STAGE_WIDTHS = {
     'm0_6': [40, 80, 160, 320],
@@ -38,7 +42,7 @@ def tool_env() -> dict:
     """The environment of a tool run: this tree first on the path, no debug tracebacks."""
     env = dict(os.environ)
     env['PYTHONPATH'] = os.pathsep.join([str(ROOT), env.get('PYTHONPATH', '')])
-    env.setdefault('OMP_NUM_THREADS', '2')
+    env.setdefault('OMP_NUM_THREADS', str(THREADS))
     env.pop('REPVIT_MM_DEBUG', None)
     return env
 

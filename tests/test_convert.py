@@ -325,6 +325,7 @@ def test_pretrained_init_cfg_with_prefix(tmp_path):
         assert torch.equal(v, converted['backbone.' + k]), k
 
 
+@pytest.mark.slow
 def test_cli_round_trip_and_refusals(tmp_path):
     from helpers import assert_one_line_error, run_tool
     from mmengine.runner import load_checkpoint

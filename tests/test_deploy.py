@@ -185,6 +185,7 @@ def test_fuse_segmentor_equals_unfused(work, seg_ckpt):
 
 
 # ----------------------------------------------------------------------------------------- ONNX
+@pytest.mark.slow
 def test_export_onnx_classifier_matches_pytorch_with_dynamic_batch(work, cls_ckpt):
     import onnx
     import onnxruntime as ort
@@ -523,6 +524,7 @@ def test_wrong_config_for_checkpoint_names_keys_and_writes_nothing(work, cls_ckp
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_existing_output_is_kept_without_force(work, cls_ckpt, cls_fused):
     from repvit_mm.deploy import export_onnx
     from repvit_mm.utils import UserInputError

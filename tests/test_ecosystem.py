@@ -166,6 +166,7 @@ def test_segmentation_apis(checkpoints, images):
     assert np.array_equal(sample.pred_sem_seg.data[0].numpy(), prediction)
 
 
+@pytest.mark.slow
 def test_distill_config_needs_no_teacher_file_at_inference(release_m0_9, images, tmp_path):
     """An ImageNet -distill- config (whose teacher file data/teachers/... does not exist here) with an
     authors' release file converted by tools/convert_checkpoint.py: mmpretrain's APIs build it, the
@@ -334,6 +335,7 @@ def trained_log(shapes_root, tmp_path_factory) -> Path:
     return Path(runner.log_dir) / 'vis_data' / 'scalars.json'
 
 
+@pytest.mark.slow
 def test_analyze_logs_plots_curves_and_training_time(trained_log, tmp_path, capsys):
     from PIL import Image
 
@@ -382,6 +384,7 @@ def test_publish_model_strips_training_state_and_hashes_the_name(trained_log, tm
 @pytest.mark.parametrize(
     'task,config', [('classification', CLS_CONFIG), ('detection', DET_CONFIG), ('segmentation', SEG_CONFIG)]
 )
+@pytest.mark.slow
 def test_test_tool_show_dir_writes_prediction_pictures(task, config, checkpoints, shapes_root, tmp_path):
     from repvit_mm.apis import load_config, prepare_test_cfg, test
 
@@ -464,6 +467,7 @@ def _backbone_of(state: dict) -> dict:
     return {k.removeprefix('backbone.'): v for k, v in state.items() if k.startswith('backbone.')}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', list(OWN_DATA))
 def test_own_data_example_trains_from_the_authors_imagenet_weights(
     task, shapes_root, release_m0_9, torch_home, tmp_path

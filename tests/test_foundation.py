@@ -148,11 +148,13 @@ def _ckpt_iter(path: Path) -> int:
     return safe_torch_load(str(path), map_location='cpu')['meta']['iter']
 
 
+@pytest.mark.slow
 def test_train_writes_runner_checkpoints(trained):
     assert _ckpt_iter(trained / 'iter_4.pth') == 4
     assert (trained / 'last_checkpoint').read_text().strip().endswith('iter_4.pth')
 
 
+@pytest.mark.slow
 def test_resume_continues_from_checkpoint_iteration(trained, shapes_root, tmp_path):
     work = tmp_path / 'resumed'
     work.mkdir()
@@ -168,6 +170,7 @@ def test_resume_continues_from_checkpoint_iteration(trained, shapes_root, tmp_pa
     assert _ckpt_iter(work / 'iter_6.pth') == 6
 
 
+@pytest.mark.slow
 def test_test_tool_reports_accuracy(trained, shapes_root):
     proc = run_tool(
         'test.py', SHAPES_CFG, trained / 'iter_4.pth', '--work-dir', trained, *shapes_options(shapes_root, 4)[:4]
@@ -176,6 +179,7 @@ def test_test_tool_reports_accuracy(trained, shapes_root):
     assert 0.0 <= top1 <= 100.0
 
 
+@pytest.mark.slow
 def test_test_tool_deploy_gives_same_accuracy(trained, shapes_root):
     metrics = []
     for extra in ([], ['--deploy']):
@@ -192,6 +196,7 @@ def test_test_tool_deploy_gives_same_accuracy(trained, shapes_root):
     assert metrics[0] == metrics[1]
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_with_gloo(shapes_root, tmp_path):
     work = tmp_path / 'ddp'
     launcher = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29531']

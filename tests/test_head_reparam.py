@@ -151,7 +151,7 @@ def test_head_switch_to_deploy_exact_and_guard():
 
 
 # ----------------------------------------------------------------------------------------- fusion
-@pytest.mark.parametrize('arch', ['m0_6', 'm1', 'm2_3'])
+@pytest.mark.parametrize('arch', ['m0_6', 'm1', pytest.param('m2_3', marks=pytest.mark.slow)])
 def test_backbone_fusion_exact_224(arch):
     """Eval-mode outputs of every stage are unchanged by reparameterization (224x224, random BN)."""
     torch.manual_seed(0)
@@ -167,7 +167,7 @@ def test_backbone_fusion_exact_224(arch):
         assert (r - f).abs().max() < 1e-4, (arch, (r - f).abs().max())
 
 
-@pytest.mark.parametrize('arch', ['m0_9', 'm3'])
+@pytest.mark.parametrize('arch', ['m0_9', pytest.param('m3', marks=pytest.mark.slow)])
 def test_classifier_fusion_exact_and_deploy_checkpoint(arch):
     torch.manual_seed(0)
     model = randomize_bn_(build_classifier(arch)).eval()

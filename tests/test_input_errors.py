@@ -142,6 +142,7 @@ MISTYPED = {
     'test_dataloader.batchsize=2': "'batch_size'",
     'val_cfg.fp61=True': "'fp16'",
     'randomness.sed=1': "'seed'",
+    'compile.backnd=eager': "'backend'",
     'test_dataloader.dataset.pipeline.0.to_float=True': "'to_float32'",
 }
 
@@ -184,9 +185,11 @@ def test_valid_keys_pass_including_new_runner_sections(cached_configs):
             'strict_data': True,
             'optim_wrapper.clip_grad': None,
             'model.backbone.arch': 'm1_1',
+            'compile.mode': 'max-autotune',
         },
     )
     assert cfg.auto_scale_lr.base_batch_size == 256 and cfg.env_cfg.dist_cfg.backend == 'gloo'
+    assert cfg.compile.mode == 'max-autotune'
     cfg = load_config(str(IN1K), {'optim_wrapper.paramwise_cfg.norm_decay_mult': 0.0, 'randomness.seed': 1})
     assert cfg.optim_wrapper.paramwise_cfg.norm_decay_mult == 0.0
 
@@ -371,6 +374,7 @@ def test_corrupt_image_at_test_time_is_one_line(task, data, checkpoints, capsys,
     assert not (tmp_path / 'w').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('task', ['classification', 'detection'])
 def test_corrupt_image_at_train_time_is_one_line_also_from_a_worker(task, data, capsys, tmp_path):
     images = {'classification': data / 'imagenet' / 'train', 'detection': data / 'coco' / 'train2017'}[task]

@@ -156,6 +156,7 @@ def test_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
     assert not (tmp_path / 'out').exists()
 
 
+@pytest.mark.slow
 def test_cli_writes_then_refuses_to_overwrite(tmp_path: Path) -> None:
     small = ['--formats', 'coco', 'ade20k', '--num-train', '2', '--num-val', '1', '--size', '48']
     first = run_tool('make_shapes.py', tmp_path, *small)

@@ -304,3 +304,86 @@ def test_train_benchmark_bad_arguments(kwargs, fragment):
         pytest.skip('a CUDA device is present')
     with pytest.raises(UserInputError, match=re.escape(fragment)):
         train_benchmark(CLS_SHAPES, **kwargs)
+
+
+def _compiled_shapes_cfg(shapes_root, work_dir):
+    """The Shapes classifier on a tiny RepViT with mmengine's ``compile`` option: 2 iterations of 4 images, no
+    validation (dynamo's ``eager`` backend traces what inductor would compile, in seconds)."""
+    from repvit_mm.apis import load_config, prepare_train_cfg
+
+    data = str(shapes_root / 'imagenet')
+    options = {
+        'train_dataloader.dataset.data_root': data,
+        'val_dataloader.dataset.data_root': data,
+        'train_dataloader.batch_size': 4,
+        'train_cfg.max_iters': 2,
+        'train_cfg.val_interval': 10,
+        'default_hooks.checkpoint.interval': 2,
+        'param_scheduler.0.end': 1,
+        'param_scheduler.1.begin': 1,
+        'param_scheduler.1.end': 2,
+        'compile.backend': 'eager',
+    }
+    cfg = load_config(str(CLS_SHAPES), options)
+    cfg.model.backbone.arch, cfg.model.head.in_channels = TINY, TINY['channels'][-1]
+    return prepare_train_cfg(cfg, work_dir=str(work_dir))
+
+
+@pytest.mark.slow
+def test_compile_option_trains_through_the_runner(shapes_root, tmp_path):
+    """``compile=dict(...)`` in a config: mmengine compiles ``train_step`` (data preprocessor, forward, loss,
+    backward, AdamW step over the config's parameter groups) and training runs; the groups keep their own
+    settings."""
+    import torch._dynamo
+
+    from repvit_mm.apis import train
+
+    torch._dynamo.reset()
+    try:
+        runner = train(_compiled_shapes_cfg(shapes_root, tmp_path / 'work'))
+        assert 'CompileTrainStepHook' in [type(h).__name__ for h in runner.hooks]
+        assert hasattr(runner.model.train_step, '_torchdynamo_orig_callable')  # compiled by the Runner
+        assert runner.model.data_preprocessor.forward._torchdynamo_disable  # batch augments stay eager
+        assert torch._dynamo.utils.counters['stats']['unique_graphs'] > 0
+        groups = runner.optim_wrapper.optimizer.param_groups
+        assert all(type(g) is dict for g in groups)
+        assert {g['weight_decay'] for g in groups} == {0.0, 0.025}  # norm/bias groups kept their own decay
+        assert runner.iter == 2 and (tmp_path / 'work' / 'iter_2.pth').is_file()
+    finally:
+        torch._dynamo.reset()
+
+
+def test_compiled_step_needs_plain_param_groups():
+    """Why the hook exists: an optimizer built by mmengine holds ConfigDict groups, on which dynamo fails in
+    ``Optimizer.step``; after ``plain_param_groups`` the same compiled step runs and the schedulers' and the
+    constructor's keys are still there."""
+    import torch._dynamo
+    from mmengine.config import ConfigDict
+    from mmengine.optim import build_optim_wrapper
+
+    from repvit_mm.engine import plain_param_groups
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+    cfg = dict(optimizer=dict(type='AdamW', lr=1e-3, weight_decay=0.05), paramwise_cfg=dict(norm_decay_mult=0.0))
+    x = torch.randn(8, 4)
+
+    def compiled_step(wrapper):
+        torch._dynamo.reset()
+        return torch.compile(lambda: wrapper.update_params(model(x).sum()), backend='eager')
+
+    try:
+        wrapper = build_optim_wrapper(model, ConfigDict(cfg))
+        assert all(isinstance(g, ConfigDict) for g in wrapper.optimizer.param_groups)
+        with pytest.raises(Exception, match='param_groups'):
+            compiled_step(wrapper)()
+        wrapper = build_optim_wrapper(model, ConfigDict(cfg))
+        before = [dict(g) for g in wrapper.optimizer.param_groups]
+        groups = wrapper.optimizer.param_groups
+        plain_param_groups(wrapper)
+        assert wrapper.optimizer.param_groups is groups and all(type(g) is dict for g in groups)
+        assert [dict(g) for g in groups] == before
+        weight = model[0].weight.detach().clone()
+        compiled_step(wrapper)()
+        assert not torch.equal(weight, model[0].weight)  # the step ran
+    finally:
+        torch._dynamo.reset()

@@ -274,6 +274,10 @@ def build_runner(cfg: Config) -> Runner:
         # mmengine hands back the existing Visualizer of a name, with the save_dir of an earlier run in this
         # process (a notebook, the Python API): each run gets its own
         cfg.visualizer.name = f'{cfg.visualizer.get("name", "visualizer")}_run{next(_RUN_NUMBERS)}'
+    if cfg.get('compile') and not any(h.get('type') == 'CompileTrainStepHook' for h in cfg.get('custom_hooks', [])):
+        # mmengine's compile=True traces the whole train_step: the hook makes the optimizer step traceable and
+        # keeps the random batch augments out of the graph
+        cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='CompileTrainStepHook')]
     if 'runner_type' in cfg:
         return RUNNERS.build(cfg)
     return Runner.from_cfg(cfg)

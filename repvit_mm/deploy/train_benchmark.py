@@ -10,8 +10,9 @@ Paths (rows), all on the same synthetic batch:
   with mmengine's builders, one ``model.train_step(data, optim_wrapper)`` per step, on uint8 images and
   ground truth as the data loader would give them (class labels; boxes, labels and masks; label maps);
 - ``runner_channels_last``: ``runner`` with ``model.backbone.channels_last=True``;
-- ``runner_compile``: ``runner`` with the config's ``compile=True`` as mmengine's Runner applies it
-  (``model.train_step = torch.compile(model.train_step)``); warm-up absorbs the compilation;
+- ``runner_compile``: ``runner`` with ``compile=True`` as the Runner applies it (plain-dict parameter groups
+  and an eager data preprocessor, :mod:`repvit_mm.engine.compile`, then
+  ``model.train_step = torch.compile(model.train_step)``); warm-up absorbs the compilation;
 - ``runner_amp``: ``runner`` with ``tools/train.py --amp`` (mixed precision; CUDA only).
 
 A distillation config's teacher runs in the ``runner`` rows as in training; without its weights file it
@@ -34,6 +35,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from torch import nn
 
+from ..engine.compile import eager_data_preprocessor, plain_param_groups
 from ..engine.precision import amp_twin
 from ..models.build import build_model
 from ..utils.errors import UserInputError
@@ -176,7 +178,9 @@ def _runner_step(
         optim_wrapper = build_optim_wrapper(model, copy.deepcopy(cfg.optim_wrapper))
     finally:
         logger.setLevel(level)
-    if compile:
+    if compile:  # as the Runner does it (repvit_mm.apis.build_runner adds CompileTrainStepHook)
+        plain_param_groups(optim_wrapper)
+        eager_data_preprocessor(model)
         model.train_step = torch.compile(model.train_step)
 
     def step() -> None:

@@ -25,7 +25,7 @@ _RUNNER_KEYS = frozenset(inspect.signature(Runner.__init__).parameters) - {'self
 }
 # Runner sections a config may leave out, whose fields ``--cfg-options`` may set one by one.
 _NEW_SECTIONS = frozenset(
-    {('auto_scale_lr',), ('env_cfg',), ('randomness',), ('env_cfg', 'mp_cfg'), ('env_cfg', 'dist_cfg')}
+    {('auto_scale_lr',), ('compile',), ('env_cfg',), ('randomness',), ('env_cfg', 'mp_cfg'), ('env_cfg', 'dist_cfg')}
 )
 # Sections that must stay dicts, with an example of setting one field.
 _DICT_SECTIONS = {

@@ -22,6 +22,8 @@ from mmengine.registry import Registry
 ENV_CFG_KEYS = frozenset({'cudnn_benchmark', 'mp_cfg', 'dist_cfg', 'resource_limit'})
 #: Keys of ``auto_scale_lr`` read by ``Runner.scale_lr``.
 AUTO_SCALE_LR_KEYS = frozenset({'enable', 'base_batch_size'})
+#: Keys of ``compile`` (a dict form of ``compile=True``): what ``torch.compile`` takes besides the model.
+COMPILE_KEYS = frozenset(inspect.signature(torch.compile).parameters) - {'model'}
 #: ``paramwise_cfg`` keys read by mmengine's ``DefaultOptimWrapperConstructor``.
 PARAMWISE_KEYS = frozenset(
     {
@@ -196,6 +198,7 @@ _SECTIONS: dict[tuple[str, ...], Callable[[dict, str], set[str] | None]] = {
     ('env_cfg', 'dist_cfg'): _dist_cfg_keys,
     ('randomness',): _randomness_keys,
     ('auto_scale_lr',): lambda node, scope: set(AUTO_SCALE_LR_KEYS),
+    ('compile',): lambda node, scope: set(COMPILE_KEYS),
     ('log_processor',): _log_processor_keys,
     **{(f'{split}_dataloader',): _dataloader_keys for split in ('train', 'val', 'test')},
 }
