@@ -408,6 +408,8 @@ def test_test_tool_show_dir_writes_prediction_pictures(task, config, checkpoints
 
 # ------------------------------------------------------------------------------------- your own data
 OWN = CONFIGS / 'own_data'
+COCO_CFG = CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_1x_coco.py'
+ADE20K_CFG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_8xb4-40k_ade20k-512x512.py'
 IMAGENET_URL = 'https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_m0_9_distill_300e.pth'
 
 
@@ -518,22 +520,20 @@ def test_own_data_from_the_authors_coco_ade20k_release_reinitialises_the_heads(t
     """``load_from`` a detector / segmentor in the layout of the authors' COCO / ADE20K releases, trained on
     other classes (here 3 and 4): converted in memory, everything but the class-specific head layers is
     taken over; those start fresh, as tools/train.py loads ``load_from``."""
-    from test_checkpoint_integrity import DET_CFG, SEG_CFG, SHAPES_CLASSES, _authors_release
+    from test_checkpoint_integrity import _authors_release
 
     from repvit_mm.apis import build_runner, load_config, prepare_train_cfg
     from repvit_mm.models.checkpoints import allow_head_reinit
 
     config, make, classes = OWN_DATA[task]
     make(shapes_root, tmp_path / 'data')
+    # the releases' own configs: COCO's 80 classes and RoI head widths, ADE20K's 150 classes and FPN widths
     if task == 'detection':
-        release, ours = _authors_release(tmp_path, DET_CFG, 'repvit_m0_9_coco.pth', {'CLASSES': SHAPES_CLASSES})
+        meta = {'CLASSES': tuple(f'class{i}' for i in range(80))}
+        release, ours = _authors_release(tmp_path, COCO_CFG, 'repvit_m0_9_coco.pth', meta)
     else:
-        release, ours = _authors_release(
-            tmp_path,
-            SEG_CFG,
-            'repvit_m0_9_ade20k.pth',
-            {'CLASSES': ('background', *SHAPES_CLASSES), 'PALETTE': [[0, 0, 0]] * 4},
-        )
+        meta = {'CLASSES': tuple(f'class{i}' for i in range(150)), 'PALETTE': [[0, 0, 0]] * 150}
+        release, ours = _authors_release(tmp_path, ADE20K_CFG, 'repvit_m0_9_ade20k.pth', meta)
     options = {f'{s}_dataloader.dataset.data_root': str(tmp_path / 'data') + '/' for s in ('train', 'val', 'test')}
     options.update({'load_from': str(release), 'model.backbone.init_cfg': None})
     if task == 'detection':

@@ -29,7 +29,10 @@ model = dict(
     backbone=dict(init_cfg=dict(
         type='Pretrained', prefix='backbone.',
         checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_m0_9_distill_300e.pth')),
-    decode_head=dict(num_classes=num_classes))
+    # ADE20K's widths (256-channel FPN, 128-channel head; the Shapes segmentor is narrower), so that the
+    # authors' ADE20K segmentor loads with `load_from` and only its classifier starts fresh
+    neck=dict(out_channels=256),
+    decode_head=dict(in_channels=[256, 256, 256, 256], channels=128, num_classes=num_classes))
 train_dataloader = dict(dataset=dict(
     data_root=data_root, metainfo=metainfo, reduce_zero_label=False, pipeline=train_pipeline,
     data_prefix=dict(img_path='images/train', seg_map_path='masks/train')))
