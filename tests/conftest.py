@@ -48,12 +48,14 @@ def _restore_default_scope_of_module():
 def _shared_fixtures(item: pytest.Item) -> set[str]:
     """The module- and session-scoped fixtures a test uses that a test module defines (trained models,
     written files): the expensive ones. conftest's own (the Shapes data, scope bookkeeping) are cheap."""
-    names = set()
-    for name, defs in getattr(item, '_fixtureinfo', None).name2fixturedefs.items():
-        fixturedef = defs[-1]
-        if fixturedef.scope in ('module', 'package', 'session') and fixturedef.baseid.endswith('.py'):
-            names.add(f'{fixturedef.baseid}::{name}')
-    return names
+    info = getattr(item, '_fixtureinfo', None)  # test functions have one; other collected items do not
+    if info is None:
+        return set()
+    return {
+        f'{defs[-1].baseid}::{name}'
+        for name, defs in info.name2fixturedefs.items()
+        if defs[-1].scope in ('module', 'package', 'session') and defs[-1].baseid.endswith('.py')
+    }
 
 
 @pytest.hookimpl(tryfirst=True)

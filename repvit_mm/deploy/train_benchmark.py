@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from torch import nn
 
-from ..engine.compile import eager_data_preprocessor, plain_param_groups
+from ..engine.compile import prepare_compiled_train_step
 from ..engine.precision import amp_twin
 from ..models.build import build_model
 from ..utils.errors import UserInputError
@@ -179,8 +179,7 @@ def _runner_step(
     finally:
         logger.setLevel(level)
     if compile:  # as the Runner does it (repvit_mm.apis.build_runner adds CompileTrainStepHook)
-        plain_param_groups(optim_wrapper)
-        eager_data_preprocessor(model)
+        prepare_compiled_train_step(model, optim_wrapper)
         model.train_step = torch.compile(model.train_step)
 
     def step() -> None:

@@ -1,5 +1,5 @@
 from .checkpoint_hook import AtomicCheckpointHook
-from .compile import CompileTrainStepHook, eager_data_preprocessor, plain_param_groups
+from .compile import CompileTrainStepHook, plain_param_groups, prepare_compiled_train_step
 from .ddp import CPUDistributedDataParallel
 from .hooks import ReparameterizeHook
 from .precision import AmpWhereCUDAOptimWrapperConstructor, amp_twin, fp32_optim_wrapper
@@ -13,7 +13,7 @@ __all__ = [
     'EpochEndCosineLR',
     'ReparameterizeHook',
     'amp_twin',
-    'eager_data_preprocessor',
     'fp32_optim_wrapper',
     'plain_param_groups',
+    'prepare_compiled_train_step',
 ]

@@ -3,7 +3,7 @@
 With ``compile=True`` (or a dict of ``torch.compile`` options) in a config, mmengine's Runner compiles
 ``model.train_step``: the data preprocessor, forward, losses, ``backward()`` and the optimizer's step.
 :class:`CompileTrainStepHook` makes that work and pay off, right before training starts (after the optimizer
-state of a resumed run is loaded, before the first, compiling, step):
+state of a resumed run is loaded, before the first, compiling, step; :func:`prepare_compiled_train_step`):
 
 - the optimizers mmengine builds keep their parameter groups as ``ConfigDict`` objects (the constructor passes
   them through a config), on which dynamo fails (``InternalTorchDynamoError`` in ``Optimizer.step``): they
@@ -22,7 +22,7 @@ from mmengine.model import is_model_wrapper
 from mmengine.optim import OptimWrapper, OptimWrapperDict
 from mmengine.registry import HOOKS
 
-__all__ = ['CompileTrainStepHook', 'eager_data_preprocessor', 'plain_param_groups']
+__all__ = ['CompileTrainStepHook', 'plain_param_groups', 'prepare_compiled_train_step']
 
 
 def plain_param_groups(optim_wrapper: OptimWrapper | OptimWrapperDict) -> None:
@@ -34,8 +34,10 @@ def plain_param_groups(optim_wrapper: OptimWrapper | OptimWrapperDict) -> None:
         groups[:] = [group if type(group) is dict else dict(group) for group in groups]
 
 
-def eager_data_preprocessor(model: torch.nn.Module) -> None:
-    """Keep ``model.data_preprocessor`` out of compiled graphs (dynamo skips it; it runs as it is)."""
+def prepare_compiled_train_step(model: torch.nn.Module, optim_wrapper: OptimWrapper | OptimWrapperDict) -> None:
+    """Plain-dict parameter groups, and ``model.data_preprocessor`` kept out of compiled graphs (dynamo skips
+    it; it runs as it is): what a ``torch.compile``-d ``model.train_step`` needs."""
+    plain_param_groups(optim_wrapper)
     model = model.module if is_model_wrapper(model) else model
     preprocessor = model.data_preprocessor
     if not hasattr(preprocessor.forward, '_torchdynamo_disable'):
@@ -49,5 +51,4 @@ class CompileTrainStepHook(Hook):
     priority = 'VERY_HIGH'
 
     def before_train(self, runner) -> None:
-        plain_param_groups(runner.optim_wrapper)
-        eager_data_preprocessor(runner.model)
+        prepare_compiled_train_step(runner.model, runner.optim_wrapper)
