@@ -206,6 +206,34 @@ def test_syncbn_detector_trains_in_cpu_ddp(shapes_root):
     assert all(torch.isfinite(v).all() for v in losses.values())
 
 
+def test_roi_features_in_training_match_inference(shapes_root):
+    """The RoI head sees the same features while training as in inference: with its BN frozen
+    (``norm_eval``), the detector's RoIAlign features of the same boxes agree in both modes. (The backbone
+    computes channels-last while training on a CPU; mmcv's RoIAlign reads channels-last input as NCHW, so
+    features passed on in that layout were scrambled and the RoI heads could not learn.)"""
+    cfg = _shapes_cfg()
+    torch.manual_seed(0)
+    detector = _build(cfg.model)
+    randomize_bn_(detector, seed=5)
+    data = detector.data_preprocessor(_batch(cfg, shapes_root / 'coco', 'train', 2), True)
+    rois = torch.cat(
+        [
+            torch.cat([torch.full((len(s.gt_instances), 1), float(i)), s.gt_instances.bboxes], 1)
+            for i, s in enumerate(data['data_samples'])
+        ]
+    )
+    extractor = detector.roi_head.bbox_roi_extractor
+    features = {}
+    for mode in (True, False):
+        detector.train(mode)
+        with torch.no_grad():
+            feats = detector.extract_feat(data['inputs'])
+            assert all(f.is_contiguous() for f in feats)
+            features[mode] = extractor(feats[: extractor.num_inputs], rois)
+    assert len(rois) > 0 and features[True].abs().sum() > 0
+    torch.testing.assert_close(features[True], features[False], rtol=1e-4, atol=1e-4)
+
+
 # ----------------------------------------------------------------------------------------- fusion
 def test_fused_detector_gives_same_detections(shapes_root):
     """switch_to_deploy folds the backbone's BN and RepVGG branches; in eval mode the detections (boxes,

@@ -445,13 +445,14 @@ class RepViT(BaseBackbone):
         drop_path_rate (float): stochastic depth, linearly increasing over the residual FFNs.
             Defaults to 0.
         with_cp (bool): gradient checkpointing of every block. Defaults to False.
-        channels_last (bool, optional): memory format of the features (the numbers are the same in both).
-            True: weights and features channels-last on every device (the input is converted on entry, the
-            outputs are channels-last), e.g. for mixed-precision training on GPUs
-            (``--cfg-options model.backbone.channels_last=True``). None: channels-last features while
-            training on a CPU, where oneDNN's depthwise convolutions and their backward run several times
-            faster in that layout, the input's layout otherwise (inference and export are unaffected).
-            False: the input's layout always. Defaults to None.
+        channels_last (bool, optional): memory format of the computation inside the backbone (the numbers
+            are the same in both). True: weights and features channels-last on every device (the input is
+            converted on entry), e.g. for mixed-precision training on GPUs
+            (``--cfg-options model.backbone.channels_last=True``). None: channels-last while training on a
+            CPU, where oneDNN's depthwise convolutions and their backward run several times faster in that
+            layout, the input's layout otherwise (inference and export are unaffected). False: the input's
+            layout always. The outputs are contiguous (NCHW) in every case: necks and heads run mmcv ops
+            (e.g. RoIAlign) that read their input as NCHW memory whatever its strides. Defaults to None.
         deploy (bool): build the reparameterized (fused) structure, e.g. to load a fused checkpoint; the
             model is then inference-only. Defaults to False.
         init_cfg (dict | list[dict], optional): initialization config, e.g.
@@ -626,7 +627,8 @@ class RepViT(BaseBackbone):
                 outs.append(x)
             if i >= max(self.out_indices):
                 break
-        return tuple(outs)
+        # NCHW out: mmcv's RoIAlign (CPU and CUDA) reads a channels-last tensor as if it were NCHW.
+        return tuple(out.contiguous() for out in outs)
 
     def _freeze_stages(self) -> None:
         if self.frozen_stages >= 0:
