@@ -108,6 +108,7 @@ def load_tool(name: str):
     if name not in _LOADED_TOOLS:
         spec = importlib.util.spec_from_file_location(f'_tool_{name.replace("/", "_")}', TOOLS / f'{name}.py')
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # dataclasses look their module up while it executes
         spec.loader.exec_module(module)
         _LOADED_TOOLS[name] = module
     return _LOADED_TOOLS[name]

@@ -111,7 +111,8 @@ def test_config_backbone_feeds_fpn(config):
     assert backbone_cfg.norm_cfg.type == 'SyncBN' and backbone_cfg.norm_eval  # as the authors
     assert backbone_cfg.init_cfg.type == 'Pretrained' and backbone_cfg.init_cfg.prefix == 'backbone.'
     assert list(cfg.model.neck.in_channels) == STAGE_WIDTHS[backbone_cfg.arch]
-    assert (cfg.model.neck.out_channels, cfg.model.neck.num_outs) == (256, 5)
+    width = 256 if config in COCO_CFGS else 128  # the Shapes detector's lighter FPN
+    assert (cfg.model.neck.out_channels, cfg.model.neck.num_outs) == (width, 5)
 
     detector = _build(cfg.model)  # builds, does not load the (absent) ImageNet checkpoint
     assert type(detector.backbone).__name__ == 'RepViT'
@@ -123,7 +124,7 @@ def test_config_backbone_feeds_fpn(config):
     assert [(64 // f.shape[2], 96 // f.shape[3]) for f in feats] == [(4, 4), (8, 8), (16, 16), (32, 32)]
     with torch.no_grad():
         pyramid = detector.neck(feats)
-    assert len(pyramid) == 5 and all(p.shape[1] == 256 for p in pyramid)
+    assert len(pyramid) == 5 and all(p.shape[1] == width for p in pyramid)
 
 
 @pytest.mark.parametrize('config', COCO_CFGS, ids=lambda p: p.stem)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import CONFIGS, ROOT
+from helpers import CONFIGS, ROOT, load_tool
 
 README = (ROOT / 'README.md').read_text()
 # model-index.yml imports one metafile per task
@@ -26,6 +26,19 @@ def test_every_path_named_in_the_readme_exists():
     assert len(named) > 20
     missing = sorted(p for p in named if not (ROOT / p).exists())
     assert not missing, missing
+
+
+def test_demo_checkpoints_named_in_the_readme_and_configs_are_the_ones_the_demo_writes():
+    """``work_dirs/demo/<task>/iter_N.pth`` (README examples, the dense configs' backbone init): N is the last
+    iteration of that task's config, the checkpoint ``make demo`` keeps."""
+    from mmengine.config import Config
+
+    last = {task.name: Config.fromfile(str(task.config)).train_cfg.max_iters for task in load_tool('run_demo').TASKS}
+    texts = [README, *(p.read_text() for p in ALL_CONFIGS)]
+    named = {(t, int(n)) for text in texts for t, n in re.findall(r'work_dirs/demo/(\w+)/iter_(\d+)\.pth', text)}
+    assert {t for t, _ in named} == set(last)
+    wrong = sorted(f'{t}/iter_{n}.pth (the demo writes iter_{last[t]}.pth)' for t, n in named if n != last[t])
+    assert not wrong, wrong
 
 
 def test_every_tool_is_documented():

@@ -14,10 +14,14 @@ model = dict(
     backbone=dict(init_cfg=dict(
         type='Pretrained', prefix='backbone.',
         checkpoint='https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_m0_9_distill_300e.pth')),
-    # COCO's RoI head widths (the Shapes detector's are lighter), so that the authors' COCO detector loads
-    # with `load_from` and only its class-specific layers start fresh
-    roi_head=dict(bbox_head=dict(num_classes=num_classes, fc_out_channels=1024),
-                  mask_head=dict(num_classes=num_classes, num_convs=4, conv_out_channels=256)))
+    # COCO's FPN, RPN and RoI head widths (the Shapes detector's are lighter), so that the authors' COCO
+    # detector loads with `load_from` and only its class-specific layers start fresh
+    neck=dict(out_channels=256),
+    rpn_head=dict(in_channels=256, feat_channels=256),
+    roi_head=dict(bbox_roi_extractor=dict(out_channels=256),
+                  bbox_head=dict(in_channels=256, num_classes=num_classes, fc_out_channels=1024),
+                  mask_roi_extractor=dict(out_channels=256),
+                  mask_head=dict(in_channels=256, num_classes=num_classes, num_convs=4, conv_out_channels=256)))
 train_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/train.json',
                                      data_prefix=dict(img='train/')))
 val_dataloader = dict(dataset=dict(data_root=data_root, metainfo=metainfo, ann_file='annotations/val.json',
