@@ -3,7 +3,7 @@
 #   make test       - set up and run the whole test suite (what CI runs, after `make lint`)
 # and for developers:
 #   make test-fast  - the suite without the tests marked slow (end-to-end tool runs)
-#   make test-demo  - the full demo against its targets (about 12 minutes on 2 cores)
+#   make test-demo  - the full demo against its targets (about 9 minutes on 2 cores)
 #   make lint       - ruff's checks and format check (configured in pyproject.toml)
 #   make format     - apply ruff's fixes and formatting
 PYTHON := .venv/bin/python

@@ -153,7 +153,7 @@ def test_quick_demo_produces_every_artefact_and_picture(tmp_path):
 
 @pytest.mark.full_demo
 def test_full_demo_reaches_the_readme_numbers(tmp_path):
-    """``make demo`` as the README describes it (about 12 minutes on 2 CPU cores)."""
+    """``make demo`` as the README describes it (about 9 minutes on 2 CPU cores)."""
     out = tmp_path / 'demo'
     proc = run_tool('run_demo.py', '--out', out, timeout=3600)
     metrics = check_demo(out, proc.stdout)
