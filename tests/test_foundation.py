@@ -249,7 +249,8 @@ def test_unreadable_checkpoint_is_one_line_and_overwrites_nothing(tmp_path):
     work = tmp_path / 'work'
     work.mkdir()
     (work / 'keep.txt').write_text('precious')
-    proc = run_tool('test.py', SHAPES_CFG, bad, '--work-dir', work, check=False)
+    # a new interpreter: no import-time noise (e.g. pkg_resources' notice) before the error line either
+    proc = run_tool('test.py', SHAPES_CFG, bad, '--work-dir', work, check=False, fresh=True)
     assert_one_line_error(proc, 'broken.pth')
     assert sorted(p.name for p in work.iterdir()) == ['keep.txt']
     assert (work / 'keep.txt').read_text() == 'precious'

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, load_tool, tool_env
+from helpers import ROOT, load_tool, run_tool, tool_env
 
 PACKAGE = ROOT / 'repvit_mm'
 
@@ -159,6 +159,21 @@ def test_tool_help_and_bad_input_import_no_torch(tool, tmp_path):
         if code:
             errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
             assert len(errors) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_forked_tool_runs_answer_as_a_new_interpreter(tmp_path):
+    """``run_tool`` forks its runs from a process with the stack imported (tests/tool_zygote.py); a run
+    answers as ``python tools/...`` does: exit code, stdout, stderr, in the working directory of the call."""
+    for args in (['-h'], ['missing.py', 'ckpt.pth', 'out.pth']):
+        forked = run_tool('fuse.py', *args, cwd=tmp_path, check=False)
+        fresh = run_tool('fuse.py', *args, cwd=tmp_path, check=False, fresh=True)
+        assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+    assert forked.returncode == 2 and forked.stderr.startswith('error:') and 'missing.py' in forked.stderr
+    # relative paths resolve against the call's directory: there the config exists, the checkpoint not
+    (tmp_path / 'here.py').write_text('')
+    proc = run_tool('fuse.py', 'here.py', 'missing.pth', 'out.pth', cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and 'missing.pth' in proc.stderr and 'here.py' not in proc.stderr
+    assert not (tmp_path / 'out.pth').exists()
 
 
 def test_tool_literals_match_the_library():
