@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,6 +85,7 @@ class _ToolZygote:
 
     def __init__(self) -> None:
         self._proc: subprocess.Popen | None = None
+        self._pending = b''  # reply bytes read but not yet parsed
         self._lock = threading.Lock()
 
     def _started(self) -> subprocess.Popen:
@@ -93,18 +95,24 @@ class _ToolZygote:
                 cwd=ROOT,
                 env=dict(tool_env(), OMP_NUM_THREADS='1'),  # single-threaded: see tool_zygote.py
                 stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                text=True,
+                stdout=subprocess.PIPE,  # read with os.read only: nothing waits unseen in a buffer
             )
+            self._pending = b''
             atexit.register(self._proc.kill)
         return self._proc
 
     def _reply(self, proc: subprocess.Popen, timeout: float | None = None) -> dict:
-        if timeout is not None and not select.select([proc.stdout], [], [], timeout)[0]:
-            raise TimeoutError
-        line = proc.stdout.readline()
-        if not line:
-            raise RuntimeError(f'the tool zygote ended (exit code {proc.wait()}); its stderr is above')
+        """The next reply line (select() on the pipe, then os.read: no bytes can hide in a read buffer)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while b'\n' not in self._pending:
+            if deadline is not None:
+                if not select.select([proc.stdout], [], [], max(0.0, deadline - time.monotonic()))[0]:
+                    raise TimeoutError
+            chunk = os.read(proc.stdout.fileno(), 4096)
+            if not chunk:
+                raise RuntimeError(f'tests/tool_zygote.py ended (exit code {proc.wait()}); its stderr says why')
+            self._pending += chunk
+        line, self._pending = self._pending.split(b'\n', 1)
         return json.loads(line)
 
     def run(self, cmd: list[str], cwd: Path, timeout: float) -> subprocess.CompletedProcess:
@@ -112,7 +120,7 @@ class _ToolZygote:
             out, err = Path(tmp, 'stdout'), Path(tmp, 'stderr')
             request = dict(argv=cmd[1:], cwd=str(cwd), env=tool_env(), stdout=str(out), stderr=str(err))
             proc = self._started()
-            proc.stdin.write(json.dumps(request) + '\n')
+            proc.stdin.write(json.dumps(request).encode() + b'\n')
             proc.stdin.flush()
             pid = self._reply(proc)['pid']
             try:

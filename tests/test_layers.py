@@ -174,6 +174,11 @@ def test_forked_tool_runs_answer_as_a_new_interpreter(tmp_path):
     proc = run_tool('fuse.py', 'here.py', 'missing.pth', 'out.pth', cwd=tmp_path, check=False)
     assert proc.returncode == 2 and 'missing.pth' in proc.stderr and 'here.py' not in proc.stderr
     assert not (tmp_path / 'out.pth').exists()
+    # a run past its timeout is stopped as subprocess.run stops one; the next run is served as before
+    config = ROOT / 'configs' / 'classification' / 'repvit-m0.9_shapes-64px.py'
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_tool('benchmark.py', config, '--repeats', '100000', '--batch-sizes', '1', '--shape', '64', timeout=3)
+    assert run_tool('fuse.py', '-h').stdout.startswith('usage:')
 
 
 def test_tool_literals_match_the_library():

@@ -33,6 +33,7 @@ PRELOAD = (
     'mmseg.apis',
     'mmpretrain.apis',
     'onnx',
+    'timm',
 )
 # Not preloaded: onnxruntime starts a thread when imported. A process forked while another thread holds a
 # lock inherits the lock held, and may wait for it forever; so the zygote stays single-threaded (it runs
