@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 from helpers import THREADS
 
-# Before anything imports torch: each test process (one per pytest-xdist worker) takes its share of the cores.
-os.environ.setdefault('OMP_NUM_THREADS', str(THREADS))
+# Before anything imports torch: each pytest-xdist worker takes its share of the cores. Set in the workers
+# only: they inherit the controller's environment, where THREADS is the whole machine's count.
+if 'PYTEST_XDIST_WORKER' in os.environ:
+    os.environ.setdefault('OMP_NUM_THREADS', str(THREADS))
 
 
 @pytest.fixture(scope='session')

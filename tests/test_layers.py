@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, load_tool, run_tool, tool_env
+from helpers import ROOT, THREADS, load_tool, run_tool, tool_env
 
 PACKAGE = ROOT / 'repvit_mm'
 
@@ -179,6 +179,17 @@ def test_forked_tool_runs_answer_as_a_new_interpreter(tmp_path):
     with pytest.raises(subprocess.TimeoutExpired):
         run_tool('benchmark.py', config, '--repeats', '100000', '--batch-sizes', '1', '--shape', '64', timeout=3)
     assert run_tool('fuse.py', '-h').stdout.startswith('usage:')
+
+
+def test_test_processes_take_their_share_of_the_cores():
+    """Each pytest-xdist worker (one per core), and each tool run it starts, computes with its share of the
+    cores. The workers inherit the controller's environment: a thread count exported there (the whole
+    machine's) had every worker run OpenMP on all cores, and two busy workers spin-waited on each other
+    (a training test that takes 37 s took 190 s in the suite)."""
+    import torch
+
+    assert torch.get_num_threads() <= THREADS
+    assert int(tool_env()['OMP_NUM_THREADS']) <= THREADS
 
 
 def test_tool_literals_match_the_library():
