@@ -412,7 +412,9 @@ def test_test_tool_reports_miou_and_deploy_matches(trained, shapes_root):
         ]
         assert abs(sum(ious) / 4 - metrics[-1][1]) <= 0.01
     assert all(0.0 <= value <= 100.0 for value in metrics[0])
-    assert metrics[1] == metrics[0]  # the fused (--deploy) model segments the same
+    # the fused (--deploy) model segments the same; two iterations in, it scores the classes nearly alike,
+    # so float rounding may flip a pixel's class: a metric moves by its printed precision (0.01) at most
+    assert metrics[1] == pytest.approx(metrics[0], abs=0.0101), metrics
 
 
 def test_missing_annotation_stops_train_with_one_line(shapes_copy, tmp_path):
