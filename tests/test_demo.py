@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CONFIGS, run_tool
+from helpers import CONFIGS, load_tool, run_tool
 from PIL import Image
 
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
@@ -129,18 +130,41 @@ def check_demo(out: Path, stdout: str) -> dict[str, float]:
     return metrics
 
 
+def test_demo_steps_run_the_tools_in_a_new_interpreter_streaming_their_output(tmp_path, capsys):
+    demo = load_tool('run_demo')
+    output = demo._tool('make_shapes.py', '-h', prefix='[data] ')
+    assert output.startswith('usage: make_shapes.py')
+    streamed = capsys.readouterr().out.splitlines()
+    assert streamed[1].startswith(f'[data] ==> {sys.executable} ')  # the command line, as a user would type it
+    assert all(line.startswith('[data] ') for line in streamed[1:]) and len(streamed) > 5
+    with pytest.raises(RuntimeError, match=r'demo step failed: .*make_shapes.py .*--no-such-option \(exit code 2\)'):
+        demo._tool('make_shapes.py', tmp_path / 'data', '--no-such-option')
+    assert not (tmp_path / 'data').exists()
+
+
 @pytest.mark.slow
-def test_quick_demo_produces_every_artefact_and_picture(tmp_path):
+def test_quick_demo_produces_every_artefact_and_picture(tmp_path, monkeypatch, capsys):
+    """``run_demo.py --quick``, its steps forked from the tool zygote like every tool run of the tests (the
+    test above runs ``_tool`` itself: a new interpreter per step saves nothing worth ~80 s of imports)."""
+    demo = load_tool('run_demo')
+
+    def forked_tool(script, *args, prefix='', threads=None):
+        proc = run_tool(script, *args, timeout=900)  # one step at a time: the worker has one core
+        print(proc.stdout, end='')
+        return proc.stdout
+
+    monkeypatch.setattr(demo, '_tool', forked_tool)
     out = tmp_path / 'demo'
-    proc = run_tool('run_demo.py', '--out', out, '--quick', timeout=1800)
-    check_demo(out, proc.stdout)
+    demo.main(['--out', str(out), '--quick'])
+    stdout = capsys.readouterr().out
+    check_demo(out, stdout)
     # the classifier's picture shows the first validation images, in the split's order (classes interleaved)
     first = [
         line.split()[0].split('/')[1]
         for line in (out / 'data-quick' / 'imagenet' / 'meta' / 'val.txt').read_text().splitlines()[:4]
     ]
     assert first == ['circle_00000.JPEG', 'square_00000.JPEG', 'triangle_00000.JPEG', 'circle_00001.JPEG']
-    drawn = re.findall(r'^(\w+_\d+\.JPEG): top-3: ', proc.stdout, re.M)
+    drawn = re.findall(r'^(\w+_\d+\.JPEG): top-3: ', stdout, re.M)
     assert drawn == first
     artefacts = json.loads((out / 'summary.json').read_text())['artefacts']
     for task in ('classification', 'detection', 'segmentation'):
