@@ -210,6 +210,91 @@ def test_imagenet_configs_ask_for_mixed_precision_and_fall_back_to_fp32_on_cpu(m
     assert wrapper.clip_grad_kwargs == {'clip_factor': 0.02}
 
 
+@pytest.mark.parametrize('foreach', [False, True])
+def test_parameters_of_equal_settings_share_one_group_and_train_the_same(foreach):
+    """The ImageNet configs' constructor: two groups (weight decay 0.025; none on 1-D parameters) where
+    mmengine's default makes one per tensor (AdamW's multi-tensor kernels then run once per tensor: ~80 ms of
+    host time per step on an H100). Every parameter trains the same (AGC + AdamW, single-tensor and foreach
+    kernels), and an optimizer state saved with one group per parameter loads and continues the same."""
+    import copy
+
+    from mmengine.optim import build_optim_wrapper
+    from mmpretrain.registry import MODELS
+
+    from repvit_mm.engine import fp32_optim_wrapper
+
+    cfg = Config.fromfile(str(CLS / 'repvit-m0.9_8xb256-300e_in1k.py'))
+    ours_cfg = copy.deepcopy(fp32_optim_wrapper(cfg.optim_wrapper))  # this CPU's twin, without the log line
+    ours_cfg['optimizer']['foreach'] = foreach
+    legacy_cfg = dict(copy.deepcopy(ours_cfg), constructor='DefaultOptimWrapperConstructor')
+    torch.manual_seed(0)
+    model = MODELS.build(cfg.model)
+    models = {'ours': model, 'legacy': copy.deepcopy(model)}
+    wrappers = {
+        'ours': build_optim_wrapper(models['ours'], ours_cfg),
+        'legacy': build_optim_wrapper(models['legacy'], legacy_cfg),
+    }
+    tensors = list(model.parameters())
+    assert len(wrappers['legacy'].optimizer.param_groups) == len(tensors) > 300
+    groups = wrappers['ours'].optimizer.param_groups
+    assert [g['weight_decay'] for g in groups] == [0.025, 0.0]
+    assert {id(p) for p in groups[1]['params']} == {id(p) for p in tensors if p.ndim <= 1}
+    assert sum(len(g['params']) for g in groups) == len(tensors)
+
+    gen = torch.Generator().manual_seed(1)
+    batches = [(torch.randn(2, 3, 64, 64, generator=gen), torch.randint(1000, (2,), generator=gen)) for _ in range(3)]
+
+    def step(name, batch):
+        x, y = batch
+        wrappers[name].update_params(nn.functional.cross_entropy(models[name](x, mode='tensor'), y))
+
+    for batch in batches[:2]:
+        step('ours', batch)
+        step('legacy', batch)
+    # resume: the legacy run's model and optimizer state, into a model built with our constructor
+    models['resumed'] = copy.deepcopy(models['legacy'])
+    wrappers['resumed'] = build_optim_wrapper(models['resumed'], ours_cfg)
+    wrappers['resumed'].load_state_dict(copy.deepcopy(wrappers['legacy'].state_dict()))
+    for name in models:
+        step(name, batches[2])
+    for name in ('legacy', 'resumed'):
+        theirs = dict(models[name].named_parameters())
+        differ = [n for n, p in model.named_parameters() if not torch.equal(p, theirs[n])]
+        assert not differ, (name, differ[:3])
+
+
+@pytest.mark.slow
+def test_resume_from_a_run_saved_with_one_group_per_parameter(shapes_root, tmp_path):
+    """A run saved by mmengine's default constructor (one group per parameter, as this project's earlier
+    versions did for the ImageNet configs) resumes with the merged groups through the Runner: every AdamW
+    state and the lr schedule carry on."""
+    from repvit_mm.apis import load_config, prepare_train_cfg, train
+
+    data = str(shapes_root / 'imagenet')
+    options = {
+        'train_dataloader.dataset.data_root': data,
+        'val_dataloader.dataset.data_root': data,
+        'train_dataloader.batch_size': 4,
+        'train_cfg.max_iters': 2,
+        'train_cfg.val_interval': 100,
+        'default_hooks.checkpoint.interval': 2,
+    }
+    work = str(tmp_path / 'work')
+    legacy_options = dict(options, **{'optim_wrapper.constructor': 'DefaultOptimWrapperConstructor'})
+    legacy = train(prepare_train_cfg(load_config(str(SHAPES_CFG), legacy_options), work_dir=work))
+    assert len(legacy.optim_wrapper.optimizer.param_groups) > 300
+    warmup = list(legacy.message_hub.get_scalar('train/lr').data[0])  # iterations 1 and 2 (linear warm-up)
+
+    options['train_cfg.max_iters'] = 3  # the config's own constructor from here on
+    resumed = load_config(str(SHAPES_CFG), options)
+    runner = train(prepare_train_cfg(resumed, work_dir=work, resume=str(tmp_path / 'work' / 'iter_2.pth')))
+    optimizer = runner.optim_wrapper.optimizer
+    assert [g['weight_decay'] for g in optimizer.param_groups] == [0.025, 0.0] and runner.iter == 3
+    assert all(float(optimizer.state[p]['step']) == 3 for g in optimizer.param_groups for p in g['params'])
+    lrs = list(runner.message_hub.get_scalar('train/lr').data[0])
+    assert lrs[:2] == warmup and lrs[2] > warmup[1], (warmup, lrs)  # the warm-up goes on, not over again
+
+
 def test_no_amp_and_amp_options():
     from repvit_mm.apis.runner import _use_fp32
 

@@ -13,8 +13,11 @@ model = dict(
     head=dict(type='RepViTClsHead', num_classes=3, in_channels=384, distillation=False, topk=(1,)),
 )
 
+# No weight decay on norms and biases; those parameters share one optimizer group (the constructor), not
+# one group per tensor as mmengine's default makes them (slow on GPUs, the same updates).
 optim_wrapper = dict(optimizer=dict(type='AdamW', lr=2e-3, weight_decay=0.025),
-                     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0))
+                     paramwise_cfg=dict(norm_decay_mult=0.0, bias_decay_mult=0.0),
+                     constructor='MergedGroupsOptimWrapperConstructor')
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=False, begin=20, end=400),

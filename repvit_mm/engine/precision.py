@@ -15,8 +15,9 @@ import logging
 
 import torch
 from mmengine.logging import print_log
-from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+
+from .param_groups import MergedGroupsOptimWrapperConstructor
 
 __all__ = ['AMP_ONLY_KEYS', 'AmpWhereCUDAOptimWrapperConstructor', 'amp_twin', 'fp32_optim_wrapper']
 
@@ -38,9 +39,10 @@ def fp32_optim_wrapper(optim_wrapper: dict) -> dict:
 
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class AmpWhereCUDAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
+class AmpWhereCUDAOptimWrapperConstructor(MergedGroupsOptimWrapperConstructor):
     """mmengine's default constructor, except that without a CUDA device an ``Amp*OptimWrapper`` is built as
-    its fp32 twin (``AmpAGCOptimWrapper`` -> ``AGCOptimWrapper``), with one warning in the run's log."""
+    its fp32 twin (``AmpAGCOptimWrapper`` -> ``AGCOptimWrapper``), with one warning in the run's log; and
+    that parameters of equal settings share one group (``MergedGroupsOptimWrapperConstructor``)."""
 
     def __call__(self, model: torch.nn.Module):
         wrapper_type = self.optim_wrapper_cfg.get('type', 'OptimWrapper')
