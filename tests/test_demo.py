@@ -145,10 +145,10 @@ def test_demo_steps_run_the_tools_in_a_new_interpreter_streaming_their_output(tm
 @pytest.mark.slow
 def test_quick_demo_produces_every_artefact_and_picture(tmp_path, monkeypatch, capsys):
     """``run_demo.py --quick``, its steps forked from the tool zygote like every tool run of the tests (the
-    test above runs ``_tool`` itself: a new interpreter per step saves nothing worth ~80 s of imports)."""
+    test above runs the demo's own ``_tool``; a new interpreter per step would add ~80 s of imports)."""
     demo = load_tool('run_demo')
 
-    def forked_tool(script, *args, prefix='', threads=None):
+    def forked_tool(script, *args, prefix='', threads=None):  # prefix, threads: for side-by-side runs only
         proc = run_tool(script, *args, timeout=900)  # one step at a time: the worker has one core
         print(proc.stdout, end='')
         return proc.stdout
