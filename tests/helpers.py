@@ -147,6 +147,20 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
         assert fragment in lines[0], lines[0]
 
 
+def short_classifier_run(shapes_root: Path, iters: int = 2, batch_size: int = 4) -> dict:
+    """``--cfg-options`` (as a dict) of a short run of the Shapes classifier config on the session's Shapes
+    data: ``iters`` iterations of ``batch_size`` images, a checkpoint after the last, no validation."""
+    data = str(shapes_root / 'imagenet')
+    return {
+        'train_dataloader.dataset.data_root': data,
+        'val_dataloader.dataset.data_root': data,
+        'train_dataloader.batch_size': batch_size,
+        'train_cfg.max_iters': iters,
+        'train_cfg.val_interval': iters + 1,
+        'default_hooks.checkpoint.interval': iters,
+    }
+
+
 def randomize_bn_(model, seed: int = 0):
     """Give every BatchNorm non-trivial statistics and affine parameters (the FFN's zero-initialised ones
     too), so that BN folding really changes weights; returns the model."""

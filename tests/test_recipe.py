@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONFIGS, load_tool
+from helpers import CONFIGS, load_tool, short_classifier_run
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
@@ -271,22 +271,14 @@ def test_resume_from_a_run_saved_with_one_group_per_parameter(shapes_root, tmp_p
     state and the lr schedule carry on."""
     from repvit_mm.apis import load_config, prepare_train_cfg, train
 
-    data = str(shapes_root / 'imagenet')
-    options = {
-        'train_dataloader.dataset.data_root': data,
-        'val_dataloader.dataset.data_root': data,
-        'train_dataloader.batch_size': 4,
-        'train_cfg.max_iters': 2,
-        'train_cfg.val_interval': 100,
-        'default_hooks.checkpoint.interval': 2,
-    }
+    options = short_classifier_run(shapes_root)
     work = str(tmp_path / 'work')
     legacy_options = dict(options, **{'optim_wrapper.constructor': 'DefaultOptimWrapperConstructor'})
     legacy = train(prepare_train_cfg(load_config(str(SHAPES_CFG), legacy_options), work_dir=work))
     assert len(legacy.optim_wrapper.optimizer.param_groups) > 300
     warmup = list(legacy.message_hub.get_scalar('train/lr').data[0])  # iterations 1 and 2 (linear warm-up)
 
-    options['train_cfg.max_iters'] = 3  # the config's own constructor from here on
+    options.update({'train_cfg.max_iters': 3, 'train_cfg.val_interval': 4})  # the config's own constructor
     resumed = load_config(str(SHAPES_CFG), options)
     runner = train(prepare_train_cfg(resumed, work_dir=work, resume=str(tmp_path / 'work' / 'iter_2.pth')))
     optimizer = runner.optim_wrapper.optimizer

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import CONFIGS, assert_one_line_error, load_tool, randomize_bn_, run_tool
+from helpers import CONFIGS, assert_one_line_error, load_tool, randomize_bn_, run_tool, short_classifier_run
 
 from repvit_mm.models.backbones.repvit import ConvBN, RepVGGDW, RepViT
 
@@ -324,14 +324,8 @@ def _compiled_shapes_cfg(shapes_root, work_dir):
     validation (dynamo's ``eager`` backend traces what inductor would compile, in seconds)."""
     from repvit_mm.apis import load_config, prepare_train_cfg
 
-    data = str(shapes_root / 'imagenet')
     options = {
-        'train_dataloader.dataset.data_root': data,
-        'val_dataloader.dataset.data_root': data,
-        'train_dataloader.batch_size': 4,
-        'train_cfg.max_iters': 2,
-        'train_cfg.val_interval': 10,
-        'default_hooks.checkpoint.interval': 2,
+        **short_classifier_run(shapes_root),
         'param_scheduler.0.end': 1,
         'param_scheduler.1.begin': 1,
         'param_scheduler.1.end': 2,
