@@ -271,15 +271,16 @@ def test_resume_from_a_run_saved_with_one_group_per_parameter(shapes_root, tmp_p
     state and the lr schedule carry on."""
     from repvit_mm.apis import load_config, prepare_train_cfg, train
 
-    options = short_classifier_run(shapes_root)
     work = str(tmp_path / 'work')
-    legacy_options = dict(options, **{'optim_wrapper.constructor': 'DefaultOptimWrapperConstructor'})
+    legacy_options = {
+        **short_classifier_run(shapes_root),
+        'optim_wrapper.constructor': 'DefaultOptimWrapperConstructor',
+    }
     legacy = train(prepare_train_cfg(load_config(str(SHAPES_CFG), legacy_options), work_dir=work))
     assert len(legacy.optim_wrapper.optimizer.param_groups) > 300
     warmup = list(legacy.message_hub.get_scalar('train/lr').data[0])  # iterations 1 and 2 (linear warm-up)
 
-    options.update({'train_cfg.max_iters': 3, 'train_cfg.val_interval': 4})  # the config's own constructor
-    resumed = load_config(str(SHAPES_CFG), options)
+    resumed = load_config(str(SHAPES_CFG), short_classifier_run(shapes_root, iters=3))  # its own constructor
     runner = train(prepare_train_cfg(resumed, work_dir=work, resume=str(tmp_path / 'work' / 'iter_2.pth')))
     optimizer = runner.optim_wrapper.optimizer
     assert [g['weight_decay'] for g in optimizer.param_groups] == [0.025, 0.0] and runner.iter == 3
