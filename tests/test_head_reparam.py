@@ -143,7 +143,7 @@ def test_head_switch_to_deploy_exact_and_guard():
         with pytest.raises(RuntimeError, match='inference-only'):
             head.train()
         head.eval()  # still fine
-        with pytest.raises(RuntimeError, match='inference-only'):
+        with pytest.raises(RuntimeError, match='inference-only: it computes no training loss'):
             head.loss(feats, samples(torch.zeros(5, dtype=torch.long)))
         built = RepViTClsHead(num_classes=7, in_channels=16, distillation=distillation, deploy=True)
         built.load_state_dict(head.state_dict(), strict=True)

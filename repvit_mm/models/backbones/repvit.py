@@ -357,14 +357,14 @@ class RepViTStage(nn.Module):
             self.downsample = RepViTDownsample(
                 in_channels,
                 out_channels,
-                mlp_ratio,
-                kernel_size,
-                legacy,
-                drop_path[:2],
-                act_cfg,
-                norm_cfg,
-                with_cp,
-                deploy,
+                mlp_ratio=mlp_ratio,
+                kernel_size=kernel_size,
+                legacy=legacy,
+                drop_path=drop_path[:2],
+                act_cfg=act_cfg,
+                norm_cfg=norm_cfg,
+                with_cp=with_cp,
+                deploy=deploy,
             )
             drop_path = drop_path[2:]
         else:

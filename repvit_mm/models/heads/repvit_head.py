@@ -131,8 +131,7 @@ class RepViTClsHead(ClsHead):
         return x
 
     def _both_logits(self, feats) -> tuple[torch.Tensor, torch.Tensor | None]:
-        if self.deploy:
-            raise RuntimeError(DEPLOY_TRAIN_ERROR.format(name=type(self).__name__))
+        """Logits of the classifier and of the distillation head (None without one); unfused heads only."""
         x = self.pre_logits(feats)
         cls = self.head(x)
         dist = self.head_dist(x) if self.distillation else None
@@ -175,6 +174,11 @@ class RepViTClsHead(ClsHead):
             dict: ``loss`` (the total, the only key containing ``'loss'``), and detached ``cls_term`` /
             ``dist_term`` for logging; ``accuracy_top-k`` if ``cal_acc``.
         """
+        if self.deploy:
+            raise RuntimeError(
+                f'{type(self).__name__} is fused (deploy mode) and inference-only: it computes no training loss '
+                '(its classifier and distillation heads are one layer now). Build it with deploy=False to train.'
+            )
         cls, dist = self._both_logits(feats)
         if 'gt_score' in data_samples[0]:
             target = torch.stack([i.gt_score for i in data_samples])
