@@ -40,7 +40,7 @@ def describe(fmt: str, path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    from repvit_mm.datasets.shapes import make_shapes
+    from repvit_mm.apis import make_shapes
 
     try:
         written = make_shapes(

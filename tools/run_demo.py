@@ -252,71 +252,6 @@ def validation_images(task: Task, data: Path, count: int) -> list[Path]:
     return sorted((root / 'images' / 'validation').glob('*.jpg'))[:count]  # mmseg sorts by path
 
 
-def plot_training_curves(logs: dict[str, Path], out_png: Path) -> Path:
-    """Training loss and the headline validation metric against iteration, per task, from mmengine's
-    ``scalars.json`` (one point per logged iteration)."""
-    import matplotlib
-
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, len(logs), figsize=(5 * len(logs), 3.8), squeeze=False)
-    for ax, (name, log) in zip(axes[0], logs.items(), strict=False):
-        records = [json.loads(line) for line in (log.parent / 'vis_data' / 'scalars.json').read_text().splitlines()]
-        train = [r for r in records if 'loss' in r]
-        lines = ax.plot(
-            [r['iter'] for r in train],
-            [r['loss'] for r in train],
-            '.-',
-            color='tab:blue',
-            markersize=3,
-            label='training loss',
-        )
-        ax.set_xlabel('iteration')
-        ax.set_ylabel('training loss')
-        ax.set_title(f'{name} ({len(train)} logged iterations)')
-        metric = next(task for task in TASKS if task.name == name).headline[0]
-        val = [r for r in records if metric in r]
-        if val:
-            twin = ax.twinx()
-            lines += twin.plot(
-                [r['step'] for r in val],
-                [r[metric] for r in val],
-                'o-',
-                color='tab:orange',
-                label=f'validation {metric}',
-            )
-            twin.set_ylabel(f'validation {metric}')
-        # under the plot: inside it would cover the lines of one axis or the other
-        ax.legend(
-            lines,
-            [line.get_label() for line in lines],
-            loc='upper center',
-            bbox_to_anchor=(0.5, -0.18),
-            ncol=2,
-            frameon=False,
-        )
-    fig.tight_layout()
-    fig.savefig(out_png, dpi=100, bbox_inches='tight')
-    plt.close(fig)
-    return out_png
-
-
-def stack_pictures(pictures: list[Path], out_png: Path) -> Path:
-    """One picture of the three tasks' pictures, one under the other (the README's figure)."""
-    from PIL import Image
-
-    images = [Image.open(p).convert('RGB') for p in pictures]
-    width = max(image.width for image in images)
-    canvas = Image.new('RGB', (width, sum(image.height for image in images)), 'white')
-    top = 0
-    for image in images:
-        canvas.paste(image, ((width - image.width) // 2, top))
-        top += image.height
-    canvas.save(out_png)
-    return out_png
-
-
 def run_demo(out_dir: str | Path, quick: bool = False) -> DemoReport:
     """Train, evaluate, fuse, export and benchmark RepViT on the Shapes data; see the module docstring."""
     out = Path(out_dir).resolve()
@@ -376,12 +311,14 @@ def run_demo(out_dir: str | Path, quick: bool = False) -> DemoReport:
             'demo.py', *images, task.config, ckpt, '--out', picture, '--force', '--title', title, *task.picture_options
         )
         report.add(f'{task.name} picture', picture)
+    from repvit_mm.apis.analysis import plot_loss_and_metric, stack_pictures
+
     report.add(
         'predictions picture',
         stack_pictures([Path(report.artefacts[f'{t.name} picture']) for t in TASKS], pictures / 'predictions.png'),
     )
-    curves = plot_training_curves(
-        {t.name: Path(report.artefacts[f'{t.name} log']) for t in TASKS}, pictures / 'training_curves.png'
+    curves = plot_loss_and_metric(
+        {t.name: (report.artefacts[f'{t.name} log'], t.headline[0]) for t in TASKS}, pictures / 'training_curves.png'
     )
     report.add('training curves', curves)
 

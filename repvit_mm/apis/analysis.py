@@ -19,7 +19,7 @@ from mmengine.config import Config
 
 from ..utils.errors import UserInputError
 
-__all__ = ['browse_dataset', 'read_scalars', 'plot_curves', 'training_time']
+__all__ = ['browse_dataset', 'read_scalars', 'plot_curves', 'plot_loss_and_metric', 'training_time', 'stack_pictures']
 
 _SCOPES = ('mmpretrain', 'mmdet', 'mmseg')
 
@@ -162,6 +162,52 @@ def plot_curves(
         fig.savefig(tmp, dpi=100, format='png')
     plt.close(fig)
     return out_path
+
+
+def plot_loss_and_metric(runs: dict[str, tuple[str | os.PathLike, str]], out: str | os.PathLike) -> Path:
+    """One panel per training run (``{title: (log, validation metric)}``): its training loss and, on a second
+    axis, the validation metric, against the iteration; written as PNG (the demo's training curves)."""
+    import matplotlib
+
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.8), squeeze=False)
+    for ax, (name, (log, metric)) in zip(axes[0], runs.items(), strict=True):
+        records = read_scalars(log)
+        train = [r for r in records if 'loss' in r]
+        lines = ax.plot([r['iter'] for r in train], [r['loss'] for r in train], '.-', color='tab:blue', markersize=3)
+        lines[0].set_label('training loss')
+        ax.set_xlabel('iteration')
+        ax.set_ylabel('training loss')
+        ax.set_title(f'{name} ({len(train)} logged iterations)')
+        val = [r for r in records if metric in r]
+        if val:
+            twin = ax.twinx()
+            lines += twin.plot([_x(r) for r in val], [r[metric] for r in val], 'o-', color='tab:orange')
+            lines[-1].set_label(f'validation {metric}')
+            twin.set_ylabel(f'validation {metric}')
+        # under the plot: inside it would cover the lines of one axis or the other
+        ax.legend(lines, [line.get_label() for line in lines], loc='upper center', bbox_to_anchor=(0.5, -0.18), ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100, bbox_inches='tight')
+    plt.close(fig)
+    return Path(out)
+
+
+def stack_pictures(pictures: list[str | os.PathLike], out: str | os.PathLike) -> Path:
+    """One picture of several, one under the other, centred on a white canvas (the README's figure)."""
+    from PIL import Image
+
+    images = [Image.open(p).convert('RGB') for p in pictures]
+    width = max(image.width for image in images)
+    canvas = Image.new('RGB', (width, sum(image.height for image in images)), 'white')
+    top = 0
+    for image in images:
+        canvas.paste(image, ((width - image.width) // 2, top))
+        top += image.height
+    canvas.save(out)
+    return Path(out)
 
 
 def training_time(log: str | os.PathLike) -> dict[str, float]:
