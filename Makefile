@@ -9,7 +9,7 @@
 PYTHON := .venv/bin/python
 DEMO_DIR ?= work_dirs/demo
 LINTED := repvit_mm tools tests
-# one pytest-xdist worker per core; tests sharing an expensive fixture stay on one worker (tests/conftest.py)
+# one pytest-xdist worker per core; a test module with expensive shared fixtures marks itself xdist_group
 PARALLEL := -n auto --dist loadgroup
 
 .PHONY: install demo test test-fast test-demo lint format clean

@@ -45,37 +45,3 @@ def _restore_default_scope():
 def _restore_default_scope_of_module():
     """Scopes a test module's module-scoped fixtures created (they run before the per-test fixture)."""
     yield from _forget_new_scopes()
-
-
-def _shared_fixtures(item: pytest.Item) -> set[str]:
-    """The module- and session-scoped fixtures a test uses that a test module defines (trained models,
-    written files): the expensive ones. conftest's own (the Shapes data, scope bookkeeping) are cheap."""
-    info = getattr(item, '_fixtureinfo', None)  # test functions have one; other collected items do not
-    if info is None:
-        return set()
-    return {
-        f'{defs[-1].baseid}::{name}'
-        for name, defs in info.name2fixturedefs.items()
-        if defs[-1].scope in ('module', 'package', 'session') and defs[-1].baseid.endswith('.py')
-    }
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under ``pytest -n N --dist loadgroup`` (``make test``): tests that share an expensive fixture, directly
-    or through other tests, form one group that runs on one worker, so the fixture is made once; every other
-    test goes to whichever worker is free."""
-    parent: dict[str, str] = {}
-
-    def root(key: str) -> str:
-        while parent.setdefault(key, key) != key:
-            key = parent[key]
-        return key
-
-    shared = {item: sorted(_shared_fixtures(item)) for item in items}
-    for names in shared.values():
-        for name in names[1:]:
-            parent[root(name)] = root(names[0])
-    for item, names in shared.items():
-        if names and not item.get_closest_marker('xdist_group'):
-            item.add_marker(pytest.mark.xdist_group(root(names[0]).split('::')[-1]))

@@ -23,6 +23,11 @@ SEG_CFG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'
 SHAPES_CLASSES = ('circle', 'square', 'triangle')
 
 
+# Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
+# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group('checkpoint_integrity')
+
+
 def load_cfg(path: Path, **options):
     from repvit_mm.apis import load_config
 

@@ -31,6 +31,11 @@ SIZE = 32  # image side for every shrunk run
 TEACHER = 'regnety_002'  # same family as the real teacher (regnety_160), 2.8 M parameters
 
 
+# Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
+# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group('classification')
+
+
 def _name(arch: str) -> str:
     return arch.replace('_', '.')
 

@@ -28,6 +28,11 @@ CLASSES = ['circle', 'square', 'triangle']
 
 
 # ----------------------------------------------------------------------------------------- helpers
+# Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
+# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group('deploy')
+
+
 def _assert_same(got: torch.Tensor, expected: torch.Tensor, rel: float = 1e-5) -> None:
     """Equal up to float32 rounding: the largest difference within ``rel`` of the largest value."""
     assert got.shape == expected.shape

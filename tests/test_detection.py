@@ -25,6 +25,11 @@ COCO_SUMMARY_LINE = 'Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | ma
 
 
 # ----------------------------------------------------------------------------------------- helpers
+# Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
+# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group('detection')
+
+
 def _build(cfg_model: dict):
     """Build a detector (or any mmdet model) from a config dict, in mmdet's registry scope."""
     import mmdet.models  # noqa: F401  (registration)

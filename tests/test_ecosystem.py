@@ -22,6 +22,11 @@ DISTILL_NAME = 'repvit-m0.9_8xb256-distill-300e_in1k'
 README = (ROOT / 'README.md').read_text()
 
 
+# Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
+# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group('ecosystem')
+
+
 def shapes_options(task: str, shapes_root: Path) -> dict:
     """``--cfg-options`` (as a dict) that point a Shapes config at the session's Shapes data."""
     root = {

@@ -15,6 +15,11 @@ from helpers import CONFIGS, assert_one_line_error, run_tool
 SHAPES_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 
 
+# Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
+# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group('foundation')
+
+
 def shapes_options(shapes_root: Path, max_iters: int, interval: int | None = None) -> list[str]:
     """``--cfg-options`` that point the Shapes classifier at the test's data and shrink its schedule."""
     interval = interval or max_iters

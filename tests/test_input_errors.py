@@ -32,6 +32,11 @@ TASKS = {'classification': (CLS, 'mmpretrain'), 'detection': (DET, 'mmdet'), 'se
 _CONFIG_CACHE: dict = {}
 
 
+# Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
+# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group('input_errors')
+
+
 def tool(name: str):
     """``tools/<name>.py`` as a module (its ``main(argv)``)."""
     return load_tool(name)

@@ -24,6 +24,11 @@ SHAPES_CFG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 
 
+# Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
+# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+pytestmark = pytest.mark.xdist_group('segmentation')
+
+
 @pytest.fixture(scope='module', autouse=True)
 def single_thread():
     """One torch thread here and in the tools: on a busy 2-core machine, OpenMP threads waiting for each

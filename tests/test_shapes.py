@@ -21,9 +21,12 @@ from repvit_mm.datasets.shapes import (
     make_shapes,
 )
 
-pytestmark = pytest.mark.filterwarnings(
-    'ignore:__array__ implementation:DeprecationWarning'
-)  # pycocotools under numpy 2
+# Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
+# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+pytestmark = [
+    pytest.mark.xdist_group('shapes'),
+    pytest.mark.filterwarnings('ignore:__array__ implementation:DeprecationWarning'),  # pycocotools under numpy 2
+]
 # Small but complete: every format, both splits, default image sizes.
 SMALL = dict(num_train={'imagenet': 4, 'coco': 8, 'ade20k': 8}, num_val={'imagenet': 2, 'coco': 3, 'ade20k': 3})
 
