@@ -188,7 +188,14 @@ def plot_loss_and_metric(runs: dict[str, tuple[str | os.PathLike, str]], out: st
             lines[-1].set_label(f'validation {metric}')
             twin.set_ylabel(f'validation {metric}')
         # under the plot: inside it would cover the lines of one axis or the other
-        ax.legend(lines, [line.get_label() for line in lines], loc='upper center', bbox_to_anchor=(0.5, -0.18), ncol=2)
+        ax.legend(
+            lines,
+            [line.get_label() for line in lines],
+            loc='upper center',
+            bbox_to_anchor=(0.5, -0.18),
+            ncol=2,
+            frameon=False,
+        )
     fig.tight_layout()
     fig.savefig(out, dpi=100, bbox_inches='tight')
     plt.close(fig)
