@@ -98,9 +98,14 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, offset:
     ``x2 - x1 + 1``) is not served."""
     if offset != 0:
         raise _unserved('nms with offset=1')
-    # mmcv's kernels compare the IoU with the threshold as a C float; so does this (an IoU equal to
-    # float32(0.3) is above the double 0.3 but not above the float)
-    return torch.ops.torchvision.nms(boxes, scores, float(torch.tensor(iou_threshold, dtype=torch.float32)))
+    # mmcv's kernels visit the boxes in the order of torch's default (unstable) sort, torchvision's in that
+    # of a stable sort: boxes with tied scores come in another order, and other boxes are kept. Sorted as
+    # mmcv sorts, torchvision's stable sort keeps that order.
+    order = scores.sort(0, descending=True)[1]
+    # mmcv compares the IoU with the threshold as a C float (an IoU equal to float32(0.3) is above the
+    # double 0.3, not above the float)
+    threshold = float(torch.tensor(iou_threshold, dtype=torch.float32))
+    return order[torch.ops.torchvision.nms(boxes[order], scores[order], threshold)]
 
 
 def get_compiler_version() -> str:
