@@ -161,7 +161,7 @@ def test_roi_align_averages_a_linear_map_at_bin_centres():
     from mmcv.ops import roi_align
 
     height, width = 16, 20
-    ys, xs = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64), indexing='ij')
+    ys, xs = torch.meshgrid(*(torch.arange(n, dtype=torch.float64) for n in (height, width)), indexing='ij')
     x = (3 * xs + 0.5 * ys)[None, None]
     rois = torch.tensor([[0, 8.0, 12.0, 40.0, 36.0]], dtype=torch.float64)  # image coordinates, stride 4
     with served_mmcv_ops():
