@@ -266,14 +266,17 @@ def test_mmcv_ext_route_works_whatever_is_imported_first(first):
 def test_train_tool_stops_with_one_line_on_an_op_not_served(shapes_root, tmp_path):
     """tools/train.py with mmcv's ``_ext`` ours and a config asking for max-pooling RoIAlign: one error line."""
     argv = ['tools/train.py', str(DET_SHAPES), '--work-dir', str(tmp_path / 'work'), '--cfg-options']
+    coco = shapes_root / 'coco'
+    argv += [f'{split}_dataloader.dataset.data_root={coco}' for split in ('train', 'val', 'test')]
+    argv += [f'{split}_evaluator.ann_file={coco}/annotations/instances_val2017.json' for split in ('val', 'test')]
     argv += [
-        f'train_dataloader.dataset.data_root={shapes_root / "coco"}',
         'train_cfg.max_iters=1',
         'model.backbone.init_cfg=None',
         'model.roi_head.bbox_roi_extractor.roi_layer.pool_mode=max',
     ]
     code = f"""
         import runpy
+        sys.path.insert(0, {str(ROOT / 'tools')!r})  # as `python tools/train.py` has it
         sys.argv = {argv!r}
         runpy.run_path({str(ROOT / 'tools' / 'train.py')!r}, run_name='__main__')
         """
