@@ -41,7 +41,7 @@ COMPILED_OPS="${REPVIT_MM_COMPILED_OPS:-0}"
     && { echo "[install] ERROR: FORCE_CUDA=1 compiles mmcv's CUDA ops: set REPVIT_MM_COMPILED_OPS=1 too" >&2; exit 1; }
 MMCV_EXT="$ROOT/repvit_mm/ops/mmcv_ext.py"   # mmcv/_ext.py of an mmcv without compiled ops
 
-step() { printf '\n==> [install] %s\n' "$*"; }
+step() { printf '\n==> [install] %s (at %ds)\n' "$*" "$SECONDS"; }   # seconds since the start
 die() { printf '\n[install] ERROR: %s\n' "$*" >&2; exit 1; }
 
 # Everything that decides what gets installed; a changed one re-runs the pip steps.
