@@ -8,6 +8,7 @@ import contextlib
 import copy
 import importlib.machinery
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -381,3 +382,25 @@ def test_gpu_dense_check_runs_on_cpu(tmp_path):
     for task in ('detection', 'segmentation'):
         assert metrics[f'{task} s per training step'] > 0
         assert metrics[f'{task} benchmark runner ms per step'] > 0
+
+
+# ----------------------------------------------------------------------------------------- install
+@pytest.mark.parametrize(
+    'env, fragment',
+    [
+        ({'REPVIT_MM_COMPILED_OPS': '2'}, "REPVIT_MM_COMPILED_OPS must be 0 or 1, got '2'"),
+        ({'FORCE_CUDA': '1'}, "FORCE_CUDA=1 compiles mmcv's CUDA ops: set REPVIT_MM_COMPILED_OPS=1 too"),
+    ],
+)
+def test_install_refuses_bad_ops_settings_before_creating_anything(env, fragment, tmp_path):
+    venv = tmp_path / 'venv'
+    settings = {'VENV': str(venv), 'REPVIT_MM_COMPILED_OPS': '0', 'FORCE_CUDA': '0', **env}
+    proc = subprocess.run(
+        ['bash', str(ROOT / 'tools' / 'install.sh')],
+        env={**os.environ, **settings},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1 and not venv.exists()
+    assert proc.stderr.splitlines() == [f'[install] ERROR: {fragment}'], proc.stderr
