@@ -129,6 +129,35 @@ def test_installed_mmcv_ops_match_the_recording():
         assert torch.equal(keep, case['keep'])
 
 
+def _same(a, b) -> bool:
+    """Nested dicts / lists / tuples of tensors and numbers, equal exactly."""
+    if isinstance(a, torch.Tensor):
+        return isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b)
+    if isinstance(a, dict):
+        return isinstance(b, dict) and a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    return a == b
+
+
+def test_the_recording_script_writes_the_fixture_and_needs_compiled_ops(tmp_path):
+    """With compiled mmcv the script writes exactly the committed fixture; without, it refuses in one line
+    and writes nothing."""
+    out = tmp_path / 'ops.pt'
+    script = Path(__file__).parent / 'fixtures' / 'record_mmcv_ops.py'
+    proc = subprocess.run(
+        [sys.executable, str(script), str(out)], env=tool_env(), capture_output=True, text=True, timeout=300
+    )
+    if _installed_ops() == 'compiled':
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        recorded = torch.load(out, weights_only=True)
+        assert recorded.pop('recorded_with').startswith('mmcv 2.1.0 compiled ops')
+        assert _same(recorded, {k: v for k, v in FIXTURE.items() if k != 'recorded_with'})
+    else:
+        assert proc.returncode == 1 and not out.exists()
+        assert proc.stderr.strip().endswith('not compiled ops; record against a compiled mmcv'), proc.stderr
+
+
 # ----------------------------------------------------------------------------------------- properties
 def _box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     from torchvision.ops import box_iou
