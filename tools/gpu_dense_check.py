@@ -3,7 +3,8 @@ and time their training steps (a check of the dense tasks on CUDA, about 5 minut
 
     python tools/gpu_dense_check.py [--device cuda|cpu] [--out work_dirs/gpu_dense_check] [--quick]
 
-1. the demo's Shapes data (``tools/make_shapes.py``) and its Shapes classifier (the backbones' start);
+1. the demo's Shapes data (``tools/make_shapes.py``) and its Shapes classifier (the backbones' start;
+   ``--quick`` leaves it out);
 2. Mask R-CNN and Semantic FPN, each ``tools/train.py`` with its config's own schedule (400 iterations),
    then ``tools/test.py``: box / mask AP and mIoU, and the median training step time from the run's log;
 3. ``tools/benchmark.py CONFIG --train`` runner rows for both dense configs (batch 4, 128x128).
@@ -16,6 +17,7 @@ and written to ``OUT/summary.json``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import statistics
@@ -57,16 +59,22 @@ def gpu_dense_check(out: Path, device: str, quick: bool) -> dict:
     card = torch.cuda.get_device_name() if device == 'cuda' else 'cpu'
     out.mkdir(parents=True, exist_ok=True)
     report = run_demo.DemoReport(out)
-    report.metrics['device'] = card
     start = time.perf_counter()
     data = out / ('data-quick' if quick else 'data')
     run_demo._make_data(data, quick)
-    cls_ckpt = run_demo._train_and_test(run_demo.CLASSIFIER, out, data, quick, report)
-    for task in (run_demo.DETECTOR, run_demo.SEGMENTOR):
+    dense = (run_demo.DETECTOR, run_demo.SEGMENTOR)
+    if quick:  # a smoke run: the backbones start from random weights, not from a classifier trained first
+        cls_ckpt = None
+        dense = tuple(
+            dataclasses.replace(t, quick_options=(*t.quick_options, 'model.backbone.init_cfg=None')) for t in dense
+        )
+    else:
+        cls_ckpt = run_demo._train_and_test(run_demo.CLASSIFIER, out, data, quick, report)
+    for task in dense:
         run_demo._train_and_test(task, out, data, quick, report, init_from=cls_ckpt)
         report.metrics[f'{task.name} s per training step'] = step_time(Path(report.artefacts[f'{task.name} log']))
     paths = ['runner'] if device == 'cpu' else ['runner', 'runner_channels_last', 'runner_amp']
-    for task in (run_demo.DETECTOR, run_demo.SEGMENTOR):
+    for task in dense:
         bench = out / f'{task.name}_train_benchmark.json'
         run_demo._tool(
             'benchmark.py', task.config, '--train', '--device', device, '--batch-size', '4', '--shape', '128',
@@ -79,8 +87,10 @@ def gpu_dense_check(out: Path, device: str, quick: bool) -> dict:
                 report.metrics[f'{task.name} benchmark {row["path"]} ms per step'] = row['median_ms']
     report.metrics['check s'] = time.perf_counter() - start
     report.print()
-    print(f'\nsummary: {report.save()}')
-    return report.metrics
+    summary = {'device': card, 'artefacts': report.artefacts, 'metrics': report.metrics}
+    (out / 'summary.json').write_text(json.dumps(summary, indent=2))
+    print(f'\ndevice: {card}\nsummary: {out / "summary.json"}')
+    return summary
 
 
 def main(argv=None):
