@@ -1,5 +1,6 @@
 """Train and test the Shapes Mask R-CNN and Semantic FPN on a GPU through the repository's configs and tools,
-and time their training steps (a check of the dense tasks on CUDA, about 5 minutes on one GPU).
+and time their training steps: the check of the dense tasks on CUDA (meant to fit in 8 minutes on one GPU;
+not yet run on one, see docs/install.md).
 
     python tools/gpu_dense_check.py [--device cuda|cpu] [--out work_dirs/gpu_dense_check] [--quick]
 
