@@ -1,5 +1,5 @@
 # repvit-mm: the two commands a new user needs.
-#   make demo       - set up (.venv, mmcv compiled once and cached) and run the demo on the embedded Shapes data
+#   make demo       - set up (.venv; docs/install.md) and run the demo on the embedded Shapes data
 #   make test       - set up and run the whole test suite (what CI runs, after `make lint`)
 # and for developers:
 #   make test-fast  - the suite without the tests marked slow (end-to-end tool runs)

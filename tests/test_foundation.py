@@ -55,7 +55,8 @@ def test_stack_imports_with_pinned_versions():
     assert repvit_mm.__version__
 
 
-def test_mmcv_compiled_ops_run_on_cpu():
+def test_mmcv_ops_run_on_cpu():
+    """mmcv's RoIAlign and NMS as installed: compiled, or served from torchvision (docs/install.md)."""
     from mmcv.ops import RoIAlign, nms
 
     boxes = torch.tensor([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=torch.float32)
