@@ -88,6 +88,19 @@ def test_a_category_name_differing_in_case_is_refused_with_the_closest_name(tmp_
     assert not work.exists()
 
 
+def test_the_metrics_own_annotation_file_is_checked_too(tmp_path, det_checkpoint):
+    """CocoMetric reads its ann_file with the dataset's classes: a mismatch there would misname the AP."""
+    root = coco_root(tmp_path / 'coco', categories(*SHAPES))
+    other = coco_root(tmp_path / 'other', categories('Circle', 'square', 'triangle'))
+    ann = other / 'annotations' / 'instances_val2017.json'
+    options = [*det_options(root), f'test_evaluator.ann_file={ann}']
+    proc = run_tool(
+        'test.py', DET_CONFIG, det_checkpoint, '--work-dir', tmp_path / 'w', '--cfg-options', *options, check=False
+    )
+    assert_one_line_error(proc, str(ann), "closest to 'circle': 'Circle'")
+    assert not (tmp_path / 'w').exists()
+
+
 def test_categories_in_another_order_than_the_classes_are_refused(tmp_path):
     root = coco_root(tmp_path / 'coco', categories('triangle', 'circle', 'square'))
     train_refused(

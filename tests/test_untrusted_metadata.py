@@ -263,7 +263,7 @@ def test_inferencers_rebuild_the_model_from_an_honest_checkpoint(honest, shapes_
 
 
 def test_a_trained_checkpoint_publishes_and_its_config_reads_back(shapes_root, tmp_path):
-    """A real training run's checkpoint: its stored config parses (and publishes)."""
+    """A real training run's checkpoint: its stored config parses, it publishes, and so does its fused copy."""
     from helpers import short_classifier_run
 
     from repvit_mm.utils.safe_checkpoint import safe_torch_load
@@ -277,6 +277,11 @@ def test_a_trained_checkpoint_publishes_and_its_config_reads_back(shapes_root, t
     for text in texts.values():
         assert config_from_text(text, '.py').model.backbone.type == 'RepViT'
     proc = run_tool('publish_model.py', ckpt, tmp_path / 'release.pth')
+    assert 'published:' in proc.stdout
+    # a fused checkpoint names its config file in meta.config: a file name, published as well
+    run_tool('fuse.py', CLS_CONFIG, ckpt, tmp_path / 'fused.pth')
+    assert safe_torch_load(str(tmp_path / 'fused.pth'))['meta']['config'].endswith('.py')
+    proc = run_tool('publish_model.py', tmp_path / 'fused.pth', tmp_path / 'fused-release.pth')
     assert 'published:' in proc.stdout
 
 

@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from ..utils.data_checks import register_data_check
+from ..utils.data_checks import register_data_check, register_evaluator_check
 from ..utils.errors import DataWarning, UserInputError
 from ..utils.paths import is_remote, join_data_root
 
@@ -242,3 +242,15 @@ def check_coco_dataset(dataset_cfg: dict) -> None:
     warning = _invalid_annotations(doc, ann_file, classes)
     if warning:
         raise warning
+
+
+@register_evaluator_check('CocoMetric')
+def check_coco_metric(evaluator_cfg: dict, dataset_cfg: dict) -> None:
+    """A ``CocoMetric`` reading its own annotation file numbers the dataset's classes by that file's
+    categories: the same exact-name, same-order check as the dataset's file."""
+    ann_file = evaluator_cfg.get('ann_file')
+    if not ann_file or is_remote(ann_file) or evaluator_cfg.get('backend_args') or not osp.isfile(ann_file):
+        return  # a missing file is reported by the generic evaluator check
+    doc = _load_json(ann_file)
+    _check_structure(doc, ann_file, test_mode=True)
+    _check_classes(doc, ann_file, _config_classes(dataset_cfg))
