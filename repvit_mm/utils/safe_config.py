@@ -232,8 +232,8 @@ def check_config_dict(cfg: Mapping, source: str = 'config text') -> None:
     for where, key, value in _items(cfg):
         if not isinstance(value, str):
             continue
-        if key == 'type' and _type_problem(value):
-            why = _type_problem(value)
+        if key == 'type' and (problem := _type_problem(value)):
+            why = problem
         elif key in ('_scope_', 'default_scope') and value not in TRUSTED_PACKAGES:
             why = 'is not an OpenMMLab scope (mmengine would import its registry)'
         elif key in EVALUATED_KEYS and not _DOTTED_NAME.fullmatch(value):
