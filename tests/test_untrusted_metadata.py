@@ -102,6 +102,7 @@ def _same(a, b) -> bool:
         ('model = dict(type="mmcv.imwrite")\n', "'mmcv.imwrite' is not in any registry"),
         ('custom_imports = dict(imports=["os"])\n', "custom_imports names 'os'"),
         ('filename = "x"\n', 'not a config'),
+        ('x = {[1]: 2}\n', 'unhashable'),
     ],
 )
 def test_config_text_that_is_not_plain_data_is_refused(text, fragment):

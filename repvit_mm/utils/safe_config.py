@@ -80,7 +80,8 @@ class UnsafeConfigError(UserInputError):
 def _refuse(source: str, text: str, node: ast.AST | None, why: str) -> UnsafeConfigError:
     where = ''
     if node is not None and getattr(node, 'lineno', None):
-        line = text.splitlines()[node.lineno - 1].strip() if text.splitlines() else ''
+        lines = text.splitlines()
+        line = lines[node.lineno - 1].strip() if 0 < node.lineno <= len(lines) else ''
         where = f' line {node.lineno} ({line[:80]!r})'
     return UnsafeConfigError(
         f'{source}{where}: {why}; config text from a checkpoint is read as data, never run '
@@ -138,6 +139,8 @@ def parse_config_text(text: str, source: str = 'config text') -> dict:
             cfg[stmt.targets[0].id] = _literal(stmt.value, source, text)
         except RecursionError:
             raise _refuse(source, text, stmt, 'nested too deeply') from None
+        except TypeError:  # an unhashable dict key or set item, e.g. {[1]: 2}
+            raise _refuse(source, text, stmt, 'an unhashable dict key or set item') from None
     return cfg
 
 
