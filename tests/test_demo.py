@@ -89,6 +89,32 @@ def test_small_images_are_drawn_enlarged_in_a_captioned_grid(tmp_path):
     assert_not_blank(tmp_path / 'grid.png')
 
 
+def test_a_thin_image_is_drawn_within_the_picture_bound(tmp_path):
+    """A 1 x 10000 PNG (about a kilobyte) would be drawn 256 x 2,560,000 (gigabytes) if its short side were
+    enlarged to 256: the longer side stays within MAX_SIDE, and tools/demo.py says so in one line."""
+    import torch
+
+    from repvit_mm.deploy import load_model
+    from repvit_mm.deploy.render import MAX_SIDE, _compose, _drawn_size
+
+    assert _drawn_size(1, 10000, None) == (1, MAX_SIDE) and _drawn_size(3000, 1, 256) == (MAX_SIDE, 3)
+    assert _drawn_size(64, 64, None) == (256, 256) and _drawn_size(4000, 6000, None) == (4000, 6000)
+    grid = _compose([(np.zeros((4000, 6000, 3), np.uint8), f'{i}') for i in range(8)], 'eight large ones')
+    assert max(grid.shape[:2]) == MAX_SIDE  # panels, captions, gaps and title shrunk together
+
+    thin = tmp_path / 'thin.png'
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (1, 10000, 3), dtype=np.uint8)).save(thin)
+    assert thin.stat().st_size < 40000
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'cls.pth'
+    torch.save({'state_dict': load_model(CLS_CFG).model.state_dict()}, ckpt)
+    proc = run_tool('demo.py', thin, CLS_CFG, ckpt, '--out', tmp_path / 'thin_out.png')
+    notes = [line for line in proc.stdout.splitlines() if line.startswith('note:')]
+    assert len(notes) == 1 and f'at most {MAX_SIDE} pixels' in notes[0] and str(thin) in notes[0], proc.stdout
+    with Image.open(tmp_path / 'thin_out.png') as picture:
+        assert picture.size == (MAX_SIDE, 1)
+
+
 def test_the_demo_driver_is_not_part_of_the_library():
     import repvit_mm
 

@@ -386,6 +386,7 @@ def _dataset_cfg(coco: Path, split: str = 'train') -> dict:
         ann_file=f'annotations/instances_{split}2017.json',
         data_prefix=dict(img=f'{split}2017/'),
         test_mode=test_mode,
+        metainfo=dict(classes=('circle', 'square', 'triangle')),  # as the Shapes config (default: COCO's 80)
     )
 
 

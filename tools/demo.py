@@ -57,6 +57,8 @@ def main(argv=None):
         device=args.device,
     )
     height, width = info['size']
+    for note in info['notes']:
+        print(f'note: {note}')
     print(info['summary'])
     print(f'{info["task"]} picture ({width}x{height}): {info["out"]}')
 

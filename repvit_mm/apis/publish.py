@@ -12,6 +12,7 @@ import torch
 from ..utils.errors import UserInputError
 from ..utils.outputs import atomic_output, check_output
 from ..utils.safe_checkpoint import safe_torch_load
+from ..utils.safe_config import check_checkpoint_configs
 
 __all__ = ['publish_checkpoint', 'TRAINING_STATE_KEYS']
 
@@ -34,7 +35,8 @@ def publish_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, force:
     ``meta`` (dataset classes, config, epoch/iter) and ``state_dict`` are kept.
 
     Raises:
-        UserInputError: ``src`` has no ``state_dict``, ``out`` is not a ``.pth`` name, or the published
+        UserInputError: ``src`` has no ``state_dict``, its config text is not plain data
+            (:class:`~repvit_mm.utils.safe_config.UnsafeConfigError`), ``out`` is not a ``.pth`` name, or the published
             file exists and ``force`` is false.
     """
     out = Path(out).expanduser()
@@ -44,6 +46,8 @@ def publish_checkpoint(src: str | os.PathLike, out: str | os.PathLike, *, force:
     checkpoint = safe_torch_load(str(src), map_location='cpu')
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get('state_dict'), dict):
         raise UserInputError(f'{src}: not a training checkpoint (no state_dict in it)')
+    # A release is read by people without repvit_mm, whose mmengine would run its config text.
+    check_checkpoint_configs(checkpoint, str(src))
     kept = {k: v for k, v in checkpoint.items() if k not in TRAINING_STATE_KEYS}
     buffer = io.BytesIO()
     torch.save(kept, buffer)

@@ -10,6 +10,8 @@ The model is built and its checkpoint loaded strictly by :func:`repvit_mm.deploy
 and fused deploy checkpoints alike), then handed to the inferencer. Predictions are made on the image as
 it is; the drawing is enlarged to at least 256 pixels on the short side (the model's masks and boxes scaled
 with it) so that labels fit, and every label is kept whole inside the picture. Several images make a grid.
+Whatever the image's shape, the picture's longer side is at most :data:`MAX_SIDE` pixels (a 1 x 10000
+image would otherwise be drawn 256 x 2,560,000: gigabytes); the result says when it was capped.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = ['render_prediction', 'TASK_CHOICES']
 
 TASK_CHOICES = ('auto', 'classification', 'detection', 'segmentation')
 MIN_SIDE = 256  # short side of a drawn prediction, at least: a 64 px image has no room for labels
+MAX_SIDE = 8192  # longer side of a drawn prediction or grid, at most (8192 x 8192 RGB: 200 MB)
 LABEL_MIN_PX = 12
 GRID_COLUMNS = 4
 
@@ -77,10 +80,20 @@ def _font(size: int):
 
 
 def _drawn_size(height: int, width: int, resize: int | None) -> tuple[int, int]:
-    """(height, width) of the drawn picture: short side ``resize``, or the image's own, at least MIN_SIDE."""
+    """(height, width) of the drawn picture: short side ``resize``, or the image's own, at least MIN_SIDE;
+    the longer side at most MAX_SIDE (a thin image keeps its shape, not its short side)."""
     short = min(height, width)
-    scale = (resize or max(short, MIN_SIDE)) / short
+    scale = min((resize or max(short, MIN_SIDE)) / short, MAX_SIDE / max(height, width))
     return max(round(height * scale), 1), max(round(width * scale), 1)
+
+
+def _cap_note(height: int, width: int, resize: int | None) -> str | None:
+    """Why the picture of a ``height`` x ``width`` image is smaller than asked, if it is."""
+    short = min(height, width)
+    if (resize or max(short, MIN_SIDE)) / short <= MAX_SIDE / max(height, width):
+        return None
+    drawn = _drawn_size(height, width, resize)
+    return f'drawn at {drawn[1]}x{drawn[0]}: the longer side of a picture is at most {MAX_SIDE} pixels'
 
 
 def _enlarged(image: str, size: tuple[int, int]) -> tuple[np.ndarray, float, float]:
@@ -124,6 +137,11 @@ def _compose(panels: list[tuple[np.ndarray, str]], title: str | None) -> np.ndar
     rows = -(-len(panels) // columns)
     cell_w = max(p.shape[1] for p, _ in panels)
     cell_h = max(p.shape[0] for p, _ in panels)
+    scale = MAX_SIDE / max(columns * cell_w, rows * cell_h)
+    if scale < 1:  # many or large panels: shrink them all, the grid stays within MAX_SIDE
+        panels = [(_scaled(p, scale), caption) for p, caption in panels]
+        cell_w = max(p.shape[1] for p, _ in panels)
+        cell_h = max(p.shape[0] for p, _ in panels)
     caption_font, title_font = _font(max(LABEL_MIN_PX, cell_w // 18)), _font(max(LABEL_MIN_PX + 2, cell_w // 14))
     gap = caption_h = caption_font.size + 8
     width = columns * cell_w + (columns + 1) * gap
@@ -139,7 +157,17 @@ def _compose(panels: list[tuple[np.ndarray, str]], title: str | None) -> np.ndar
         y = title_h + gap + row * (caption_h + cell_h + gap)
         draw.text((x, y), _fit(caption, caption_font, cell_w), fill='black', font=caption_font)
         canvas.paste(Image.fromarray(np.ascontiguousarray(picture)), (x, y + caption_h))
-    return np.asarray(canvas)
+    picture = np.asarray(canvas)
+    scale = MAX_SIDE / max(picture.shape[:2])
+    return _scaled(picture, scale) if scale < 1 else picture  # captions and gaps pushed it over
+
+
+def _scaled(picture: np.ndarray, scale: float) -> np.ndarray:
+    from PIL import Image
+
+    height, width = picture.shape[:2]
+    size = (max(round(width * scale), 1), max(round(height * scale), 1))
+    return np.asarray(Image.fromarray(np.ascontiguousarray(picture)).resize(size, Image.BILINEAR))
 
 
 def _wrap(text: str, font, width: int) -> list[str]:
@@ -325,8 +353,9 @@ def render_prediction(
         device: where the model runs (``'cpu'``, ``'cuda'``, ``'cuda:1'``, ...).
 
     Returns:
-        ``{'out', 'task', 'size': (height, width), 'summary'}``; the summary lists what was drawn (one
-        ``name: ...`` line per image when there are several).
+        ``{'out', 'task', 'size': (height, width), 'summary', 'notes'}``; the summary lists what was drawn
+        (one ``name: ...`` line per image when there are several); ``notes``: one line per image drawn
+        smaller than asked (its longer side capped at :data:`MAX_SIDE`).
     """
     if task not in TASK_CHOICES:
         raise UserInputError(f'unknown task {task!r}; choose from {", ".join(TASK_CHOICES)}')
@@ -339,13 +368,17 @@ def render_prediction(
         raise UserInputError('no image given')
     from mmcv import imread
 
+    notes = []
     for path in images:
         if not os.path.isfile(path):
             raise UserInputError(f'image not found: {path}')
         try:
-            imread(path).shape  # noqa: B018  (a readable picture?)
+            height, width = imread(path).shape[:2]  # (a readable picture?)
         except Exception as err:
             raise UserInputError(f'cannot read image {path}: {err}') from err
+        note = _cap_note(height, width, resize)
+        if note:
+            notes.append(f'{path}: {note}')
 
     cfg = read_config(config)
     actual = task_of(cfg)
@@ -374,4 +407,4 @@ def render_prediction(
 
     with atomic_output(out_path) as tmp:
         Image.fromarray(np.ascontiguousarray(picture)).save(tmp, format='PNG')
-    return {'out': str(out_path), 'task': actual, 'size': tuple(picture.shape[:2]), 'summary': summary}
+    return {'out': str(out_path), 'task': actual, 'size': tuple(picture.shape[:2]), 'summary': summary, 'notes': notes}

@@ -21,6 +21,8 @@ from .paths import is_remote
 
 DataCheck = Callable[[dict], None]
 _DATA_CHECKS: dict[str, list[DataCheck]] = {}
+EvaluatorCheck = Callable[[dict, dict], None]
+_EVALUATOR_CHECKS: dict[str, list[EvaluatorCheck]] = {}
 
 
 def register_data_check(*dataset_types: str) -> Callable[[DataCheck], DataCheck]:
@@ -32,6 +34,28 @@ def register_data_check(*dataset_types: str) -> Callable[[DataCheck], DataCheck]
         return check
 
     return register
+
+
+def register_evaluator_check(*evaluator_types: str) -> Callable[[EvaluatorCheck], EvaluatorCheck]:
+    """Register a check ``check(evaluator_cfg, dataset_cfg)`` for evaluators of these types (e.g. a metric
+    that reads its own annotation file must agree with the dataset's classes)."""
+
+    def register(check: EvaluatorCheck) -> EvaluatorCheck:
+        for name in evaluator_types:
+            _EVALUATOR_CHECKS.setdefault(name, []).append(check)
+        return check
+
+    return register
+
+
+def _check_evaluators(cfg: Config, split: str) -> None:
+    evaluators = cfg.get(f'{split}_evaluator') or []
+    datasets = list(split_datasets(cfg, (split,)))
+    for evaluator in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+        if not isinstance(evaluator, dict) or len(datasets) != 1:
+            continue
+        for check in _EVALUATOR_CHECKS.get(str(evaluator.get('type', '')).split('.')[-1], []):
+            check(evaluator, datasets[0])
 
 
 def _check_evaluator_files(cfg: Config, split: str) -> None:
@@ -61,6 +85,7 @@ def check_datasets(cfg: Config, splits: tuple[str, ...]) -> None:
                 except UserInputError as err:
                     raise UserInputError(f'{err}{_shapes_hint(dataset_cfg, str(err))}') from None
         _check_evaluator_files(cfg, split)
+        _check_evaluators(cfg, split)
 
 
 def _shapes_hint(dataset_cfg: dict, message: str) -> str:

@@ -32,6 +32,8 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
+from . import safe_config as _safe_config
+
 __all__ = [
     'UnsafeCheckpointError',
     'MMENGINE_CHECKPOINT_GLOBALS',
@@ -313,6 +315,7 @@ def _reading_once(loader):
         loaded = loader(filename, map_location, *args, **kwargs)
         if _keeping:
             _kept[key] = loaded
+        _safe_config.note_checkpoint(loaded, key)  # error messages about its config text name the file
         tensor = _first_tensor(loaded)
         if tensor is not None:
             _sources[id(tensor)] = (tensor, str(filename))
