@@ -7,9 +7,8 @@ import os.path as osp
 
 import torch
 
-from ..models.backbones.repvit import RepViT, normalize_arch_name
-from ..models.checkpoints import convert_checkpoint, read_checkpoint
-from ..models.convert import FORMATS, LAYOUTS, TASK_OF_LAYOUT
+from ..models import FORMATS, LAYOUTS, TASK_OF_LAYOUT, RepViT, convert_checkpoint, read_checkpoint
+from ..models.backbones.repvit import normalize_arch_name
 from ..utils.errors import UserInputError
 from ..utils.outputs import atomic_output, check_output
 

@@ -1,20 +1,12 @@
 """One way from a checkpoint into a model: read -> unwrap -> detect the layout -> convert -> fit -> load.
 
-Every route that puts weights into a model with a RepViT inside ends here: ``tools/test.py`` (``--deploy``
-too), ``load_from``, ``--resume``, ``init_cfg=dict(type='Pretrained')``, the deploy tools and
-``tools/demo.py``, and -- through :mod:`.mmengine_loading` -- mmengine's ``load_checkpoint``, mmdet's
-``init_detector``, mmseg's ``init_model`` and the mmpretrain inferencers given our configs.
-
-:func:`read_checkpoint` reads a file with any scheme mmengine knows, through the weights-only loaders of
-:mod:`repvit_mm.utils.safe_checkpoint`; :func:`as_checkpoint` unwraps what was read into a
-:class:`Checkpoint` and detects its layout (:data:`~.convert.LAYOUTS`). :func:`fit_checkpoint` converts the
-tensors to the receiving model's keys and checks every key and shape: a checkpoint that does not fit raises
-:class:`CheckpointMismatchError` (one line: the arch it fits if known, counts and first keys missing /
-unexpected / mis-shaped) -- never a silent partial load. A fused (deploy) checkpoint is recognised by its
-RepViT keys fitting the fused backbone. The one sanctioned partial load is fine-tuning to another number of
-classes (``finetune=True``: ``load_from`` and ``init_cfg``): head tensors whose shapes differ keep their
-initialisation, and one log line names those heads. :func:`convert_checkpoint` checks a release file against
-an arch alone (no config), for saving it in our layout.
+Every route that puts weights into a model with a RepViT inside ends here: the tools, ``load_from``,
+``--resume``, ``init_cfg=dict(type='Pretrained')``, the distillation teacher, the deploy tools and -- through
+:mod:`.mmengine_loading` -- mmengine's ``load_checkpoint``, mmdet's ``init_detector``, mmseg's ``init_model``
+and the mmpretrain inferencers. A checkpoint fits every key and shape, or raises one
+:class:`CheckpointMismatchError`: never a silent partial load. The one sanctioned partial load is
+fine-tuning to another number of classes (``finetune=True``): head tensors of another shape keep their
+initialisation, and one log line names those heads.
 """
 
 from __future__ import annotations
@@ -337,14 +329,8 @@ class _Reference(nn.Module):
         super().__init__()
         self.backbone = RepViT(arch, deploy=deploy)
         if any(k.startswith('head.') for k in state):
-            weight = next(
-                (
-                    state[k]
-                    for k in ('head.head.linear.weight', 'head.head_dist.linear.weight', 'head.head.weight')
-                    if k in state
-                ),
-                None,
-            )
+            names = ('head.head.linear.weight', 'head.head_dist.linear.weight', 'head.head.weight')
+            weight = next((state[k] for k in names if k in state), None)
             self.head = RepViTClsHead(
                 num_classes=weight.shape[0] if weight is not None and weight.dim() == 2 else 1,
                 in_channels=self.backbone.arch_settings['channels'][-1],
@@ -354,17 +340,11 @@ class _Reference(nn.Module):
 
 
 def convert_checkpoint(checkpoint, arch, format: str = 'auto') -> OrderedDict:  # noqa: A002
-    """A release file's weights in our layout (``backbone.*``, ``head.*``), checked against ``arch``.
-
-    The RepViT backbone (and a classifier head) is checked, every key and shape; the neck and heads of the
-    authors' COCO / ADE20K releases keep their mmdet / mmseg names (checked when the file is loaded into a
-    config's model). A repvit-mm checkpoint is only checked (a fused one is accepted too).
-
-    Args:
-        checkpoint: a :class:`Checkpoint`, a loaded checkpoint (``{'model': ...}``, ``{'state_dict': ...}``)
-            or a bare state dict.
-        arch: the RepViT arch (zoo name or settings dict) the weights belong to.
-        format: ``'auto'`` (detected from the keys) or one of :data:`~.convert.FORMATS`.
+    """A checkpoint's weights (:class:`Checkpoint`, loaded dict or bare state dict) in our layout, with its
+    RepViT backbone and classifier head checked against ``arch`` (zoo name or settings dict), every key and
+    shape. ``format``: ``'auto'`` (from the keys) or one of :data:`~.convert.FORMATS`. The neck and heads of
+    the authors' COCO / ADE20K releases keep their mmdet / mmseg names (checked when loaded into a config's
+    model); a repvit-mm checkpoint is only checked (a fused one too).
 
     Raises:
         CheckpointMismatchError: the weights do not fit ``arch`` (names the arch they fit, if any).

@@ -11,7 +11,7 @@ mmengine's :class:`~mmengine.runner.CheckpointLoader` picks a loader by the name
 ``torch.load`` with ``weights_only=False``. :func:`install` registers a safe loader for every one of those
 prefixes: the same downloads (into torch.hub's cache, as usual), the same URL tables, then
 :func:`safe_torch_load`. A refused file is one :class:`UnsafeCheckpointError` naming the file and the
-refused globals.
+refused globals. What the loaders return carries the file's name for error messages (:func:`source_of`).
 """
 
 from __future__ import annotations
@@ -268,7 +268,8 @@ def _with_source(obj, name: str):
 
 def _named(loader):
     def load(filename: str, map_location=None, *args, **kwargs):
-        return _with_source(loader(filename, map_location, *args, **kwargs), str(filename))
+        loaded = loader(filename, map_location, *args, **kwargs)
+        return _with_source(loaded, str(filename))
 
     load.__name__ = f'load_from_safe_{loader.__name__.removeprefix("_load_")}'  # mmengine logs [10:]
     load.__doc__ = loader.__doc__
