@@ -28,6 +28,7 @@ from ..utils.errors import UserInputError
 from .backbones.repvit import RepViT, normalize_arch_name
 from .convert import FORMATS, LAYOUTS, detect_layout, to_repvit_mm
 from .heads.repvit_head import RepViTClsHead
+from .reparam import switch_to_deploy
 
 __all__ = [
     'HEAD_PREFIXES',
@@ -265,7 +266,9 @@ def fit_checkpoint(
     ckpt = as_checkpoint(checkpoint)
     at, backbone = next(((n, m) for n, m in model.named_modules() if isinstance(m, RepViT)), ('', None))
     # Layouts are RepViT's: any other model (a distillation teacher) takes the keys as they are.
-    state, unmapped = to_repvit_mm(ckpt.state, ckpt.layout, backbone.arch_settings) if backbone else (ckpt.state, [])
+    state, unmapped = (
+        to_repvit_mm(ckpt.state, ckpt.layout, backbone.arch_settings) if backbone is not None else (ckpt.state, [])
+    )
     state = _select(state, prefix, model, ckpt.source)
     own = model.state_dict()
     found = _compare(state, own, unmapped)
@@ -278,8 +281,6 @@ def fit_checkpoint(
                     f'{ckpt.source} is a fused (deploy) checkpoint: it fits the reparameterized model only'
                     f'{"; " + fused_hint if fused_hint else " (call repvit_mm.models.switch_to_deploy(model) first)"}'
                 )
-            from .reparam import switch_to_deploy
-
             own, fused = switch_to_deploy(model).state_dict(), True
             found = _compare(state, own, unmapped)
     missing, unexpected, mismatched = found
