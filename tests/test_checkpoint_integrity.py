@@ -318,8 +318,7 @@ def test_resume_checks_the_file_it_continues_from(cls_files, shapes_root, tmp_pa
 
 def test_authors_release_as_init_cfg_of_a_bare_backbone(tmp_path):
     """init_cfg=Pretrained with prefix='backbone.' reads the authors' ImageNet layout too."""
-    from repvit_mm.models import RepViT
-    from repvit_mm.models.convert import convert_timm
+    from repvit_mm.models import RepViT, convert_timm
 
     torch.manual_seed(0)
     net = randomize_bn_(timm.create_model('repvit_m0_9', pretrained=False))
@@ -338,7 +337,7 @@ def _authors_release(tmp_path: Path, cfg_path: Path, name: str, meta: dict, **op
     as ``backbone.features.<n>`` (written from timm's module tree), the neck and heads under the names
     mmdet 2.28 / mmseg 0.30 give them (the same as mmdet 3.3 / mmseg 1.2), ``meta`` with ``CLASSES``.
     Returns the file and our layout of the same weights."""
-    from repvit_mm.models.convert import convert_timm
+    from repvit_mm.models import convert_timm
 
     torch.manual_seed(0)
     net = randomize_bn_(timm.create_model('repvit_m0_9', pretrained=False, num_classes=0))

@@ -15,8 +15,7 @@ from mmpretrain.registry import MODELS
 from timm.layers import SqueezeExcite as TimmSE
 
 import repvit_mm.models  # noqa: F401  (registration)
-from repvit_mm.models import RepViT
-from repvit_mm.models.convert import CheckpointMismatchError, convert_checkpoint, convert_official, convert_timm
+from repvit_mm.models import CheckpointMismatchError, RepViT, convert_checkpoint, convert_official, convert_timm
 from repvit_mm.utils.errors import UserInputError
 
 TIMM_ARCHS = sorted(n[len('repvit_') :] for n in timm.list_models('repvit_*'))

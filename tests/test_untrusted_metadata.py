@@ -220,11 +220,12 @@ def test_mmpretrain_routes_read_only_the_weights(evil):
 
 def test_resume_reads_a_legacy_config_key_as_data(evil):
     """``Runner.resume`` reads ``meta['config']`` with ``Config.fromstring`` (for its ``gpu_ids``)."""
+    from mmengine.runner import CheckpointLoader
+
     import repvit_mm  # noqa: F401
-    from repvit_mm.utils.safe_checkpoint import read_checkpoint_file
     from repvit_mm.utils.safe_config import UnsafeConfigError
 
-    checkpoint = read_checkpoint_file(str(evil['resume']))
+    checkpoint = CheckpointLoader.load_checkpoint(str(evil['resume']), map_location='cpu')
     with pytest.raises(UnsafeConfigError, match=rf"{evil['resume']}'s meta.config line \d+ \('_ = open"):
         Config.fromstring(checkpoint['meta']['config'], file_format='.py')
     assert not evil['marker'].exists()

@@ -12,13 +12,10 @@ Semantic FPN for the COCO / ADE20K releases (``load_from``, ``tools/test.py``), 
 is written. tools/test.py and ``load_from`` also read the release files directly: converting is optional.
 """
 
-import os
-import os.path as osp
-
 from cli import ArgumentParser, existing_file, run_cli
 
 ARCHS = ('m0_6', 'm0_9', 'm1_0', 'm1_1', 'm1_5', 'm2_3', 'm1', 'm2', 'm3')  # RepViT.arch_zoo (a test checks)
-FORMATS = {'official': 'authors-classification', 'coco': 'authors-coco', 'ade20k': 'authors-ade20k', 'timm': 'timm'}
+FORMATS = ('official', 'coco', 'ade20k', 'timm')  # repvit_mm.models.FORMATS but 'mm' (ours: nothing to convert)
 
 
 def parse_args(argv=None):
@@ -38,52 +35,9 @@ def parse_args(argv=None):
 def main(argv=None) -> None:
     args = parse_args(argv)
     existing_file(args.src, 'checkpoint')
-    import torch
+    from repvit_mm.apis import convert_checkpoint_file
 
-    from repvit_mm.models.backbones.repvit import RepViT, normalize_arch_name
-    from repvit_mm.models.checkpoints import LAYOUTS, TASK_OF_LAYOUT, convert_to_repvit_mm, read_checkpoint
-    from repvit_mm.utils.errors import UserInputError
-    from repvit_mm.utils.outputs import atomic_output, check_output
-
-    arch = normalize_arch_name(args.arch)
-    if arch not in RepViT.arch_zoo:
-        raise UserInputError(f'unknown --arch {args.arch!r}; choose from {", ".join(RepViT.arch_zoo)}')
-    if osp.abspath(args.src) == osp.abspath(args.dst):
-        raise UserInputError('SRC and DST are the same file')
-    if not osp.exists(args.dst):
-        os.makedirs(osp.dirname(osp.abspath(args.dst)), exist_ok=True)
-    dst = check_output(args.dst, args.force)
-    ckpt = read_checkpoint(args.src)
-    if args.format != 'auto' and FORMATS[args.format] != ckpt.layout:
-        raise UserInputError(
-            f'{args.src} is not in the --format {args.format} layout: its keys look like a {LAYOUTS[ckpt.layout]}'
-        )
-    try:
-        converted = convert_to_repvit_mm(ckpt, arch)
-    except UserInputError as err:
-        raise UserInputError(str(err) if args.src in str(err) else f'{args.src}: {err}') from None
-    task = TASK_OF_LAYOUT[ckpt.layout]
-    fmt = (
-        next(name for name, layout in FORMATS.items() if layout == ckpt.layout)
-        if ckpt.layout in FORMATS.values()
-        else ckpt.layout
-    )
-    meta = dict(arch=arch, task=task, source_format=fmt, converted_from=osp.basename(args.src))
-    if task == 'classification':
-        meta.update(
-            distillation_head=any(k.startswith('head.head_dist.') for k in converted),
-            num_classes=int(converted['head.head.linear.weight'].shape[0])
-            if 'head.head.linear.weight' in converted
-            else None,
-        )
-    if ckpt.dataset_meta:
-        meta['dataset_meta'] = ckpt.dataset_meta
-    with atomic_output(dst) as tmp:  # a failed save never leaves a half-written DST
-        torch.save({'state_dict': converted, 'meta': meta}, tmp)
-    print(
-        f'converted {fmt} checkpoint {args.src} ({LAYOUTS[ckpt.layout]}; {task}, arch {arch}, '
-        f'{len(converted)} tensors) -> {args.dst}'
-    )
+    print(convert_checkpoint_file(args.src, args.dst, arch=args.arch, format=args.format, force=args.force))
 
 
 if __name__ == '__main__':

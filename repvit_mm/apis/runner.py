@@ -24,7 +24,6 @@ from ..models.checkpoints import allow_head_reinit, fit_checkpoint, read_checkpo
 from ..utils.data_checks import check_datasets
 from ..utils.errors import UserInputError
 from ..utils.paths import is_remote
-from ..utils.safe_checkpoint import keep_reads
 from .launchers import check_launcher_env, init_cpu_process_group
 
 
@@ -35,8 +34,7 @@ def _default_work_dir(cfg: Config) -> str:
 def _check_train_checkpoints(cfg: Config) -> None:
     """Load every checkpoint the training run will load into a model built from the config -- the
     resumed checkpoint, ``load_from``, ``init_cfg`` Pretrained weights, the distillation teacher -- so
-    that one that does not fit fails before the Runner creates the work dir. The Runner then gets the
-    files already read (:func:`~repvit_mm.utils.safe_checkpoint.keep_reads`), not a second read."""
+    that one that does not fit fails before the Runner creates the work dir (the Runner reads them again)."""
     resume_from = None
     if cfg.get('resume'):
         resume_from = cfg.get('load_from') or _last_checkpoint(cfg.work_dir)
@@ -45,21 +43,20 @@ def _check_train_checkpoints(cfg: Config) -> None:
     pretrained = _pretrained_paths(cfg.model)
     if not (resume_from or load_from or pretrained or teacher):
         return
-    with keep_reads():
-        model = build_model(cfg, teacher=bool(teacher))  # the teacher's weights are loaded (and checked) here
-        if pretrained:
-            model.init_weights()  # init_cfg Pretrained: strict, heads of another shape re-initialised
-        if resume_from:
-            ckpt = read_checkpoint(resume_from)
-            if not ckpt.is_training_checkpoint:
-                raise UserInputError(
-                    f'--resume {resume_from}: not a training checkpoint (no meta.epoch / meta.iter / '
-                    'message_hub); --resume continues a run that tools/train.py saved. To start from these '
-                    f'weights instead: --cfg-options load_from={resume_from}'
-                )
-            fit_checkpoint(model, ckpt)
-        elif load_from:
-            fit_checkpoint(model, read_checkpoint(load_from), finetune=True)
+    model = build_model(cfg, teacher=bool(teacher))  # the teacher's weights are loaded (and checked) here
+    if pretrained:
+        model.init_weights()  # init_cfg Pretrained: strict, heads of another shape re-initialised
+    if resume_from:
+        ckpt = read_checkpoint(resume_from)
+        if not ckpt.is_training_checkpoint:
+            raise UserInputError(
+                f'--resume {resume_from}: not a training checkpoint (no meta.epoch / meta.iter / '
+                'message_hub); --resume continues a run that tools/train.py saved. To start from these '
+                f'weights instead: --cfg-options load_from={resume_from}'
+            )
+        fit_checkpoint(model, ckpt)
+    elif load_from:
+        fit_checkpoint(model, read_checkpoint(load_from), finetune=True)
 
 
 def _last_checkpoint(work_dir: str) -> str | None:
@@ -79,8 +76,7 @@ def _last_checkpoint(work_dir: str) -> str | None:
 
 def _check_test_checkpoint(cfg: Config, checkpoint: str) -> bool:
     """Check that ``checkpoint`` fits the config's model (any known layout); whether it is fused."""
-    with keep_reads():
-        ckpt = read_checkpoint(checkpoint)
+    ckpt = read_checkpoint(checkpoint)
     return fit_checkpoint(build_model(cfg), ckpt, accept_fused=True).fused
 
 

@@ -18,9 +18,8 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-from ..models.build import build_model as _build_model
-from ..models.checkpoints import load_checkpoint_into
-from ..models.checkpoints import read_checkpoint as _read_checkpoint
+from ..models.build import build_model
+from ..models.checkpoints import load_checkpoint_into, read_checkpoint
 from ..utils.config import load_config, split_datasets
 from ..utils.errors import UserInputError
 
@@ -30,7 +29,6 @@ __all__ = [
     'read_config',
     'task_of',
     'build_model',
-    'read_checkpoint',
     'load_model',
     'fused_copy',
     'ClassifierLogits',
@@ -73,19 +71,6 @@ def task_of(cfg: Config) -> str:
     return TASKS[scope]
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """Build ``cfg.model`` for inference: no teacher, no pretrained weights loaded (the caller loads a
-    checkpoint), SyncBN replaced by BN, eval mode."""
-    task_of(cfg)
-    return _build_model(cfg)
-
-
-def read_checkpoint(checkpoint: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """``(state_dict, meta)`` of a checkpoint (read safely, any scheme, state dict unwrapped)."""
-    ckpt = _read_checkpoint(checkpoint)
-    return dict(ckpt.state), ckpt.meta
-
-
 def load_model(
     config: str | os.PathLike | Config, checkpoint: str | os.PathLike | None = None, *, fuse: bool = False
 ) -> LoadedModel:
@@ -109,7 +94,7 @@ def load_model(
     meta: dict[str, Any] = {}
     fused = False
     if checkpoint is not None:
-        ckpt = _read_checkpoint(checkpoint)
+        ckpt = read_checkpoint(checkpoint)
         meta = dict(ckpt.meta)
         try:
             fused = load_checkpoint_into(model, ckpt, accept_fused=True).fused

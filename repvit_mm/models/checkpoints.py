@@ -1,67 +1,75 @@
-"""One way from a checkpoint into a model: read once, convert in memory, check every key and shape.
+"""One way from a checkpoint into a model: read -> unwrap -> detect the layout -> convert -> fit -> load.
 
-Every route that puts weights into a model with a RepViT inside ends here: ``tools/test.py`` (``--deploy``
-too), ``load_from``, ``--resume``, ``init_cfg=dict(type='Pretrained')``, the deploy tools and
-``tools/demo.py``, and -- through :mod:`.mmengine_loading` -- mmengine's ``load_checkpoint``, mmdet's
-``init_detector``, mmseg's ``init_model`` and the mmpretrain inferencers given our configs.
-
-:func:`read_checkpoint` reads a file once, with any scheme mmengine knows, through the weights-only loader
-(:mod:`repvit_mm.utils.safe_checkpoint`). :func:`fit_checkpoint` converts the state dict from its layout
-(see :data:`LAYOUTS`) to the receiving model's keys and checks every key and shape: a checkpoint that does
-not fit raises :class:`~repvit_mm.models.convert.CheckpointMismatchError` (one line: the arch it fits if
-known, counts and first keys missing / unexpected / mis-shaped) -- never a silent partial load. A fused
-(deploy) checkpoint is recognised by fitting the reparameterized model. The one sanctioned partial load is
-fine-tuning to another number of classes (``finetune=True``: ``load_from`` and ``init_cfg``): head tensors
-whose shapes differ keep their initialisation, and one log line names those heads.
+Every route that puts weights into a model with a RepViT inside ends here: the tools, ``load_from``,
+``--resume``, ``init_cfg=dict(type='Pretrained')``, the distillation teacher, the deploy tools and -- through
+:mod:`.mmengine_loading` -- mmengine's ``load_checkpoint``, mmdet's ``init_detector``, mmseg's ``init_model``
+and the mmpretrain inferencers. A checkpoint fits every key and shape, or raises one
+:class:`CheckpointMismatchError`: never a silent partial load. The one sanctioned partial load is
+fine-tuning to another number of classes (``finetune=True``): head tensors of another shape keep their
+initialisation, and one log line names those heads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import copy
+import dataclasses
 import os
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from mmengine.logging import print_log
+from mmengine.runner import CheckpointLoader
 from torch import nn
 
 from ..utils.errors import UserInputError
-from ..utils.safe_checkpoint import read_checkpoint_file
-from .backbones.repvit import RepViT
-from .convert import CheckpointMismatchError, _official_to_mm, _timm_to_mm, describe_mismatch, guess_arch
+from .backbones.repvit import RepViT, normalize_arch_name
+from .convert import FORMATS, LAYOUTS, detect_layout, to_repvit_mm
+from .heads.repvit_head import RepViTClsHead
+from .reparam import switch_to_deploy
 
 __all__ = [
-    'LAYOUTS',
     'HEAD_PREFIXES',
     'Checkpoint',
     'Fit',
+    'CheckpointMismatchError',
     'read_checkpoint',
     'as_checkpoint',
-    'detect_layout',
-    'to_repvit_mm',
     'fit_checkpoint',
     'load_checkpoint_into',
     'allow_head_reinit',
-    'convert_to_repvit_mm',
-    'TASK_OF_LAYOUT',
-    'CheckpointMismatchError',
+    'finetuning',
+    'convert_checkpoint',
+    'convert_official',
+    'convert_timm',
 ]
 
-#: Layouts :func:`detect_layout` tells apart, and how messages name them.
-LAYOUTS = {
-    'repvit-mm': 'repvit-mm checkpoint',
-    'authors-classification': "authors' ImageNet release (features.*, classifier.*)",
-    'authors-coco': "authors' COCO Mask R-CNN release (mmdet 2.28, backbone.features.*)",
-    'authors-ade20k': "authors' ADE20K Semantic FPN release (mmseg 0.30, backbone.features.*)",
-    'authors-backbone': "authors' detection/segmentation backbone (backbone.features.*)",
-    'timm': 'timm repvit_* state dict (stem.*, stages.*)',
-}
 #: Modules whose tensors depend on the number of classes: what fine-tuning may re-initialise.
 HEAD_PREFIXES = ('head.', 'roi_head.bbox_head.', 'roi_head.mask_head.', 'decode_head.', 'auxiliary_head.')
+_SHOW = 12  # keys listed per kind in a mismatch message
+
+
+class CheckpointMismatchError(UserInputError):
+    """The checkpoint does not fit the model; ``missing``, ``unexpected`` and ``mismatched``
+    (``(key, checkpoint shape, model shape)``) hold every offending key."""
+
+    def __init__(self, message: str, missing=(), unexpected=(), mismatched: Sequence[tuple[str, tuple, tuple]] = ()):
+        super().__init__(message)
+        self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
+
+
+def _describe(missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]]) -> str:
+    """Counts and the first keys of each kind, on one line."""
+    kinds = (
+        ('missing keys', missing),
+        ('unexpected keys', unexpected),
+        ('keys with wrong shapes', [f'{k} {a} vs {b} in the model' for k, a, b in mismatched]),
+    )
+    more = lambda keys: f', ... ({len(keys) - _SHOW} more)' if len(keys) > _SHOW else ''  # noqa: E731
+    return '; '.join(f'{len(keys)} {name} [{", ".join(keys[:_SHOW])}{more(keys)}]' for name, keys in kinds if keys)
+
 
 _finetuning: contextvars.ContextVar[bool] = contextvars.ContextVar('repvit_mm_finetuning', default=False)
 
@@ -79,14 +87,15 @@ def allow_head_reinit(enabled: bool = True) -> Iterator[None]:
 
 
 def finetuning() -> bool:
+    """Whether :func:`allow_head_reinit` is in effect."""
     return _finetuning.get()
 
 
-# ----------------------------------------------------------------------------------------- reading
+# ----------------------------------------------------------------------------------------- read, unwrap
 @dataclass
 class Checkpoint:
-    """A checkpoint in memory: its tensors (``state_dict`` / ``model`` unwrapped, ``module.`` stripped),
-    its ``meta``, the layout of its keys, and the object as loaded (``raw``)."""
+    """A checkpoint in memory: where it was read from, its tensors (``state_dict`` / ``model`` unwrapped,
+    ``module.`` stripped), its ``meta``, the layout of its keys, and the object as loaded (``raw``)."""
 
     source: str
     state: dict[str, torch.Tensor]
@@ -114,7 +123,7 @@ class Checkpoint:
 
 
 def read_checkpoint(filename: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint once, safely (weights-only, any scheme: path, ``https://``, ``torchvision://``, ...).
+    """Read a checkpoint safely (weights-only, any scheme: path, ``https://``, ``torchvision://``, ...).
 
     Raises:
         FileNotFoundError: there is no such file.
@@ -123,7 +132,7 @@ def read_checkpoint(filename: str | os.PathLike) -> Checkpoint:
     """
     name = str(filename)
     try:
-        raw = read_checkpoint_file(name)
+        raw = CheckpointLoader.load_checkpoint(name, map_location='cpu', logger='current')
     except FileNotFoundError as err:  # the tools print it as one error line, as a UserInputError
         raise FileNotFoundError(str(err) if name in str(err) else f'checkpoint not found: {name}') from None
     except KeyError as err:  # a model name missing from mmengine's URL tables (torchvision://nope)
@@ -132,16 +141,15 @@ def read_checkpoint(filename: str | os.PathLike) -> Checkpoint:
 
 
 def as_checkpoint(obj, source: str = 'checkpoint') -> Checkpoint:
-    """Wrap a loaded checkpoint (``{'state_dict': ...}``, ``{'model': ...}`` or a bare state dict)."""
+    """Unwrap a loaded checkpoint (``{'state_dict': ...}``, ``{'model': ...}``, EMA weights alone, or a
+    bare state dict) and detect its layout."""
     if isinstance(obj, Checkpoint):
         return obj
     if not isinstance(obj, Mapping):
         raise UserInputError(f'{source}: expected a checkpoint dict, found {type(obj).__name__}')
-    state = obj
-    for key in ('state_dict', 'model', 'state_dict_ema', 'model_ema'):  # the EMA weights only if alone
-        if isinstance(obj.get(key), Mapping):
-            state = obj[key]
-            break
+    state = next(
+        (obj[k] for k in ('state_dict', 'model', 'state_dict_ema', 'model_ema') if isinstance(obj.get(k), Mapping)), obj
+    )
     tensors = OrderedDict((k, v) for k, v in state.items() if isinstance(v, torch.Tensor))
     if not tensors:
         raise UserInputError(
@@ -153,80 +161,43 @@ def as_checkpoint(obj, source: str = 'checkpoint') -> Checkpoint:
     return Checkpoint(source, tensors, dict(meta), detect_layout(tensors), obj)
 
 
-def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
-    """One of :data:`LAYOUTS`, from the keys."""
-    keys = list(state)
-    if any(k.startswith('backbone.features.') for k in keys):
-        if any(k.startswith(('rpn_head.', 'roi_head.')) for k in keys):
-            return 'authors-coco'
-        if any(k.startswith(('decode_head.', 'auxiliary_head.')) for k in keys):
-            return 'authors-ade20k'
-        return 'authors-backbone'
-    if any(k.startswith('features.') for k in keys):
-        return 'authors-classification'
-    if any(k.startswith(('stem.', 'stages.')) and '.c.' in k for k in keys):
-        return 'timm'
-    return 'repvit-mm'
-
-
-def to_repvit_mm(checkpoint: Checkpoint, arch) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """``(state dict in our model's keys, source keys that map to nothing)`` for RepViT ``arch``.
-
-    The authors' dense-prediction releases differ from ours in the backbone only: their
-    ``backbone.features.<n>`` is the classification release's ``features.<n>`` (the same ``RepViT`` feature
-    list, without classifier). The neck, RPN, RoI and decode heads of Mask R-CNN / FPN (mmdet 2.28 ->
-    3.3) and Semantic FPN (mmseg 0.30 -> 1.2) keep their key names and shapes, so they pass unchanged:
-    mmdet 3.3's own model index serves its Mask R-CNN R50-FPN with the file mmdet 2 trained
-    (``mmdetection/v2.0/mask_rcnn/..._20200205-d4b0c5d6.pth``), and mmseg 1.2's serves Semantic FPN with
-    mmseg 0.x files (``mmsegmentation/v0.5/sem_fpn/...``).
-    """
-    layout, state = checkpoint.layout, checkpoint.state
-    if layout == 'authors-classification':
-        return _official_to_mm(state, arch)
-    if layout == 'timm':
-        return _timm_to_mm(state)
-    if layout.startswith('authors-'):
-        backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}
-        out, unmapped = _official_to_mm(backbone, arch)
-        out.update((k, v) for k, v in state.items() if not k.startswith('backbone.'))
-        return out, ['backbone.' + k for k in unmapped]
-    return dict(state), []
-
-
-# ----------------------------------------------------------------------------------------- fitting
+# ----------------------------------------------------------------------------------------- fit, load
 @dataclass
 class Fit:
-    """What :func:`fit_checkpoint` found: the state dict to load strictly, whether it needs the fused
-    (deploy) model, and the heads left at their initialisation."""
+    """What :func:`fit_checkpoint` found: the state dict to load strictly, whether the model was
+    reparameterized for it (a fused checkpoint), and the heads left at their initialisation."""
 
     state: OrderedDict
     fused: bool = False
     reinitialised: list[str] = field(default_factory=list)
 
 
-def _repvit_in(model: nn.Module) -> RepViT | None:
-    return next((m for m in model.modules() if isinstance(m, RepViT)), None)
-
-
-def _arch_name(backbone: RepViT) -> str:
-    for name in RepViT.arch_zoo:
-        if RepViT.get_arch_settings(name) == backbone.arch_settings:
-            return name
-    return 'custom'
-
-
-def _compare(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], unmapped: list[str]):
+def _compare(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor], unmapped: Sequence[str] = ()):
     missing = [k for k in own if k not in state and not k.endswith('num_batches_tracked')]
-    unexpected = unmapped + [k for k in state if k not in own]
+    unexpected = [*unmapped, *(k for k in state if k not in own)]
     mismatched = [
         (k, tuple(state[k].shape), tuple(own[k].shape)) for k in own if k in state and state[k].shape != own[k].shape
     ]
     return missing, unexpected, mismatched
 
 
-def _ordered(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor]) -> OrderedDict:
-    """``state`` in the model's key order; absent ``num_batches_tracked`` buffers filled with 0."""
-    return OrderedDict((k, state[k] if k in state else torch.zeros_like(v)) for k, v in own.items())
+def _arch_fits(state: Mapping[str, torch.Tensor], arch, deploy: bool) -> bool:
+    """Whether ``state`` is exactly a RepViT ``arch`` (built on the meta device: keys and shapes only)."""
+    with torch.device('meta'):
+        return not any(_compare(state, RepViT(arch, deploy=deploy).state_dict()))
+
+
+def _fitting_archs(ckpt: Checkpoint) -> list[str]:
+    """The zoo archs whose RepViT (training or fused) the checkpoint's backbone fits."""
+    fits = []
+    for name in RepViT.arch_zoo:
+        state, unmapped = to_repvit_mm(ckpt.state, ckpt.layout, name)
+        backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')} or state
+        if not any(k.startswith(('backbone.', 'features.')) for k in unmapped) and any(
+            _arch_fits(backbone, name, deploy) for deploy in (False, True)
+        ):
+            fits.append(name)
+    return fits
 
 
 def _select(state: dict, prefix: str | None, model: nn.Module, source: str) -> dict:
@@ -246,12 +217,28 @@ def _select(state: dict, prefix: str | None, model: nn.Module, source: str) -> d
     return selected
 
 
-def _hint(missing: list[str], unexpected: list[str]) -> str:
+def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found) -> CheckpointMismatchError:
+    """The one mismatch report: the file, its layout, the model and the arch the backbone fits, the keys."""
+    missing, unexpected, mismatched = found
+    what = type(model).__name__
+    if backbone is not None:
+        arch = next((n for n in RepViT.arch_zoo if RepViT.get_arch_settings(n) == backbone.arch_settings), 'custom')
+        what = f'RepViT arch {arch!r}' if isinstance(model, _Reference) else f'{what} with RepViT arch {arch!r}'
+        if any(
+            k.startswith('backbone.') or isinstance(model, RepViT)
+            for k in [*missing, *unexpected, *(m[0] for m in mismatched)]
+        ):
+            fits = [a for a in _fitting_archs(ckpt) if a != arch]
+            what += f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
+    layout = '' if ckpt.layout == 'repvit-mm' or backbone is None else f' ({LAYOUTS[ckpt.layout]})'
+    hint = ''
     if unexpected and all(k.startswith('head.head_dist.') for k in unexpected) and not missing:
-        return ' (the checkpoint has a distillation head: use a *-distill-* config)'
+        hint = ' (the checkpoint has a distillation head: use a *-distill-* config)'
     if missing and all(k.startswith('head.head_dist.') for k in missing) and not unexpected:
-        return ' (the checkpoint has no distillation head: use a config without distillation)'
-    return ''
+        hint = ' (the checkpoint has no distillation head: use a config without distillation)'
+    return CheckpointMismatchError(
+        f'{ckpt.source}{layout} does not fit the model ({what}): {_describe(*found)}{hint}', *found
+    )
 
 
 def fit_checkpoint(
@@ -270,76 +257,43 @@ def fit_checkpoint(
         checkpoint: a :class:`Checkpoint` or a loaded checkpoint dict.
         prefix: take only the keys under this prefix (``init_cfg=dict(prefix='backbone.')``).
         finetune: head tensors (:data:`HEAD_PREFIXES`) whose shapes differ keep the model's own values.
-        accept_fused: a fused (deploy) checkpoint returns ``Fit(fused=True)`` (the caller reparameterizes
-            the model first); otherwise it is refused, with ``fused_hint`` saying what to do instead.
+        accept_fused: a fused (deploy) checkpoint reparameterizes ``model`` in place and returns
+            ``Fit(fused=True)``; otherwise it is refused, with ``fused_hint`` saying what to do instead.
 
     Raises:
         CheckpointMismatchError: the checkpoint does not fit.
     """
     ckpt = as_checkpoint(checkpoint)
-    backbone = _repvit_in(model)
+    at, backbone = next(((n, m) for n, m in model.named_modules() if isinstance(m, RepViT)), ('', None))
     # Layouts are RepViT's: any other model (a distillation teacher) takes the keys as they are.
-    state, unmapped = to_repvit_mm(ckpt, backbone.arch_settings) if backbone is not None else (dict(ckpt.state), [])
+    state, unmapped = (
+        to_repvit_mm(ckpt.state, ckpt.layout, backbone.arch_settings) if backbone is not None else (ckpt.state, [])
+    )
     state = _select(state, prefix, model, ckpt.source)
     own = model.state_dict()
-    missing, unexpected, mismatched = _compare(state, own, unmapped)
-    if not (missing or unexpected or mismatched):
-        return Fit(_ordered(state, own))
-
-    if backbone is not None and not backbone.deploy:
-        from .reparam import switch_to_deploy
-
-        fused_own = switch_to_deploy(copy.deepcopy(model)).state_dict()
-        if not any(_compare(state, fused_own, unmapped)):
-            if accept_fused:
-                return Fit(_ordered(state, fused_own), fused=True)
-            raise CheckpointMismatchError(
-                f'{ckpt.source} is a fused (deploy) checkpoint: it fits the reparameterized model only'
-                f'{"; " + fused_hint if fused_hint else " (call repvit_mm.models.switch_to_deploy(model) first)"}'
-            )
-
+    found = _compare(state, own, unmapped)
+    fused = False
+    if any(found) and backbone is not None and not backbone.deploy:
+        part = {k[len(at) + 1 :]: v for k, v in state.items() if k.startswith(at + '.')} if at else state
+        if _arch_fits(part, backbone.arch_settings, deploy=True):
+            if not accept_fused:
+                raise CheckpointMismatchError(
+                    f'{ckpt.source} is a fused (deploy) checkpoint: it fits the reparameterized model only'
+                    f'{"; " + fused_hint if fused_hint else " (call repvit_mm.models.switch_to_deploy(model) first)"}'
+                )
+            own, fused = switch_to_deploy(model).state_dict(), True
+            found = _compare(state, own, unmapped)
+    missing, unexpected, mismatched = found
     heads = [m for m in mismatched if m[0].startswith(HEAD_PREFIXES)]
+    reinitialised = []
     if finetune and heads and len(heads) == len(mismatched) and not (missing or unexpected):
-        for key, _, _ in heads:
-            state[key] = own[key]
-        names = sorted({k.rsplit('.', 1)[0] for k, _, _ in heads})
-        return Fit(_ordered(state, own), reinitialised=names)
-
-    what = type(model).__name__
-    if backbone is not None:
-        what += f' with RepViT arch {_arch_name(backbone)!r}'
-        if any(
-            k.startswith('backbone.') or isinstance(model, RepViT)
-            for k in [*missing, *unexpected, *(m[0] for m in mismatched)]
-        ):
-            what += _fits_arch(ckpt, backbone)
-    layout = '' if ckpt.layout == 'repvit-mm' or backbone is None else f' ({LAYOUTS[ckpt.layout]})'
-    raise CheckpointMismatchError(
-        f'{ckpt.source}{layout} does not fit the model ({what}): '
-        f'{describe_mismatch(missing, unexpected, mismatched)}{_hint(missing, unexpected)}',
-        missing,
-        unexpected,
-        mismatched,
-    )
-
-
-def _fits_arch(ckpt: Checkpoint, backbone: RepViT) -> str:
-    """``'; the checkpoint's backbone is arch 'm1_5'`` when a zoo arch fits it, else ``''``."""
-
-    def backbone_part(arch):
-        state, unmapped = to_repvit_mm(ckpt, arch)
-        if not any(k.startswith('backbone.') for k in state):  # a bare backbone
-            state = {f'backbone.{k}': v for k, v in state.items()}
-        return (
-            {k: v for k, v in state.items() if k.startswith('backbone.')},
-            [k for k in unmapped if k.startswith(('backbone.', 'features.'))],
-        )
-
-    try:
-        fits = [a for a in guess_arch({}, reconvert=backbone_part) if a != _arch_name(backbone)]
-    except Exception:  # noqa: BLE001 - a guess only improves the message
-        return ''
-    return f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
+        state = {**state, **{k: own[k] for k, _, _ in heads}}
+        reinitialised, found = sorted({k.rsplit('.', 1)[0] for k, _, _ in heads}), ([], [], [])
+    if any(found):
+        raise _mismatch(model, backbone, ckpt, found)
+    # absent num_batches_tracked buffers start at 0; the model's key order
+    ordered = OrderedDict((k, state[k] if k in state else torch.zeros(v.shape, dtype=v.dtype)) for k, v in own.items())
+    return Fit(ordered, fused, reinitialised)
 
 
 def load_checkpoint_into(
@@ -352,67 +306,89 @@ def load_checkpoint_into(
     fused_hint: str = '',
     logger='current',
 ) -> Fit:
-    """:func:`fit_checkpoint`, then load the result strictly (reparameterizing ``model`` in place first
-    when the checkpoint is fused and ``accept_fused``). ``checkpoint`` may be a file name or URL."""
-    if isinstance(checkpoint, (str, os.PathLike)):
-        checkpoint = read_checkpoint(checkpoint)
+    """:func:`fit_checkpoint`, then load the result strictly. ``checkpoint`` may be a file name or URL."""
+    ckpt = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else as_checkpoint(checkpoint)
     fit = fit_checkpoint(
-        model, checkpoint, prefix=prefix, finetune=finetune, accept_fused=accept_fused, fused_hint=fused_hint
+        model, ckpt, prefix=prefix, finetune=finetune, accept_fused=accept_fused, fused_hint=fused_hint
     )
-    if fit.fused:
-        from .reparam import switch_to_deploy
-
-        switch_to_deploy(model)
     model.load_state_dict(fit.state, strict=True)
     if fit.reinitialised:
         print_log(
-            f'{as_checkpoint(checkpoint).source}: heads re-initialised for another number of classes '
-            f'(shapes differ): {", ".join(fit.reinitialised)}',
+            f'{ckpt.source}: heads re-initialised for another number of classes (shapes differ): '
+            f'{", ".join(fit.reinitialised)}',
             logger=logger,
         )
     return fit
 
 
 # ----------------------------------------------------------------------------------------- conversion
-#: The task each release layout belongs to (``tools/convert_checkpoint.py`` reports it).
-TASK_OF_LAYOUT = {
-    'authors-classification': 'classification',
-    'timm': 'classification',
-    'authors-coco': 'detection',
-    'authors-ade20k': 'segmentation',
-    'authors-backbone': 'backbone',
-}
+class _Reference(nn.Module):
+    """What :func:`convert_checkpoint` checks weights against: RepViT ``arch`` and, if the (converted)
+    ``state`` has ``head.*`` keys, a :class:`RepViTClsHead` with its number of classes."""
+
+    def __init__(self, arch, state: Mapping[str, torch.Tensor], deploy: bool) -> None:
+        super().__init__()
+        self.backbone = RepViT(arch, deploy=deploy)
+        if any(k.startswith('head.') for k in state):
+            names = ('head.head.linear.weight', 'head.head_dist.linear.weight', 'head.head.weight')
+            weight = next((state[k] for k in names if k in state), None)
+            self.head = RepViTClsHead(
+                num_classes=weight.shape[0] if weight is not None and weight.dim() == 2 else 1,
+                in_channels=self.backbone.arch_settings['channels'][-1],
+                distillation=any(k.startswith('head.head_dist.') for k in state),
+                deploy=deploy,
+            )
 
 
-def convert_to_repvit_mm(checkpoint, arch) -> OrderedDict:
-    """A release file's state dict in our layout, for saving (``tools/convert_checkpoint.py``).
-
-    The RepViT backbone (and a classifier head) is checked against ``arch``, every key and shape; the neck
-    and heads of the authors' COCO / ADE20K releases keep their mmdet / mmseg names (checked when the
-    file is loaded into a config's model).
+def convert_checkpoint(checkpoint, arch, format: str = 'auto') -> OrderedDict:  # noqa: A002
+    """A checkpoint's weights (:class:`Checkpoint`, loaded dict or bare state dict) in our layout, with its
+    RepViT backbone and classifier head checked against ``arch`` (zoo name or settings dict), every key and
+    shape. ``format``: ``'auto'`` (from the keys) or one of :data:`~.convert.FORMATS`. The neck and heads of
+    the authors' COCO / ADE20K releases keep their mmdet / mmseg names (checked when loaded into a config's
+    model); a repvit-mm checkpoint is only checked (a fused one too).
 
     Raises:
-        CheckpointMismatchError: the backbone does not fit ``arch`` (names the arch it fits, if any).
-        UserInputError: the checkpoint is already in our layout.
+        CheckpointMismatchError: the weights do not fit ``arch`` (names the arch they fit, if any).
+        UserInputError: unknown format, or no RepViT checkpoint.
     """
-    from .convert import check_state_dict, convert_checkpoint
-
     ckpt = as_checkpoint(checkpoint)
-    if ckpt.layout == 'repvit-mm':
-        raise UserInputError(
-            f'{ckpt.source} is already a repvit-mm checkpoint (keys '
-            f'{", ".join(list(ckpt.state)[:3])}, ...); nothing to convert'
-        )
-    if TASK_OF_LAYOUT[ckpt.layout] == 'classification':
-        return convert_checkpoint(ckpt.state, arch, format='timm' if ckpt.layout == 'timm' else 'official')
-
-    def backbone_part(a):
-        state, unmapped = to_repvit_mm(ckpt, a)
-        return {k: v for k, v in state.items() if k.startswith('backbone.')}, unmapped
-
-    backbone, unmapped = backbone_part(arch)
-    out = check_state_dict(
-        backbone, arch, deploy=False, source=LAYOUTS[ckpt.layout], extra_unexpected=unmapped, reconvert=backbone_part
+    if format != 'auto':
+        if format not in FORMATS:
+            raise UserInputError(
+                f'unknown checkpoint format {format!r}; use {", ".join(map(repr, ["auto", *FORMATS]))}'
+            )
+        ckpt = dataclasses.replace(ckpt, layout=FORMATS[format])
+    arch = normalize_arch_name(arch) if isinstance(arch, str) else arch
+    if ckpt.layout == 'repvit-mm' and not any(k.startswith('backbone.') for k in ckpt.state):
+        if not any(k.startswith(('stem.', 'stages.')) for k in ckpt.state):
+            raise UserInputError(
+                "not a RepViT checkpoint: expected authors' keys (features.*), timm keys "
+                f'(stem.*, stages.*) or repvit-mm keys (backbone.*), got {", ".join(list(ckpt.state)[:6])}'
+            )
+        ckpt = dataclasses.replace(ckpt, layout='timm')  # a bare backbone of ours: timm's names, 'c' spelled out
+    dense = ckpt.layout.startswith('authors-') and ckpt.layout != 'authors-classification'
+    backbone = (
+        dataclasses.replace(ckpt, state={k: v for k, v in ckpt.state.items() if k.startswith('backbone.')})
+        if dense
+        else ckpt
     )
-    out.update((k, v) for k, v in to_repvit_mm(ckpt, arch)[0].items() if not k.startswith('backbone.'))
+    state = to_repvit_mm(backbone.state, backbone.layout, arch)[0]
+    fused = ckpt.layout == 'repvit-mm' and _arch_fits(
+        {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}, arch, deploy=True
+    )
+    with torch.device('meta'):  # keys and shapes only
+        reference = _Reference(arch, {} if dense else state, deploy=fused)
+    out = fit_checkpoint(reference, backbone).state
+    if dense:  # the neck and heads: the same names in mmdet 3.3 / mmseg 1.2
+        out.update((k, v) for k, v in ckpt.state.items() if not k.startswith('backbone.'))
     return out
+
+
+def convert_official(checkpoint, arch) -> OrderedDict:
+    """:func:`convert_checkpoint` of an authors' ImageNet release (``{'model': sd}`` or the bare ``sd``)."""
+    return convert_checkpoint(checkpoint, arch, format='official')
+
+
+def convert_timm(state_dict, arch) -> OrderedDict:
+    """:func:`convert_checkpoint` of a timm ``repvit_*`` state dict (``repvit_m0_9`` -> ``arch='m0_9'``)."""
+    return convert_checkpoint(state_dict, arch, format='timm')

@@ -6,8 +6,10 @@ testing), ``mmengine.runner.load_checkpoint`` (mmdet's ``init_detector``, mmseg'
 mmpretrain inferencers) and ``PretrainedInit`` without a prefix. That function loads with ``strict=False``
 and only logs what did not fit -- a wrong checkpoint becomes a half-random model. mmengine offers no
 registry for it, so :func:`install` replaces that one function (the only patch of upstream code in this
-project): models with a RepViT inside go through :func:`~.checkpoints.fit_checkpoint` (converted from any
-known layout, all or nothing), every other model through mmengine's original.
+project): models with a RepViT inside go through :func:`~.checkpoints.load_checkpoint_into` (converted from
+any known layout, all or nothing), every other model through mmengine's original. The file name comes with
+the state dict (:func:`~repvit_mm.utils.safe_checkpoint.source_of`: the safe loaders put it in the
+``_metadata`` that mmengine hands on).
 
 ``PretrainedInit`` with a ``prefix`` reads its file with ``_load_checkpoint_with_prefix``, which only knows
 ``state_dict`` checkpoints; the ``Pretrained`` initializer registered here reads any layout.
@@ -22,28 +24,32 @@ from mmengine.model.weight_init import PretrainedInit, update_init_info
 from mmengine.registry import WEIGHT_INITIALIZERS
 
 from ..utils.safe_checkpoint import source_of
-from .checkpoints import _repvit_in, as_checkpoint, finetuning, load_checkpoint_into
+from .backbones.repvit import RepViT
+from .checkpoints import as_checkpoint, finetuning, load_checkpoint_into
 
 __all__ = ['install', 'load_state_dict', 'RepViTPretrainedInit']
 
 _upstream_load_state_dict = mmengine_checkpoint.load_state_dict
 
 
+def _has_repvit(model) -> bool:
+    return any(isinstance(m, RepViT) for m in model.modules())
+
+
 def load_state_dict(module, state_dict, strict: bool = False, logger=None):
     """``mmengine.runner.checkpoint.load_state_dict``, strict for models with a RepViT inside.
 
     ``strict`` is ignored for those: a checkpoint either fits (after layout conversion) or raises
-    :class:`~repvit_mm.models.convert.CheckpointMismatchError`. Inside
+    :class:`~.checkpoints.CheckpointMismatchError`. Inside
     :func:`~.checkpoints.allow_head_reinit` (training from ``load_from``), mis-shaped head tensors keep
     their initialisation and one line says which.
     """
     model = module.module if is_model_wrapper(module) else module
-    if _repvit_in(model) is None:
+    if not _has_repvit(model):
         return _upstream_load_state_dict(module, state_dict, strict, logger)
-    checkpoint = as_checkpoint(state_dict, source_of(state_dict) or 'checkpoint')
     load_checkpoint_into(
         model,
-        checkpoint,
+        as_checkpoint(state_dict, source_of(state_dict) or 'checkpoint'),
         finetune=finetuning(),
         logger=logger or 'current',
         fused_hint='evaluate it with tools/test.py (fused checkpoints load automatically) '
@@ -53,11 +59,11 @@ def load_state_dict(module, state_dict, strict: bool = False, logger=None):
 
 class RepViTPretrainedInit(PretrainedInit):
     """mmengine's ``Pretrained`` initializer; for modules with a RepViT inside, the checkpoint may be in
-    any layout of :data:`~.checkpoints.LAYOUTS`, is checked strictly, and may only leave class-dependent
+    any layout of :data:`~.convert.LAYOUTS`, is checked strictly, and may only leave class-dependent
     heads of another shape at their initialisation."""
 
     def __call__(self, module) -> None:
-        if _repvit_in(module) is None:
+        if not _has_repvit(module):
             return super().__call__(module)
         what = f'{self.prefix} in model' if self.prefix else 'model'
         print_log(f'load {what} from: {self.checkpoint}', logger='current')

@@ -11,20 +11,19 @@ mmengine's :class:`~mmengine.runner.CheckpointLoader` picks a loader by the name
 ``torch.load`` with ``weights_only=False``. :func:`install` registers a safe loader for every one of those
 prefixes: the same downloads (into torch.hub's cache, as usual), the same URL tables, then
 :func:`safe_torch_load`. A refused file is one :class:`UnsafeCheckpointError` naming the file and the
-refused globals.
+refused globals. What the loaders return carries the file's name for error messages (:func:`source_of`).
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import io
 import os
 import os.path as osp
 import pickle
 import re
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from urllib.parse import urlparse
 
 import numpy as np
@@ -39,8 +38,6 @@ __all__ = [
     'MMENGINE_CHECKPOINT_GLOBALS',
     'allow_mmengine_checkpoint_globals',
     'safe_torch_load',
-    'read_checkpoint_file',
-    'keep_reads',
     'source_of',
     'SAFE_SCHEMES',
 ]
@@ -55,20 +52,7 @@ def _numpy_globals() -> list:
     multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
     dtype_classes = [
         type(np.dtype(t))
-        for t in (
-            np.bool_,
-            np.int8,
-            np.int16,
-            np.int32,
-            np.int64,
-            np.uint8,
-            np.uint16,
-            np.uint32,
-            np.uint64,
-            np.float16,
-            np.float32,
-            np.float64,
-        )
+        for t in 'bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64'.split()
     ]
     return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtype_classes]
 
@@ -258,70 +242,37 @@ SAFE_SCHEMES: dict = {
 }
 
 
-# ----------------------------------------------------------------------------------------- reading once
-_kept: dict[str, object] = {}
-_keeping = False
-
-
-@contextlib.contextmanager
-def keep_reads() -> Iterator[None]:
-    """Checkpoints read inside this block are handed out once more by the next read of the same name.
-
-    The tools check a checkpoint before mmengine's Runner starts (so that a wrong file fails before a work
-    dir exists); the Runner then reads the same name again: it gets the object already in memory instead
-    of a second read (or download) of the file.
-    """
-    global _keeping
-    previous, _keeping = _keeping, True
-    try:
-        yield
-    finally:
-        _keeping = previous
-
-
-def read_checkpoint_file(filename: str, map_location='cpu'):
-    """Read ``filename`` (any scheme mmengine knows) safely: what ``CheckpointLoader.load_checkpoint``
-    returns once :func:`install` has run."""
-    return CheckpointLoader.load_checkpoint(str(filename), map_location=map_location, logger='current')
-
-
-def _first_tensor(obj) -> torch.Tensor | None:
-    if isinstance(obj, Mapping):
-        for key in ('state_dict', 'model'):
-            if isinstance(obj.get(key), Mapping):
-                obj = obj[key]
-                break
-        return next((v for v in obj.values() if isinstance(v, torch.Tensor)), None)
-    return None
-
-
-# id(first tensor) -> (that tensor, file name) of the last checkpoints read: mmengine hands the state dict
-# on without its file name (``load_state_dict(model, state_dict)``); its tensors are still the same objects.
-_sources: OrderedDict[int, tuple[torch.Tensor, str]] = OrderedDict()
-
-
+# ----------------------------------------------------------------------------------------- the file's name
 def source_of(state) -> str | None:
-    """The name a checkpoint (or its state dict) was read from by the safe loaders, if known."""
-    tensor = _first_tensor(state)
-    entry = _sources.get(id(tensor)) if tensor is not None else None
-    return entry[1] if entry is not None and entry[0] is tensor else None
+    """The name the safe loaders read ``state`` from, if it is one of their state dicts (as mmengine hands
+    it on to ``load_state_dict``: the ``_metadata`` of the state dict is kept, the name rides in it)."""
+    return getattr(getattr(state, '_metadata', None), 'source', None)
 
 
-def _reading_once(loader):
+def _with_source(obj, name: str):
+    """``obj`` with ``name`` in the ``_metadata`` of the state dict mmengine takes from it (``state_dict``
+    or ``obj`` itself; a plain dict becomes an OrderedDict, which can carry attributes)."""
+    if not isinstance(obj, Mapping):
+        return obj
+    inner = 'state_dict' in obj and isinstance(obj['state_dict'], Mapping)
+    state = obj['state_dict'] if inner else obj
+    if not isinstance(state, OrderedDict):
+        state = OrderedDict(state)
+        if inner:
+            obj['state_dict'] = state
+        else:
+            obj = state
+    if not isinstance(getattr(state, '_metadata', None), OrderedDict):
+        state._metadata = OrderedDict(getattr(state, '_metadata', None) or {})
+    state._metadata.source = name
+    return obj
+
+
+def _named(loader):
     def load(filename: str, map_location=None, *args, **kwargs):
-        key = str(filename)  # kept objects are on the CPU; mmengine moves what it loads where it belongs
-        if key in _kept:
-            return _kept.pop(key)
         loaded = loader(filename, map_location, *args, **kwargs)
-        if _keeping:
-            _kept[key] = loaded
-        _safe_config.note_checkpoint(loaded, key)  # error messages about its config text name the file
-        tensor = _first_tensor(loaded)
-        if tensor is not None:
-            _sources[id(tensor)] = (tensor, str(filename))
-            while len(_sources) > 8:
-                _sources.popitem(last=False)
-        return loaded
+        _safe_config.note_checkpoint(loaded, str(filename))  # error messages about its config text name the file
+        return _with_source(loaded, str(filename))
 
     load.__name__ = f'load_from_safe_{loader.__name__.removeprefix("_load_")}'  # mmengine logs [10:]
     load.__doc__ = loader.__doc__
@@ -333,4 +284,4 @@ def install() -> None:
     :mod:`repvit_mm` is imported."""
     allow_mmengine_checkpoint_globals()
     for prefix, loader in SAFE_SCHEMES.items():
-        CheckpointLoader.register_scheme(prefixes=prefix, loader=_reading_once(loader), force=True)
+        CheckpointLoader.register_scheme(prefixes=prefix, loader=_named(loader), force=True)
