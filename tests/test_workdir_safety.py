@@ -61,7 +61,10 @@ def test_second_run_is_refused_and_force_keeps_the_earlier_checkpoints(first_run
     before = hashes(work)
     proc = run_tool('train.py', CLS_CFG, '--work-dir', work, *options(shapes_root, 5), check=False)
     assert_one_line_error(
-        proc, f'work dir {work} holds checkpoints of an earlier run (best_accuracy_top1_iter_5.pth, iter_5.pth)', '--resume', '--force'
+        proc,
+        f'work dir {work} holds checkpoints of an earlier run (best_accuracy_top1_iter_5.pth, iter_5.pth)',
+        '--resume',
+        '--force',
     )
     assert hashes(work) == before  # nothing written, not even a log
 
@@ -70,7 +73,7 @@ def test_second_run_is_refused_and_force_keeps_the_earlier_checkpoints(first_run
     proc = run_tool('train.py', CLS_CFG, '--work-dir', work, '--force', *options(shapes_root, 3, **extra))
     own = Path(re.search(r'^checkpoints: (.*)$', proc.stdout, re.M).group(1))
     assert own.parent == work, own
-    assert sorted(p.name for p in own.glob('*.pth')) == ['iter_3.pth']
+    assert sorted(p.name for p in own.glob('*.pth')) == ['best_accuracy_top1_iter_3.pth', 'iter_3.pth']
     assert {k: v for k, v in checkpoint_hashes(work).items() if '/' not in k} == checkpoint_hashes(first_run)
     assert (work / 'last_checkpoint').read_text() == str(own / 'iter_3.pth')
     assert 'they are kept, this run saves into its own folder' in proc.stdout + proc.stderr

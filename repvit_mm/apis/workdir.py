@@ -176,13 +176,18 @@ def check_work_dir(cfg: Config, *, force: bool = False) -> None:
                 f'--resume: {work_dir} has no last_checkpoint file; resuming from the newest complete '
                 f'checkpoint {newest}'
             )
-    earlier = earlier_checkpoints(cfg)
-    if not earlier:
-        return
     resume_from = cfg.get('load_from') if cfg.get('resume') else None
     if resume_from is None and cfg.get('resume'):
         with open(osp.join(work_dir, 'last_checkpoint')) as f:
             resume_from = f.read().strip()
+        copy = osp.join(folder, osp.basename(resume_from))
+        if osp.abspath(osp.dirname(resume_from)) != osp.abspath(folder) and osp.isfile(copy):
+            # a work dir copied or moved elsewhere: its pointer still names the original's file
+            cfg.load_from = resume_from = copy
+            notes.append(f'--resume: last_checkpoint names a file of another folder; resuming from {copy}')
+    earlier = earlier_checkpoints(cfg)
+    if not earlier or not _hook_cfg(cfg):
+        return  # nothing to overwrite, or no checkpoint hook to do it
     if resume_from is not None and osp.abspath(osp.dirname(resume_from)) == osp.abspath(folder):
         step = _resumed_step(cfg, resume_from)
         later = [p for p, s in earlier.items() if s is not None and s > step]
@@ -197,13 +202,13 @@ def check_work_dir(cfg: Config, *, force: bool = False) -> None:
             f'work dir {work_dir} {why}; {hint}train into another --work-dir, or pass --force to keep them and '
             "write this run's checkpoints into its own folder (work_dir/TIMESTAMP/)"
         )
-    hook = cfg.default_hooks.checkpoint
+    hook = _hook_cfg(cfg)
     if hook.get('type') != 'AtomicCheckpointHook':
         raise UserInputError(
             f'--force: work dir {work_dir} {why}, and the checkpoint hook {hook.get("type")} cannot keep them '
             "safe; use default_hooks.checkpoint.type='AtomicCheckpointHook' or another --work-dir"
         )
-    hook.own_folder = True
+    hook['own_folder'] = True
     notes.append(f'--force: {work_dir} {why}; they are kept, this run saves into its own folder')
 
 
