@@ -274,3 +274,20 @@ def test_disk_full_during_a_save_is_one_line_and_leaves_no_partial_file(shapes_r
     )
     assert_one_line_error(proc, f'could not save {work / "iter_1.pth"}: File too large', 'no checkpoint was saved')
     assert not list(tmp_path.rglob('*.partial')) and not list(tmp_path.rglob('*.pth'))
+
+
+@pytest.mark.slow
+def test_checkpoint_hook_never_replaces_a_file_it_found(shapes_root, tmp_path):
+    """The hook's own guard, for a Runner built without the pre-flight (the Python API, mmengine's own
+    tools): a save onto the name of a file that was there before the run is refused, the file untouched."""
+    from repvit_mm.apis import load_config, train
+    from repvit_mm.engine.checkpoint_hook import CheckpointSaveError
+
+    work = tmp_path / 'work'
+    work.mkdir()
+    (work / 'iter_2.pth').write_bytes(b'not mine')
+    cfg = load_config(str(CLS_CFG), short_classifier_run(shapes_root, iters=2))
+    cfg.work_dir = str(work)
+    with pytest.raises(CheckpointSaveError, match=f'not saving {work / "iter_2.pth"}: a file of that name was in'):
+        train(cfg)
+    assert (work / 'iter_2.pth').read_bytes() == b'not mine' and not list(work.rglob('*.partial'))
