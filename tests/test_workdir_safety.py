@@ -103,6 +103,20 @@ def test_resume_without_last_checkpoint_continues_from_the_newest_complete_one(f
     assert_one_line_error(proc, f'holds checkpoints newer than {work / "iter_5.pth"}', 'iter_7.pth', '--force')
 
 
+@pytest.mark.slow
+def test_a_copied_work_dir_resumes_from_its_own_copy(first_run, shapes_root, tmp_path):
+    """last_checkpoint holds an absolute path: the copy's --resume continued from the original's file."""
+    work = tmp_path / 'work'
+    shutil.copytree(first_run, work)
+    original = checkpoint_hashes(first_run)
+    proc = run_tool('train.py', CLS_CFG, '--work-dir', work, '--resume', *options(shapes_root, 6))
+    log = proc.stdout + proc.stderr
+    assert f'last_checkpoint names a file of another folder; resuming from {work / "iter_5.pth"}' in log
+    assert 'resumed epoch: 0, iter: 5' in log
+    assert (work / 'last_checkpoint').read_text() == str(work / 'iter_6.pth')
+    assert checkpoint_hashes(first_run) == original and not (first_run / 'iter_6.pth').exists()
+
+
 def test_newest_complete_checkpoint_skips_broken_files(first_run, tmp_path):
     from repvit_mm.apis import load_config
     from repvit_mm.apis.workdir import newest_complete_checkpoint

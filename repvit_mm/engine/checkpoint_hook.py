@@ -137,7 +137,24 @@ class AtomicCheckpointHook(CheckpointHook):
         if self._local() and is_main_process():
             for leftover in glob.glob(osp.join(glob.escape(self.out_dir), f'*{_PARTIAL}')):
                 os.remove(leftover)  # what a crashed save left behind
+            self._adopt_copied_best()
             self._foreign = self._not_own(runner)
+
+    def _adopt_copied_best(self) -> None:
+        """A resumed run's best checkpoint as its message hub names it, in another folder (a copied or
+        moved work dir): the file of that name in this folder, if there is one. The other folder's file
+        is never removed (:meth:`_remove_own`)."""
+
+        def here(path):
+            if path and osp.dirname(osp.abspath(path)) != osp.abspath(self.out_dir):
+                copy = osp.join(self.out_dir, osp.basename(path))
+                return copy if osp.isfile(copy) else path
+            return path
+
+        if getattr(self, 'best_ckpt_path', None):
+            self.best_ckpt_path = here(self.best_ckpt_path)
+        for key, path in getattr(self, 'best_ckpt_path_dict', {}).items():
+            self.best_ckpt_path_dict[key] = here(path)
 
     def _not_own(self, runner) -> set[str]:
         """The files in the hook's folder it must not replace or remove: all but the resumed run's own."""
@@ -227,8 +244,10 @@ class AtomicCheckpointHook(CheckpointHook):
                     self._remove_own(path)
 
     def _remove_own(self, path: str) -> None:
-        """Remove an older checkpoint of this run; one the hook found in its folder is left alone."""
-        if osp.abspath(path) not in self._foreign:
+        """Remove an older checkpoint of this run; one the hook found in its folder, or one in another
+        folder (a resumed run's best checkpoint as it was before a work dir was copied), is left alone."""
+        path = osp.abspath(path)
+        if path not in self._foreign and osp.dirname(path) == osp.abspath(self.out_dir):
             _remove(path)
 
 
