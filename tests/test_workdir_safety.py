@@ -305,3 +305,25 @@ def test_checkpoint_hook_never_replaces_a_file_it_found(shapes_root, tmp_path):
     with pytest.raises(CheckpointSaveError, match=f'not saving {work / "iter_2.pth"}: a file of that name was in'):
         train(cfg)
     assert (work / 'iter_2.pth').read_bytes() == b'not mine' and not list(work.rglob('*.partial'))
+
+
+def test_disk_full_before_training_is_one_error(shapes_root, tmp_path, monkeypatch):
+    """A disk already full when the Runner dumps the config (e.g. --resume while still full): a
+    UserInputError naming the work dir (the tools print it as one line), no work dir left behind."""
+    import errno
+
+    from mmengine.config import Config
+
+    from repvit_mm.apis import load_config, train
+    from repvit_mm.utils import UserInputError
+
+    def full(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Config, 'dump', full)
+    work = tmp_path / 'work'
+    cfg = load_config(str(CLS_CFG), short_classifier_run(shapes_root))
+    cfg.work_dir = str(work)
+    with pytest.raises(UserInputError, match=f'No space left on device while writing in {work}: no checkpoint'):
+        train(cfg)
+    assert not work.exists()

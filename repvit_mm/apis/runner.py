@@ -343,8 +343,9 @@ def train(cfg: Config) -> Runner:
         except BaseException as err:
             if received:  # also an error mmengine made of the interrupt
                 raise _interrupted(cfg, received[0]) from None
-            if disk_full(err) and not isinstance(err, UserInputError):
-                raise UserInputError(f'{err.strerror} while writing in {cfg.work_dir}: {_continue_from(cfg)}') from err
+            full = disk_full(err)
+            if full is not None and not isinstance(err, UserInputError):  # e.g. the Runner's config dump
+                raise UserInputError(f'{full.strerror} while writing in {cfg.work_dir}: {_continue_from(cfg)}') from err
             raise
     return runner
 

@@ -290,13 +290,14 @@ def signals_as_interrupts() -> Iterator[list[int]]:
             signal.signal(sig, handler)
 
 
-def disk_full(err: BaseException) -> bool:
-    """Whether ``err`` (or what it was raised from) is a write that failed for want of space."""
+def disk_full(err: BaseException | None) -> OSError | None:
+    """The write that failed for want of space (no space, quota, file size limit) that ``err`` is or was
+    raised from, if any."""
     while err is not None:
         if isinstance(err, OSError) and err.errno in _DISK_FULL:
-            return True
+            return err
         err = err.__cause__ or err.__context__
-    return False
+    return None
 
 
 def last_complete_checkpoint(work_dir: str) -> str | None:
