@@ -126,9 +126,16 @@ def user_error(err: BaseException) -> bool:
 
 
 def run_cli(main: Callable[[], object]) -> None:
-    """Run ``main``; print user errors as ``error: ...`` (exit 2). ``REPVIT_MM_DEBUG=1`` shows tracebacks."""
+    """Run ``main``; print user errors as ``error: ...`` (exit 2), Ctrl-C (and the library's SIGTERM, a
+    ``KeyboardInterrupt`` with an ``exit_code``) as one line with the shell's 130 / 143.
+    ``REPVIT_MM_DEBUG=1`` shows tracebacks."""
     try:
         main()
+    except KeyboardInterrupt as err:
+        if os.environ.get('REPVIT_MM_DEBUG'):
+            raise
+        print(f'error: {err or "interrupted (Ctrl-C)"}', file=sys.stderr)
+        sys.exit(getattr(err, 'exit_code', 130))
     except Exception as err:
         if not user_error(err) or os.environ.get('REPVIT_MM_DEBUG'):
             raise

@@ -195,6 +195,7 @@ def _train_and_test(
         task.config,
         '--work-dir',
         work,
+        '--force',  # a re-run keeps an earlier run's checkpoints and saves into WORK/TIMESTAMP/
         '--cfg-options',
         *task.options(data, quick, init_from),
         prefix=prefix,

@@ -1,6 +1,6 @@
 """Train a repvit-mm config (classification, detection or segmentation) with mmengine's Runner.
 
-python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--amp | --no-amp] [--auto-scale-lr]
+python tools/train.py CONFIG [--work-dir DIR] [--resume [CKPT]] [--force] [--amp | --no-amp] [--auto-scale-lr]
                              [--cfg-options k=v ...] [--strict-data]
                              [--launcher none|pytorch|slurm]
 """
@@ -18,6 +18,12 @@ def parse_args(argv=None):
         const='auto',
         metavar='CKPT',
         help='resume from CKPT, or from the latest checkpoint in the work dir if none is given',
+    )
+    parser.add_argument(
+        '--force',
+        action='store_true',
+        help="train into a work dir that holds an earlier run's checkpoints: they are kept, this run's "
+        'checkpoints go to its own folder WORK_DIR/TIMESTAMP/ (without --force such a run is refused)',
     )
     precision = parser.add_mutually_exclusive_group()
     precision.add_argument(
@@ -62,9 +68,13 @@ def main(argv=None):
         launcher=args.launcher,
         auto_scale_lr=args.auto_scale_lr,
         strict_data=args.strict_data,
+        force=args.force,
     )
     runner = train(cfg)
     print(f'work dir: {runner.work_dir}\nlog: {runner.log_dir}')
+    saved_to = [h.out_dir for h in runner.hooks if type(h).__name__.endswith('CheckpointHook')]
+    if saved_to:
+        print(f'checkpoints: {saved_to[0]}')
 
 
 if __name__ == '__main__':

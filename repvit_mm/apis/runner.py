@@ -11,6 +11,7 @@ import glob
 import itertools
 import os.path as osp
 import shutil
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -25,6 +26,16 @@ from ..utils.data_checks import check_datasets
 from ..utils.errors import UserInputError
 from ..utils.paths import is_remote
 from .launchers import check_launcher_env, init_cpu_process_group
+from .workdir import (
+    TrainingInterrupted,
+    WorkDirLocked,
+    check_work_dir,
+    disk_full,
+    last_complete_checkpoint,
+    signals_as_interrupts,
+    take_notes,
+    work_dir_lock,
+)
 
 
 def _default_work_dir(cfg: Config) -> str:
@@ -160,16 +171,24 @@ def prepare_train_cfg(
     launcher: str = 'none',
     auto_scale_lr: bool = False,
     strict_data: bool = False,
+    force: bool = False,
 ) -> Config:
     """Apply the ``tools/train.py`` options to a loaded config.
 
     Args:
-        resume: ``'auto'`` resumes from the latest checkpoint in the work dir, a path resumes from that file.
+        resume: ``'auto'`` resumes from the latest checkpoint in the work dir (the one ``last_checkpoint``
+            names, else the newest complete ``iter_N.pth``), a path resumes from that file.
         amp: ``True`` trains in mixed precision (needs a GPU), ``False`` in fp32, ``None`` as the config says
             (the ImageNet configs: mixed precision where CUDA is present, fp32 on a CPU).
         auto_scale_lr: scale the learning rate by (actual total batch) / ``auto_scale_lr.base_batch_size``.
         strict_data: data the loaders would partly drop (invalid COCO boxes) is an error, not a warning
             (also ``strict_data = True`` in the config).
+        force: train into a work dir that holds an earlier run's checkpoints; they are kept, this run's
+            checkpoints go to its own folder (:func:`~repvit_mm.apis.workdir.check_work_dir`).
+
+    Raises:
+        UserInputError: among others, the work dir holds an earlier run's checkpoints (without ``force``)
+            or another training holds its lock.
     """
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
     if resume is not None:
@@ -190,6 +209,7 @@ def prepare_train_cfg(
             )
         cfg.auto_scale_lr.enable = True
     _use_launcher(cfg, launcher)
+    check_work_dir(cfg, force=force)
     cfg.strict_data = strict_data or cfg.get('strict_data', False)
     check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') is not None else ('train',))
     _check_pretrained(cfg)  # init_weights runs before a checkpoint is loaded or resumed, too
@@ -291,18 +311,49 @@ def _no_work_dir_left_on_user_error(cfg: Config) -> Iterator[None]:
     created_here = not osp.exists(work_dir) and cfg.get('launcher', 'none') == 'none'
     try:
         yield
-    except UserInputError:
+    except UserInputError as err:
+        if isinstance(err, WorkDirLocked):
+            raise  # the dir is the other run's now
         if created_here and osp.isdir(work_dir) and not glob.glob(osp.join(work_dir, '**', '*.pth'), recursive=True):
             shutil.rmtree(work_dir, ignore_errors=True)
         raise
 
 
 def train(cfg: Config) -> Runner:
-    with _no_work_dir_left_on_user_error(cfg):
-        runner = build_runner(cfg)
-        with allow_head_reinit(not cfg.get('resume', False)):  # fine-tuning from load_from; resuming is strict
-            runner.train()
+    """Train with the config's Runner, holding the work dir's lock (:func:`~repvit_mm.apis.workdir.work_dir_lock`).
+
+    Raises:
+        TrainingInterrupted: Ctrl-C or SIGTERM; its message names the last complete checkpoint.
+        UserInputError: among others, the disk filled up (no partial file is left).
+    """
+    notes = take_notes(cfg)
+    with _no_work_dir_left_on_user_error(cfg), signals_as_interrupts() as received:
+        try:
+            with work_dir_lock(cfg) as took_over:
+                runner = build_runner(cfg)
+                for note in [took_over, *notes]:
+                    if note:
+                        runner.logger.warning(note)
+                with allow_head_reinit(not cfg.get('resume', False)):  # fine-tuning from load_from; resuming is strict
+                    runner.train()
+        except BaseException as err:
+            if received:  # also an error mmengine made of the interrupt
+                raise _interrupted(cfg, received[0]) from None
+            full = disk_full(err)
+            if full is not None and not isinstance(err, UserInputError):  # e.g. the Runner's config dump
+                raise UserInputError(f'{full.strerror} while writing in {cfg.work_dir}: {_continue_from(cfg)}') from err
+            raise
     return runner
+
+
+def _continue_from(cfg: Config) -> str:
+    last = last_complete_checkpoint(cfg.work_dir)
+    return f'the last complete checkpoint is {last} (continue with --resume)' if last else 'no checkpoint was saved'
+
+
+def _interrupted(cfg: Config, signum: int) -> TrainingInterrupted:
+    name = 'Ctrl-C' if signum == signal.SIGINT else signal.Signals(signum).name
+    return TrainingInterrupted(signum, f'training interrupted ({name}); {_continue_from(cfg)}')
 
 
 def test(cfg: Config) -> dict:
