@@ -427,26 +427,11 @@ def _path_runner(
 
 
 def _quantize_random(float_path: str, out: str, shape: tuple[int, int], batches: int = 4) -> None:
-    """Quantize as :func:`~repvit_mm.deploy.quantize.quantize_int8` does, calibrated on random batches."""
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    """Quantize as ``tools/export_onnx.py --int8`` does, calibrated on random batches."""
+    from .quantize import quantize_qdq
 
     gen = torch.Generator().manual_seed(0)
-    data = iter([{'input': torch.randn(1, 3, *shape, generator=gen).numpy()} for _ in range(batches)])
-
-    class Reader:
-        def get_next(self):
-            return next(data, None)
-
-    quantize_static(
-        float_path,
-        out,
-        Reader(),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        activation_type=QuantType.QUInt8,
-        calibrate_method=CalibrationMethod.MinMax,
-    )
+    quantize_qdq(float_path, out, [torch.randn(1, 3, *shape, generator=gen).numpy() for _ in range(batches)])
 
 
 def _ratios(rows: list[Row]) -> None:

@@ -291,11 +291,15 @@ def check_export_memory(module: nn.Module, shape: tuple[int, int], batch: int, w
             if isinstance(t, torch.Tensor):
                 total += t.numel() * t.element_size()
 
+    probed = module
+    if isinstance(module, SegmentorOutput):  # its output size is fixed: the probe's size for the probe
+        probed = copy.copy(module)  # shares the submodules
+        probed.size = probe
     leaves = [m for m in module.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     try:
         with torch.no_grad():
-            hook(None, None, module(torch.zeros(1, 3, *probe)))  # the output too (e.g. a functional resize)
+            hook(None, None, probed(torch.zeros(1, 3, *probe)))  # the output too (e.g. a functional resize)
     finally:
         for handle in handles:
             handle.remove()

@@ -25,7 +25,7 @@ from mmengine.config import Config
 
 from ..utils.errors import UserInputError
 
-__all__ = ['calibration_batches', 'quantize_int8']
+__all__ = ['calibration_batches', 'quantize_qdq', 'quantize_int8']
 
 
 def _leaf_dataset(dataset: dict) -> dict:
@@ -81,6 +81,37 @@ class _Reader:
         return None if batch is None else {'input': batch}
 
 
+def quantize_qdq(
+    float_model: str | os.PathLike,
+    out: str | os.PathLike,
+    batches: list[np.ndarray],
+    exclude_nodes: tuple[str, ...] = (),
+) -> None:
+    """ONNX Runtime's static quantization of ``float_model`` to ``out`` with this module's settings,
+    calibrated on ``batches`` (inputs of ``input``)."""
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = Path(str(out) + '.prep.onnx')
+    try:
+        # shape inference and graph clean-up first, as ONNX Runtime's quantization docs advise (the biases
+        # become initializers, so that they are quantized to int32 with their convolution)
+        quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+        quantize_static(
+            str(prepared),
+            str(out),
+            _Reader(batches),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            weight_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+            nodes_to_exclude=list(exclude_nodes),
+        )
+    finally:
+        prepared.unlink(missing_ok=True)
+
+
 def quantize_int8(
     cfg: Config,
     float_model: str | os.PathLike,
@@ -102,8 +133,6 @@ def quantize_int8(
         INT8 model agrees with the float one.
     """
     import onnx
-    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     from .export_onnx import ort_session
 
@@ -112,23 +141,7 @@ def quantize_int8(
     unknown = [n for n in exclude_nodes if n not in names]
     if unknown:
         raise UserInputError(f'--int8-exclude: no node named {", ".join(unknown)} in the exported graph')
-    prepared = Path(str(out) + '.prep.onnx')
-    try:
-        # shape inference and graph clean-up first, as ONNX Runtime's quantization docs advise
-        quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
-        quantize_static(
-            str(prepared),
-            str(out),
-            _Reader(batches),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            weight_type=QuantType.QInt8,
-            activation_type=QuantType.QUInt8,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=list(exclude_nodes),
-        )
-    finally:
-        prepared.unlink(missing_ok=True)
+    quantize_qdq(float_model, out, batches, exclude_nodes)
     proto, source = onnx.load(str(out)), onnx.load(str(float_model), load_external_data=False)
     del proto.metadata_props[:]  # the float file's metadata (mean, std, classes), and what was done here
     proto.metadata_props.extend(source.metadata_props)
