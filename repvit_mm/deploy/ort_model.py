@@ -41,8 +41,10 @@ class OnnxRuntimeModel(BaseModel):
     Args:
         onnx_file: the exported classifier (output ``logits``) or whole segmentor (``logits`` or ``labels``).
         model: the config's model dict: its task's post-processing is built from it (no weights loaded).
+        task: ``'classification'`` or ``'segmentation'`` (what the config's ``default_scope`` says).
         data_preprocessor: the config's data preprocessor (mmengine's Runner passes it).
         threads: ONNX Runtime intra-op threads (default: all cores).
+        scope: the config's ``default_scope``, in which ``model`` is built.
     """
 
     def __init__(
