@@ -5,10 +5,11 @@
     python tools/benchmark.py CONFIG --train [--batch-size 32] [--shape H W] [--iters 10] [--warmup 2]
                               [--device cpu|cuda] [--threads N] [--paths ...] [--json OUT]
 
-Inference rows: unfused, fused, fused_channels_last, torch_compile, onnxruntime and timm_fused (the
-reference), at each batch size: median time per batch and its spread (25th-75th percentile), images/s,
-GFLOP/s and the speed relative to timm's fused model. Without a checkpoint the weights are random (speed
-does not depend on them). Detector/segmentor configs are timed as their backbone.
+Inference rows: unfused, fused, fused_channels_last, torch_compile, onnxruntime, onnxruntime_int8 and
+timm_fused (the reference), at each batch size: median time per batch and its spread (25th-75th
+percentile), images/s, GFLOP/s and the speed relative to timm's fused model. Without a checkpoint the
+weights are random (speed does not depend on them). Segmentor configs are timed whole (backbone, neck,
+head, resize; --backbone-only: the backbone), detector configs as their backbone.
 
 Training rows (``--train``, synthetic batches, ``--iters`` timed steps per row): timm_bare (the reference),
 bare, runner, runner_channels_last, runner_compile and, on a GPU, runner_amp; see
@@ -19,7 +20,16 @@ from cli import ArgumentParser, UsageError, add_shape_argument, existing_file, p
 
 # The rows of repvit_mm.deploy.benchmark.PATHS and repvit_mm.deploy.train_benchmark.TRAIN_PATHS (a test checks
 # they agree), spelled here so that a bad option is answered before the library is imported.
-PATHS = ('unfused', 'fused', 'fused_channels_last', 'torch_compile', 'onnxruntime', 'timm_fused', 'timm_onnxruntime')
+PATHS = (
+    'unfused',
+    'fused',
+    'fused_channels_last',
+    'torch_compile',
+    'onnxruntime',
+    'onnxruntime_int8',
+    'timm_fused',
+    'timm_onnxruntime',
+)
 TRAIN_PATHS = ('timm_bare', 'bare', 'runner', 'runner_channels_last', 'runner_compile', 'runner_amp')
 
 
@@ -49,7 +59,11 @@ def parse_args(argv=None):
         help=f'what to time (default all: {" ".join(PATHS)}; with --train, those of '
         f'{" ".join(TRAIN_PATHS)} the config and device allow)',
     )
-    parser.add_argument('--backbone-only', action='store_true', help='time the backbone of a classifier')
+    parser.add_argument(
+        '--backbone-only',
+        action='store_true',
+        help='time the backbone of a classifier or segmentor (not the whole model)',
+    )
     parser.add_argument('--json', help='also write every row to this JSON file')
     parser.add_argument('--force', action='store_true', help='replace the --json file if it exists')
     return parser.parse_args(argv)

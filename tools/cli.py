@@ -103,14 +103,20 @@ def add_export_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
     parser.add_argument('config', help='config file (classifier, detector or segmentor)')
     parser.add_argument('checkpoint', help='training or fused checkpoint')
     parser.add_argument('out', help=out_help)
-    add_shape_argument(parser, '224, 512 with --backbone-only')
-    parser.add_argument('--backbone-only', action='store_true', help='export the backbone: feature maps out')
+    add_shape_argument(
+        parser, "the classifier's test crop, the segmentor's training crop (data_preprocessor.size), 512 for a backbone"
+    )
+    parser.add_argument(
+        '--backbone-only',
+        action='store_true',
+        help='export the backbone only: feature maps out (default: the whole classifier or segmentor)',
+    )
     parser.add_argument('--force', action='store_true', help='replace OUT if it exists')
 
 
-def export_shape(args: argparse.Namespace) -> tuple[int, int]:
-    """The export resolution: ``--shape``, else 224 for a classifier and 512 for a dense backbone."""
-    return parse_shape(args.shape, (512, 512) if args.backbone_only else (224, 224))
+def export_shape(args: argparse.Namespace) -> tuple[int, int] | None:
+    """The export resolution ``--shape``; None when not given (the library reads the default off the config)."""
+    return parse_shape(args.shape, None)
 
 
 def user_error(err: BaseException) -> bool:

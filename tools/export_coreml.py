@@ -1,11 +1,13 @@
-"""Export a checkpoint's fused classifier or backbone to a Core ML ML Program (.mlpackage).
+"""Export a checkpoint's fused classifier, whole segmentor or backbone to a Core ML ML Program (.mlpackage).
 
     python tools/export_coreml.py CONFIG CHECKPOINT OUT.mlpackage [--shape H W] [--backbone-only]
                                   [--precision float16|float32] [--force]
 
-Input: an image (normalisation built in). Classifiers output class probabilities (with the class labels
-when known); ``--backbone-only`` outputs the feature maps feat0..feat3 (strides 4 to 32). Converting works
-on Linux; predictions (and the check against PyTorch) need macOS.
+Input: an image of a fixed size (normalisation built in; default the classifier's test crop, the
+segmentor's training crop). Classifiers output class probabilities (with the class labels when known);
+segmentors the label map ``labels`` (1, H, W) (class names in the metadata); ``--backbone-only``
+outputs the feature maps feat0..feat3 (strides 4 to 32). Converting works on Linux; predictions (and the
+check against PyTorch) need macOS.
 """
 
 from cli import ArgumentParser, add_export_arguments, existing_file, export_shape, run_cli
@@ -42,8 +44,11 @@ def main(argv=None):
     )
     outputs = ', '.join(f'{name} {shape_}' for name, shape_ in info['outputs'].items())
     labels = f' ({len(info["classes"])} class labels)' if info['classes'] else ''
-    print(f'input: image {shape[1]}x{shape[0]}; outputs: {outputs}{labels}')
-    if 'max_abs_diff' in info:
+    h, w = info['shape']
+    print(f'input: image {w}x{h}; outputs: {outputs}{labels}')
+    if 'label_agreement' in info:
+        print(f'core ml vs pytorch labels agree on {info["label_agreement"]:.4%} of pixels')
+    elif 'max_abs_diff' in info:
         print(f'core ml vs pytorch max abs diff: {info["max_abs_diff"]:.3g}')
     else:
         print(f'prediction check {info["prediction_check"]}')

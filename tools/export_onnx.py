@@ -1,19 +1,54 @@
-"""Export a checkpoint's fused classifier (logits) or backbone (multi-scale features) to ONNX.
+"""Export a checkpoint's fused classifier (logits), whole segmentor or backbone (multi-scale features) to ONNX.
 
-    python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--shape H W] [--backbone-only] [--opset N]
-                                [--exporter torchscript|dynamo] [--plain-se] [--force]
+    python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--shape H W] [--backbone-only]
+                                [--output logits|labels] [--int8 [--calibration-images N]
+                                [--int8-exclude NODE ...]] [--opset N] [--exporter torchscript|dynamo]
+                                [--plain-se] [--cfg-options k=v ...] [--force]
 
-The batch axis is dynamic. The input is the normalised image (mean/std/channel order in the file's
-metadata). The file is checked with ONNX Runtime against the PyTorch model and written only if they agree;
-the largest absolute difference is printed. Detector/segmentor configs export their backbone.
+The batch axis is dynamic; height and width are fixed (default: the classifier's test crop, the
+segmentor's training crop). The input is the normalised image (mean/std/channel order in the file's
+metadata). A segmentor exports backbone + neck + decode head + the resize to the input size: class scores
+(``--output logits``) or the label map (``--output labels``). A detector exports its backbone
+(``--backbone-only``). The file is checked with ONNX Runtime against the PyTorch model and written only if
+they agree. ``--int8`` then quantizes it statically for ONNX Runtime, calibrated on N training images.
 """
 
-from cli import ArgumentParser, add_export_arguments, existing_file, export_shape, run_cli
+from cli import (
+    ArgumentParser,
+    UsageError,
+    add_cfg_options,
+    add_export_arguments,
+    cfg_options,
+    existing_file,
+    export_shape,
+    run_cli,
+)
 
 
 def parse_args(argv=None):
     parser = ArgumentParser(description='Export a fused RepViT model to ONNX')
     add_export_arguments(parser, 'output .onnx file')
+    parser.add_argument(
+        '--output',
+        choices=['logits', 'labels'],
+        default='logits',
+        help='segmentor: per-pixel class scores (N, C, H, W) or the label map (N, H, W) (default logits)',
+    )
+    parser.add_argument(
+        '--int8',
+        action='store_true',
+        help='quantize to INT8 for ONNX Runtime (static, QDQ, per-channel weights), calibrated on training images',
+    )
+    parser.add_argument(
+        '--calibration-images',
+        type=int,
+        default=None,
+        metavar='N',
+        help='--int8: images of the training set to calibrate on (default 64)',
+    )
+    parser.add_argument(
+        '--int8-exclude', nargs='+', default=(), metavar='NODE', help='--int8: ONNX node names to keep in float'
+    )
     parser.add_argument(
         '--opset', type=int, default=None, help='ONNX opset (default 17 with the torchscript exporter, 18 with dynamo)'
     )
@@ -29,31 +64,58 @@ def parse_args(argv=None):
         help='export squeeze-and-excitation as ReduceMean + broadcast Mul instead of the '
         'equivalent form that keeps ONNX Runtime in its blocked CPU layout',
     )
+    add_cfg_options(parser)  # e.g. the training set's data_root, which --int8 calibrates on
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
+    if not args.int8 and (args.calibration_images is not None or args.int8_exclude):
+        raise UsageError('--calibration-images and --int8-exclude need --int8')
+    if args.calibration_images is not None and args.calibration_images < 1:
+        raise UsageError(f'--calibration-images must be at least 1, got {args.calibration_images}')
     existing_file(args.config, 'config file')
     existing_file(args.checkpoint, 'checkpoint')
     shape = export_shape(args)
+    options = cfg_options(args.cfg_options)
     import repvit_mm  # noqa: F401
+    from repvit_mm.apis import load_config
     from repvit_mm.deploy import export_onnx
 
     info = export_onnx(
-        args.config,
+        load_config(args.config, options) if options else args.config,
         args.checkpoint,
         args.out,
         shape=shape,
         backbone_only=args.backbone_only,
+        output=args.output,
         opset=args.opset,
         exporter=args.exporter,
         blocked_layout=not args.plain_se,
         force=args.force,
+        int8=args.int8,
+        calibration_images=64 if args.calibration_images is None else args.calibration_images,
+        exclude_nodes=tuple(args.int8_exclude),
     )
-    outputs = ', '.join(f'{name} {["N", *shape_[1:]]}' for name, shape_ in info['outputs'].items())
-    print(f'input: input [N, 3, {shape[0]}, {shape[1]}]; outputs: {outputs}')
-    print(f'onnxruntime vs pytorch max abs diff: {info["max_abs_diff"]:.3g} (batch {info["check_batch"]})')
+    h, w = info['shape']
+    outputs = ', '.join(
+        f'{name} [{", ".join(map(str, ["N", *shape_[1:]]))}]' for name, shape_ in info['outputs'].items()
+    )
+    print(f'input: input [N, 3, {h}, {w}]; outputs: {outputs}')
+    if 'label_agreement' in info:
+        print(
+            f'onnxruntime vs pytorch labels agree on {info["label_agreement"]:.4%} of pixels '
+            f'(batch {info["check_batch"]})'
+        )
+    else:
+        print(f'onnxruntime vs pytorch max abs diff: {info["max_abs_diff"]:.3g} (batch {info["check_batch"]})')
+    if 'int8' in info:
+        q = info['int8']
+        excluded = f', kept in float: {", ".join(q["excluded"])}' if q['excluded'] else ''
+        print(
+            f'int8: calibrated on {q["calibration_images"]} training images; int8 vs float agree on '
+            f'{q["agreement"]:.2%} of their {q["agreement_of"]}{excluded}'
+        )
     print(f'onnx model: {info["out"]}')
 
 

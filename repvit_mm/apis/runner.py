@@ -238,7 +238,7 @@ def _show_predictions(cfg: Config, show_dir: str) -> None:
 
 def prepare_test_cfg(
     cfg: Config,
-    checkpoint: str,
+    checkpoint: str | None,
     *,
     work_dir: str | None = None,
     launcher: str = 'none',
@@ -252,7 +252,8 @@ def prepare_test_cfg(
     Args:
         checkpoint: ours, a fused (deploy) one -- then the fused model is evaluated, with or without
             ``deploy`` --, the authors' ImageNet / COCO / ADE20K release or a timm state dict: converted in
-            memory; it must fit the config's model exactly.
+            memory; it must fit the config's model exactly. None: the config's model carries its own
+            weights (an exported file, :func:`repvit_mm.deploy.ort_model.onnx_test_cfg`).
         deploy: evaluate the reparameterized (BN-fused) model: the checkpoint is loaded into the training
             structure and fused before the first test batch.
         out: also dump the raw predictions to this pickle file (mmengine ``DumpResults``).
@@ -262,7 +263,7 @@ def prepare_test_cfg(
     if isinstance(cfg.get('model'), dict) and cfg.model.get('teacher') is not None:
         cfg.model.teacher = None  # evaluating a distillation config needs no teacher
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
-    fused = _check_test_checkpoint(cfg, checkpoint)
+    fused = checkpoint is not None and _check_test_checkpoint(cfg, checkpoint)
     cfg.load_from = checkpoint
     cfg.resume = False
     if deploy or fused:

@@ -11,6 +11,9 @@ Paths (rows, one per batch size):
   (constants folded, squeeze-and-excitation in ONNX Runtime's blocked layout) run by ONNX Runtime with
   every graph optimisation on, one intra-op thread per core and, per batch size, a session with the
   batch axis fixed;
+- ``onnxruntime_int8``: that graph quantized statically to INT8 (QDQ, per-channel weights,
+  :func:`~repvit_mm.deploy.quantize.quantize_int8`'s settings) on random calibration batches (the weights
+  are random too: speed does not depend on either), run by the same session settings;
 - ``timm_fused``: ``timm.create_model('repvit_<arch>')`` after timm's own ``fuse()``: the reference
   every ratio is taken against;
 - ``timm_onnxruntime``: that timm model exported by hand (``torch.onnx.export`` as is) and run by the
@@ -21,6 +24,11 @@ run every path twice and time the second pass (the paths interleave, so that loa
 affects them alike). The table gives the median time, its spread (25th-75th percentile), throughput
 (images/s), the GFLOP/s achieved (2 FLOPs per MAC of the fused model) and the speed relative to timm's
 fused model at the same batch size. Batch 1's median is the latency.
+
+A classifier is timed whole (``backbone_only``: its backbone); a segmentor whole by default (backbone,
+neck, decode head and the resize to the input size, :class:`~repvit_mm.deploy.model.SegmentorOutput`;
+timm has no segmentor, so its rows are skipped) or as its backbone (``backbone_only``); a detector as its
+backbone.
 """
 
 from __future__ import annotations
@@ -40,21 +48,31 @@ import torch
 from mmengine.config import Config
 from torch import nn
 
-from .model import LoadedModel, fused_copy, load_model, tensor_model
+from .model import LoadedModel, check_export_memory, fused_copy, load_model, tensor_model
 
 __all__ = ['PATHS', 'DEPLOY_PATHS', 'TARGETS', 'Row', 'benchmark', 'format_table', 'timm_reference']
 
-PATHS = ('unfused', 'fused', 'fused_channels_last', 'torch_compile', 'onnxruntime', 'timm_fused', 'timm_onnxruntime')
+PATHS = (
+    'unfused',
+    'fused',
+    'fused_channels_last',
+    'torch_compile',
+    'onnxruntime',
+    'onnxruntime_int8',
+    'timm_fused',
+    'timm_onnxruntime',
+)
 #: What "best deploy path" is chosen from.
-DEPLOY_PATHS = ('fused', 'fused_channels_last', 'torch_compile', 'onnxruntime')
+DEPLOY_PATHS = ('fused', 'fused_channels_last', 'torch_compile', 'onnxruntime', 'onnxruntime_int8')
 #: (description, path or 'best', batch size, minimum speed relative to ``reference``, reference path).
 TARGETS = (
     ('fused eager >= 1.0x timm fused', 'fused', 1, 1.0, 'timm_fused'),
     ('fused eager >= 1.0x timm fused', 'fused', 32, 1.0, 'timm_fused'),
-    ('best deploy path >= 3x timm fused', 'best', 1, 3.0, 'timm_fused'),
+    ('best deploy path >= 4x timm fused', 'best', 1, 4.0, 'timm_fused'),
     ('best deploy path >= 1.7x timm fused', 'best', 32, 1.7, 'timm_fused'),
     ('onnxruntime >= 1.0x timm exported by hand', 'onnxruntime', 1, 1.0, 'timm_onnxruntime'),
     ('onnxruntime >= 1.0x timm exported by hand', 'onnxruntime', 32, 1.0, 'timm_onnxruntime'),
+    ('onnxruntime_int8 >= 1.5x onnxruntime fp32', 'onnxruntime_int8', 1, 1.5, 'onnxruntime'),
 )
 
 
@@ -221,7 +239,7 @@ def benchmark(
     """Time every path in ``paths`` at every batch size; see the module docstring.
 
     Without ``checkpoint`` the model keeps its random initialisation (speed does not depend on the
-    weights). Detector and segmentor configs are timed as their backbone (``backbone_only``).
+    weights). Segmentors are timed whole unless ``backbone_only``; detectors as their backbone.
 
     Returns:
         ``{'machine', 'settings', 'model', 'rows': [Row as dict, ...], 'targets': [...]}``.
@@ -240,10 +258,12 @@ def benchmark(
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     loaded = load_model(config, checkpoint)
-    backbone_only = backbone_only or loaded.task != 'classification'
+    backbone_only = backbone_only or loaded.task == 'detection'
     arch = loaded.cfg.model.get('backbone', {}).get('arch')
-    unfused = None if loaded.fused else tensor_model(loaded, backbone_only)
-    fused = tensor_model(fused_copy(loaded), backbone_only)
+    unfused = None if loaded.fused else tensor_model(loaded, backbone_only, shape=shape)
+    fused = tensor_model(fused_copy(loaded), backbone_only, shape=shape)
+    check_export_memory(fused, shape, max(batch_sizes), f'benchmarking {loaded.cfg.filename}')
+    dense = loaded.task != 'classification' and not backbone_only  # a whole segmentor: timm has none
     complexity = count_complexity(fused, shape)
     macs = complexity['macs']
     num_classes = _num_classes(loaded)
@@ -253,7 +273,9 @@ def benchmark(
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix='repvit-bench-') as tmp, _restore_inductor_config('torch_compile' in paths):
         runners = {
-            path: _path_runner(path, unfused, fused, arch, num_classes, backbone_only, shape, dev, threads, tmp)
+            path: _path_runner(
+                path, unfused, fused, arch, num_classes, backbone_only, shape, dev, threads, tmp, timm=not dense
+            )
             for path in paths
         }
         for bs in batch_sizes:
@@ -314,6 +336,7 @@ def _path_runner(
     dev: torch.device,
     threads: int,
     tmp: str,
+    timm: bool = True,
 ) -> Callable[[int], tuple[Callable[[], Any], str]]:
     """``batch_size -> (zero-argument function running one forward pass, note)`` for ``path``. Set-up
     (copying, compiling, exporting) happens lazily, once, on the first batch size."""
@@ -336,6 +359,12 @@ def _path_runner(
 
         return make
 
+    if path.startswith('timm') and not timm:
+
+        def no_timm(bs):
+            raise RuntimeError('timm has no segmentor: no reference for the whole model')
+
+        return no_timm
     if path == 'unfused':
         return eager(unfused)
     if path == 'fused':
@@ -369,14 +398,18 @@ def _path_runner(
             return lambda: model(x), f'inductor, frozen weights, compiled in {time.perf_counter() - start:.0f} s'
 
         return make_compiled
-    if path in ('onnxruntime', 'timm_onnxruntime'):
+    if path in ('onnxruntime', 'onnxruntime_int8', 'timm_onnxruntime'):
 
         def make_ort(bs):
             from .export_onnx import export_tensor_model, ort_session
 
             if 'onnx_path' not in state:
                 state['onnx_path'] = onnx_path = os.path.join(tmp, f'{path}.onnx')
-                if path == 'onnxruntime':
+                if path == 'onnxruntime_int8':
+                    float_path = os.path.join(tmp, f'{path}.fp32.onnx')
+                    state['names'] = export_tensor_model(copy.deepcopy(fused).cpu(), float_path, shape)
+                    _quantize_random(float_path, onnx_path, shape)
+                elif path == 'onnxruntime':
                     state['names'] = export_tensor_model(copy.deepcopy(fused).cpu(), onnx_path, shape)
                 else:  # timm's graph as torch exports it: no rewrite of ours
                     state['names'] = export_tensor_model(
@@ -386,10 +419,19 @@ def _path_runner(
             session = ort_session(state['onnx_path'], threads, device=dev.type, batch_size=bs)
             names, feed = state['names'], {'input': batch(bs).cpu().numpy()}
             providers = ','.join(p.replace('ExecutionProvider', '') for p in session.get_providers())
-            return lambda: session.run(names, feed), f'{providers}, {threads} threads, batch fixed'
+            int8 = 'INT8 QDQ, ' if path == 'onnxruntime_int8' else ''
+            return lambda: session.run(names, feed), f'{int8}{providers}, {threads} threads, batch fixed'
 
         return make_ort
     raise ValueError(f'unknown benchmark path {path!r}')
+
+
+def _quantize_random(float_path: str, out: str, shape: tuple[int, int], batches: int = 4) -> None:
+    """Quantize as ``tools/export_onnx.py --int8`` does, calibrated on random batches."""
+    from .quantize import quantize_qdq
+
+    gen = torch.Generator().manual_seed(0)
+    quantize_qdq(float_path, out, [torch.randn(1, 3, *shape, generator=gen).numpy() for _ in range(batches)])
 
 
 def _ratios(rows: list[Row]) -> None:

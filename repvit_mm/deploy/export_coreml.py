@@ -1,4 +1,4 @@
-"""Export the fused classifier or backbone to a Core ML ML Program (``.mlpackage``) for iPhone/Mac.
+"""Export the fused classifier, whole segmentor or backbone to a Core ML ML Program (``.mlpackage``).
 
 The model takes an *image* (``ImageType``, RGB or BGR as trained) and applies the config's normalisation
 itself. Core ML's image preprocessing is ``scale * pixel + bias`` with one ``scale`` for all channels, so
@@ -7,7 +7,9 @@ input channels of the first convolution. Zero padding commutes with that scaling
 exactly the normalised one.
 
 Classifiers output class probabilities (softmax), as a labelled classifier when the class names are known
-(from the checkpoint or the config); ``backbone_only`` outputs the multi-scale feature maps
+(from the checkpoint or the config); segmentors output the label map ``labels`` ``(1, H, W)`` at the
+input size (backbone, neck, decode head, resize to a constant size, argmax; the class names in the
+model's metadata ``repvit_mm.classes``); ``backbone_only`` outputs the multi-scale feature maps
 ``feat0..feat3`` (strides 4, 8, 16, 32). Conversion runs anywhere coremltools does (Linux included);
 running predictions needs macOS.
 """
@@ -17,18 +19,27 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import os
 import sys
 import warnings
 from typing import Any
 
+import numpy as np
 import torch
 from mmengine.config import Config
 from torch import nn
 
 from ..utils.errors import UserInputError
 from ..utils.outputs import atomic_output, check_output
-from .model import class_names, load_model, normalization, tensor_model
+from .model import (
+    check_export_memory,
+    class_names,
+    default_export_shape,
+    load_model,
+    normalization,
+    tensor_model,
+)
 
 __all__ = ['export_coreml', 'fold_input_std', 'can_predict']
 
@@ -97,16 +108,18 @@ def export_coreml(
     checkpoint: str | os.PathLike | None,
     out: str | os.PathLike,
     *,
-    shape: tuple[int, int] = (224, 224),
+    shape: tuple[int, int] | None = None,
     backbone_only: bool = False,
     precision: str = 'float16',
     force: bool = False,
 ) -> dict[str, Any]:
-    """Fuse the checkpoint's model and convert it to an ML Program ``.mlpackage`` at ``out``.
+    """Fuse the checkpoint's model and convert it to an ML Program ``.mlpackage`` at ``out``; ``shape``
+    defaults to :func:`~repvit_mm.deploy.model.default_export_shape`.
 
     Returns:
-        ``{'out', 'inputs', 'outputs', 'classes', 'precision'}``; plus ``'max_abs_diff'`` against
-        PyTorch when predictions can run (macOS), else ``'prediction_check'`` saying why not.
+        ``{'out', 'inputs', 'outputs', 'classes', 'precision', 'shape'}``; plus ``'max_abs_diff'``
+        (classifier, backbone) or ``'label_agreement'`` (segmentor) against PyTorch when predictions can
+        run (macOS), else ``'prediction_check'`` saying why not.
     """
     import coremltools as ct
 
@@ -115,8 +128,11 @@ def export_coreml(
     out_path = check_output(out, force, suffixes=('.mlpackage',))
     loaded = load_model(config, checkpoint, fuse=True)
     mean, std, rgb = normalization(loaded.cfg)
+    shape = shape or default_export_shape(loaded, backbone_only)
+    segmentor = loaded.task == 'segmentation' and not backbone_only
     classes = None if backbone_only else class_names(loaded.cfg, loaded.meta)
-    module = tensor_model(loaded, backbone_only, softmax=not backbone_only)
+    module = tensor_model(loaded, backbone_only, softmax=not backbone_only, shape=shape, output='labels')
+    check_export_memory(module, shape, 1, f'converting {loaded.cfg.filename}')
     folded = fold_input_std(module, std, shape)
 
     # whole pixel values, so that the same picture can be handed to Core ML as an image
@@ -126,7 +142,10 @@ def export_coreml(
         traced = torch.jit.trace(folded, example - torch.tensor(mean).view(1, 3, 1, 1))
         with torch.no_grad():
             sample = module((example - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
-    names = ['probs'] if isinstance(sample, torch.Tensor) else [f'feat{i}' for i in range(len(sample))]
+    if segmentor:
+        names = ['labels']
+    else:
+        names = ['probs'] if isinstance(sample, torch.Tensor) else [f'feat{i}' for i in range(len(sample))]
     image = ct.ImageType(
         name='image',
         shape=(1, 3, *shape),
@@ -139,7 +158,7 @@ def export_coreml(
         convert_to='mlprogram',
         compute_precision=ct.precision.FLOAT16 if precision == 'float16' else ct.precision.FLOAT32,
     )
-    if classes:
+    if classes and not segmentor:
         kwargs['classifier_config'] = ct.ClassifierConfig(classes)
     else:
         kwargs['outputs'] = [ct.TensorType(name=n) for n in names]
@@ -169,11 +188,16 @@ def export_coreml(
             'repvit_mm.outputs': ','.join(names),
         }
     )
+    if segmentor:
+        mlmodel.output_description['labels'] = f'class index per pixel, {shape[0]}x{shape[1]}'
+        if classes:
+            mlmodel.user_defined_metadata['repvit_mm.classes'] = json.dumps(classes)
 
     result: dict[str, Any] = {
         'out': str(out_path),
         'classes': classes,
         'precision': precision,
+        'shape': list(shape),
         'inputs': {'image': [1, 3, *shape]},
         'outputs': {
             n: list(t.shape)
@@ -181,7 +205,10 @@ def export_coreml(
         },
     }
     ok, why = can_predict()
-    if ok:
+    if ok and segmentor:
+        pred = np.asarray(mlmodel.predict({'image': _pil_image(example, rgb)})['labels'])
+        result['label_agreement'] = float((pred == sample.numpy()).mean())
+    elif ok:
         result['max_abs_diff'] = _prediction_diff(mlmodel, example, sample, names, classes, rgb)
     else:
         result['prediction_check'] = f'skipped: {why}'
@@ -190,17 +217,20 @@ def export_coreml(
     return result
 
 
-def _prediction_diff(mlmodel, example: torch.Tensor, sample, names: list[str], classes, rgb: bool) -> float:
-    """Largest difference of Core ML's prediction on ``example`` (pixels in the model's channel order)
-    from PyTorch's outputs."""
-    import numpy as np
+def _pil_image(example: torch.Tensor, rgb: bool):
+    """``example`` (pixels in the model's channel order) as the PIL image Core ML is handed."""
     from PIL import Image
 
     pixels = example[0].permute(1, 2, 0).to(torch.uint8).numpy()
     if not rgb:  # a PIL image is RGB; Core ML hands the model BGR
         pixels = np.ascontiguousarray(pixels[..., ::-1])
-    image = Image.fromarray(pixels)
-    pred = mlmodel.predict({'image': image})
+    return Image.fromarray(pixels)
+
+
+def _prediction_diff(mlmodel, example: torch.Tensor, sample, names: list[str], classes, rgb: bool) -> float:
+    """Largest difference of Core ML's prediction on ``example`` (pixels in the model's channel order)
+    from PyTorch's outputs."""
+    pred = mlmodel.predict({'image': _pil_image(example, rgb)})
     if classes:
         probs = sample[0].numpy()
         return max(abs(float(pred['classLabel_probs'][c]) - float(p)) for c, p in zip(classes, probs, strict=False))

@@ -1,5 +1,6 @@
-"""Export the fused classifier (logits) or backbone (multi-scale features) to ONNX, with a dynamic batch
-axis, and check the file with ONNX Runtime against PyTorch.
+"""Export the fused classifier (logits), the whole semantic segmentor (class scores or label map at the
+input size) or a backbone (multi-scale features) to ONNX, with a dynamic batch axis, and check the file
+with ONNX Runtime against PyTorch; optionally quantize it to INT8 (:mod:`repvit_mm.deploy.quantize`).
 
 The ONNX model takes *normalised* images (``(pixel - mean) / std`` in the channel order the model was
 trained on); the mean, std, channel order and class names are stored in the file's metadata.
@@ -24,7 +25,16 @@ from torch import nn
 
 from ..utils.errors import UserInputError
 from ..utils.outputs import atomic_output, check_output
-from .model import LoadedModel, class_names, fused_copy, load_model, normalization, tensor_model
+from .model import (
+    LoadedModel,
+    check_export_memory,
+    class_names,
+    default_export_shape,
+    fused_copy,
+    load_model,
+    normalization,
+    tensor_model,
+)
 
 __all__ = ['export_onnx', 'export_tensor_model', 'ort_session', 'output_names', 'DEFAULT_OPSET']
 
@@ -34,10 +44,13 @@ EXPORTERS = tuple(DEFAULT_OPSET)
 
 
 def output_names(module: nn.Module, example: torch.Tensor) -> list[str]:
-    """``['logits']`` for a classifier view, ``['feat0', 'feat1', ...]`` for a backbone view."""
+    """``['logits']`` for a classifier view, ``['logits']`` or ``['labels']`` for a whole segmentor,
+    ``['feat0', 'feat1', ...]`` for a backbone view."""
     with torch.no_grad():
         out = module(example)
     if isinstance(out, torch.Tensor):
+        if getattr(module, 'output', None) == 'labels':
+            return ['labels']
         return ['probs' if getattr(module, 'softmax', False) else 'logits']
     return [f'feat{i}' for i in range(len(out))]
 
@@ -130,11 +143,12 @@ def ort_session(
     return ort.InferenceSession(str(path), options, providers=providers)
 
 
-def _metadata(loaded: LoadedModel, shape: tuple[int, int], backbone_only: bool) -> dict[str, str]:
+def _metadata(loaded: LoadedModel, shape: tuple[int, int], backbone_only: bool, output: str) -> dict[str, str]:
     mean, std, rgb = normalization(loaded.cfg)
     meta = {
         'repvit_mm.task': 'backbone' if backbone_only else loaded.task,
         'repvit_mm.input': f'normalised images (N, 3, H, W), exported at {shape[0]}x{shape[1]}',
+        'repvit_mm.output': 'features' if backbone_only else 'logits' if loaded.task == 'classification' else output,
         'repvit_mm.mean': json.dumps(mean),
         'repvit_mm.std': json.dumps(std),
         'repvit_mm.channel_order': 'RGB' if rgb else 'BGR',
@@ -150,37 +164,63 @@ def export_onnx(
     checkpoint: str | os.PathLike | None,
     out: str | os.PathLike,
     *,
-    shape: tuple[int, int] = (224, 224),
+    shape: tuple[int, int] | None = None,
     backbone_only: bool = False,
+    output: str = 'logits',
     opset: int | None = None,
     exporter: str = 'torchscript',
     blocked_layout: bool = True,
     force: bool = False,
     check_batch: int = 2,
     tolerance: float = 1e-4,
+    min_label_agreement: float = 0.999,
+    int8: bool = False,
+    calibration_images: int = 64,
+    exclude_nodes: tuple[str, ...] = (),
 ) -> dict[str, Any]:
     """Fuse the checkpoint's model, export it to ``out`` and check it with ONNX Runtime.
+
+    A classifier exports its logits; a segmentor its whole model (``output``: class scores
+    ``(N, C, H, W)`` or the label map ``(N, H, W)`` at the input size); ``backbone_only`` the backbone's
+    feature maps. ``shape`` defaults to :func:`~repvit_mm.deploy.model.default_export_shape` (the
+    classifier's test crop, the segmentor's training crop, 512 for a backbone).
 
     The check runs a random batch of ``check_batch`` images (a batch size other than the traced one, so
     the dynamic axis is exercised) through ONNX Runtime and through the *unfused* PyTorch model loaded
     from the checkpoint; the file is written only if the largest absolute difference is within
-    ``tolerance`` times the outputs' magnitude (at least 1).
+    ``tolerance`` times the outputs' magnitude (at least 1) -- for a label map, if at least
+    ``min_label_agreement`` of the pixels agree (near-ties may flip in float32).
+
+    ``int8``: then quantize the checked float model statically (QDQ, per-channel weights) on
+    ``calibration_images`` images of the config's training set
+    (:func:`repvit_mm.deploy.quantize.quantize_int8`), keeping ``exclude_nodes`` in float; ``out`` is
+    the INT8 model.
 
     Returns:
-        ``{'out', 'outputs': {name: shape}, 'max_abs_diff', 'exporter', 'opset'}``.
+        ``{'out', 'outputs': {name: shape}, 'max_abs_diff' or 'label_agreement', 'exporter', 'opset',
+        'shape'}``; with ``int8`` also ``'int8'``: what the quantization measured.
     """
     if exporter not in EXPORTERS:
         raise UserInputError(f'unknown ONNX exporter {exporter!r}; choose one of {", ".join(EXPORTERS)}')
     opset = opset or DEFAULT_OPSET[exporter]
     out_path = check_output(out, force, suffixes=('.onnx',))
     loaded = load_model(config, checkpoint)
-    reference = tensor_model(loaded, backbone_only)
-    module = tensor_model(fused_copy(loaded), backbone_only)
+    if output != 'logits' and (loaded.task != 'segmentation' or backbone_only):
+        raise UserInputError(f'--output {output}: only a whole segmentor outputs a label map')
+    if int8 and backbone_only:
+        raise UserInputError('--int8 quantizes a classifier or a whole segmentor, not --backbone-only features')
+    if int8 and calibration_images < 1:
+        raise UserInputError(f'--calibration-images must be at least 1, got {calibration_images}')
+    shape = shape or default_export_shape(loaded, backbone_only)
+    reference = tensor_model(loaded, backbone_only, shape=shape, output=output)
+    check_export_memory(reference, shape, max(check_batch, 1), f'exporting {loaded.cfg.filename}')
+    module = tensor_model(fused_copy(loaded), backbone_only, shape=shape, output=output)
 
     x = torch.randn(check_batch, 3, *shape, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         expected = reference(x)
     expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
+    result: dict[str, Any] = {}
     with atomic_output(out_path) as tmp:
         names = export_tensor_model(
             module,
@@ -188,23 +228,51 @@ def export_onnx(
             shape,
             opset=opset,
             exporter=exporter,
-            metadata=_metadata(loaded, shape, backbone_only),
+            metadata=_metadata(loaded, shape, backbone_only, output),
             blocked_layout=blocked_layout,
         )
         session = ort_session(tmp)
         got = session.run(names, {'input': x.numpy()})
-        diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected, strict=False))
-        scale = max(1.0, *(float(e.abs().max()) for e in expected))
-        if not diff <= tolerance * scale:
-            raise UserInputError(
-                f'ONNX Runtime output differs from PyTorch by {diff:.3g} (outputs up to '
-                f'{scale:.3g}, tolerance {tolerance:g} of that); {out_path} not written'
-            )
+        if names == ['labels']:
+            agreement = float((got[0] == expected[0].numpy()).mean())
+            result['label_agreement'] = agreement
+            if not agreement >= min_label_agreement:
+                raise UserInputError(
+                    f'ONNX Runtime labels agree with PyTorch on {agreement:.4%} of the pixels (at least '
+                    f'{min_label_agreement:.1%} required); {out_path} not written'
+                )
+        else:
+            diff = max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected, strict=False))
+            scale = max(1.0, *(float(e.abs().max()) for e in expected))
+            result['max_abs_diff'] = diff
+            if not diff <= tolerance * scale:
+                raise UserInputError(
+                    f'ONNX Runtime output differs from PyTorch by {diff:.3g} (outputs up to '
+                    f'{scale:.3g}, tolerance {tolerance:g} of that); {out_path} not written'
+                )
+        if int8:
+            from .quantize import quantize_int8
+
+            float_path = tmp.with_name(tmp.name + '.fp32.onnx')
+            os.replace(tmp, float_path)
+            try:
+                result['int8'] = quantize_int8(
+                    loaded.cfg,
+                    float_path,
+                    tmp,
+                    shape,
+                    calibration_images,
+                    exclude_nodes=exclude_nodes,
+                    preprocessor=loaded.model.data_preprocessor,
+                )
+            finally:
+                float_path.unlink(missing_ok=True)
     return {
         'out': str(out_path),
         'outputs': {n: list(g.shape) for n, g in zip(names, got, strict=False)},
-        'max_abs_diff': diff,
         'exporter': exporter,
         'opset': opset,
         'check_batch': check_batch,
+        'shape': list(shape),
+        **result,
     }

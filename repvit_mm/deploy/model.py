@@ -33,7 +33,12 @@ __all__ = [
     'fused_copy',
     'ClassifierLogits',
     'BackboneFeatures',
+    'SegmentorOutput',
+    'SEG_OUTPUTS',
     'tensor_model',
+    'dense_test_size',
+    'default_export_shape',
+    'check_export_memory',
     'normalization',
     'class_names',
 ]
@@ -157,14 +162,58 @@ class BackboneFeatures(nn.Module):
         return tuple(self.backbone(x))
 
 
-def tensor_model(loaded: LoadedModel, backbone_only: bool = False, softmax: bool = False) -> nn.Module:
-    """A plain tensor-in/tensor-out view for export and benchmarking: the classifier's logits, or the
-    backbone's features (detectors and segmentors only export their backbone).
+#: What a whole segmentor outputs: per-pixel class scores ``(N, C, H, W)`` or the label map ``(N, H, W)``.
+SEG_OUTPUTS = ('logits', 'labels')
+
+
+class SegmentorOutput(nn.Module):
+    """A whole mmseg encoder-decoder: normalised images ``(N, 3, H, W)`` at a fixed size -> backbone, neck,
+    decode head, the resize to ``(H, W)``, then the class scores or the label map (mmseg's
+    ``postprocess_result``: argmax over classes, or the decode head's threshold for one output channel).
+
+    The resize size is a pair of Python ints, not ``x.shape[2:]``: traced, the latter becomes shape
+    arithmetic that Core ML cannot convert (and ONNX gains nothing from, the size being fixed anyway).
+    """
+
+    def __init__(self, segmentor: nn.Module, shape: tuple[int, int], output: str = 'logits') -> None:
+        super().__init__()
+        if output not in SEG_OUTPUTS:
+            raise UserInputError(f'unknown segmentor output {output!r}; choose one of {", ".join(SEG_OUTPUTS)}')
+        self.segmentor = segmentor
+        self.size = (int(shape[0]), int(shape[1]))
+        self.output = output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import torch.nn.functional as F
+
+        seg = self.segmentor
+        logits = seg.decode_head(seg.extract_feat(x))
+        logits = F.interpolate(logits, size=self.size, mode='bilinear', align_corners=seg.align_corners)
+        if self.output == 'logits':
+            return logits
+        if logits.shape[1] == 1:  # binary head: mmseg thresholds the sigmoid
+            return (logits.sigmoid() > seg.decode_head.threshold).squeeze(1).to(torch.int64)
+        return logits.argmax(dim=1)
+
+
+def tensor_model(
+    loaded: LoadedModel,
+    backbone_only: bool = False,
+    softmax: bool = False,
+    *,
+    shape: tuple[int, int] | None = None,
+    output: str = 'logits',
+) -> nn.Module:
+    """A plain tensor-in/tensor-out view for export and benchmarking: the classifier's logits, the whole
+    segmentor (:class:`SegmentorOutput` at ``shape``, ``output`` logits or labels) or the backbone's
+    features (``backbone_only``; a detector's whole model has its own export).
 
     For a classifier config, ``backbone_only`` switches the backbone to all four stages' outputs.
     """
     if loaded.task == 'classification' and not backbone_only:
         return ClassifierLogits(loaded.model, softmax=softmax).eval()
+    if loaded.task == 'segmentation' and not backbone_only:
+        return SegmentorOutput(loaded.model, shape or dense_test_size(loaded.cfg), output).eval()
     if loaded.task != 'classification' and not backbone_only:
         raise UserInputError(
             f'{loaded.cfg.filename} is a {loaded.task} config: only its backbone can be '
@@ -175,6 +224,79 @@ def tensor_model(loaded: LoadedModel, backbone_only: bool = False, softmax: bool
         backbone = copy.copy(backbone)  # shares the weights; only the outputs differ
         backbone.out_indices = _all_stages(backbone)
     return BackboneFeatures(backbone).eval()
+
+
+def dense_test_size(cfg: Config) -> tuple[int, int]:
+    """The fixed input size of a whole dense model: the data preprocessor's ``size`` (the crop the model
+    was trained on, e.g. 512x512 for ADE20K, 128x128 for Shapes), else 512x512."""
+    dp = cfg.model.get('data_preprocessor') or {}
+    size = dp.get('size')
+    if size and len(size) == 2:
+        return int(size[0]), int(size[1])
+    return 512, 512
+
+
+def default_export_shape(loaded: LoadedModel, backbone_only: bool) -> tuple[int, int]:
+    """The export size when ``--shape`` is not given: a classifier's test crop (the last ``CenterCrop``
+    of its test pipeline, else 224), a whole segmentor's :func:`dense_test_size`, 512 for a backbone."""
+    if backbone_only:
+        return 512, 512
+    if loaded.task == 'segmentation':
+        return dense_test_size(loaded.cfg)
+    size = None
+    for dataset in split_datasets(loaded.cfg, ('test', 'val')):
+        for step in dataset.get('pipeline') or []:
+            if isinstance(step, dict) and step.get('type') == 'CenterCrop':
+                size = step.get('crop_size')
+        if size is not None:
+            break
+    if isinstance(size, int):
+        return size, size
+    if isinstance(size, (list, tuple)) and len(size) == 2:  # mmcv's CenterCrop takes (w, h)
+        return int(size[1]), int(size[0])
+    return 224, 224
+
+
+def check_export_memory(module: nn.Module, shape: tuple[int, int], batch: int, what: str) -> int:
+    """Refuse (one :class:`UserInputError`) a shape whose activations would not fit in the memory available
+    now; returns the estimate in bytes.
+
+    The estimate: every leaf module's output on a 64x64 probe, summed (an upper bound of what eager
+    PyTorch holds at once), scaled to ``shape`` and ``batch``, plus the input. Memory is linear in the
+    pixels for these convolutional models, so the probe is exact up to rounding at the strides.
+    """
+    import psutil
+
+    probe = (64, 64)
+    total = 0
+
+    def hook(_module, _args, out):
+        nonlocal total
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                total += t.numel() * t.element_size()
+
+    probed = module
+    if isinstance(module, SegmentorOutput):  # its output size is fixed: the probe's size for the probe
+        probed = copy.copy(module)  # shares the submodules
+        probed.size = probe
+    leaves = [m for m in module.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with torch.no_grad():
+            hook(None, None, probed(torch.zeros(1, 3, *probe)))  # the output too (e.g. a functional resize)
+    finally:
+        for handle in handles:
+            handle.remove()
+    scale = batch * shape[0] * shape[1] / (probe[0] * probe[1])
+    need = int((total + 3 * probe[0] * probe[1] * 4) * scale)
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise UserInputError(
+            f'{what} at {shape[0]}x{shape[1]} (batch {batch}) needs about {need / 2**30:.1f} GiB for activations; '
+            f'{available / 2**30:.1f} GiB of memory is available: choose a smaller --shape'
+        )
+    return need
 
 
 def _all_stages(backbone: nn.Module) -> Any:
