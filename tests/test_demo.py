@@ -152,6 +152,12 @@ def check_demo(out: Path, stdout: str) -> dict[str, float]:
     for name in expected:
         assert name in metrics and math.isfinite(metrics[name]), name
     assert 0 <= metrics['classification accuracy/top1'] <= 100
+    # the whole segmentor in ONNX Runtime, evaluated by tools/test.py as its checkpoint was
+    assert (out / 'deploy' / 'segmentation_int8.onnx').stat().st_size < (
+        out / 'deploy' / 'segmentation_fp32.onnx'
+    ).stat().st_size
+    assert abs(metrics['segmentation mIoU, ONNX Runtime fp32'] - metrics['segmentation mIoU']) <= 0.1
+    assert 0 <= metrics['segmentation mIoU, ONNX Runtime int8'] <= 100
     assert metrics['images/s at batch 1, fused'] > 0
     return metrics
 

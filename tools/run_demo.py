@@ -4,7 +4,8 @@
 
 1. writes the Shapes data (``tools/make_shapes.py``);
 2. trains and tests a RepViT-M0.9 classifier, then Mask R-CNN and Semantic FPN whose backbones start from it;
-3. fuses all three, exports the classifier to ONNX and Core ML, benchmarks fused against unfused;
+3. fuses all three, exports the classifier to ONNX and Core ML and the whole segmentor to ONNX (fp32 and INT8,
+   both evaluated by ``tools/test.py``), benchmarks fused against unfused;
 4. draws each model's predictions on the first images of its validation split, and the training curves;
 
 then prints where every artefact is and the numbers (also in ``OUT/summary.json``). Every step runs the
@@ -269,7 +270,7 @@ def run_demo(out_dir: str | Path, quick: bool = False) -> DemoReport:
     det_ckpt, seg_ckpt = _train_side_by_side((DETECTOR, SEGMENTOR), out, data, quick, report, init_from=cls_ckpt)
     checkpoints = {CLASSIFIER: cls_ckpt, DETECTOR: det_ckpt, SEGMENTOR: seg_ckpt}
 
-    # 2. deployment: fuse all three, export the classifier, benchmark fused against unfused
+    # 2. deployment: fuse all three, export the classifier and the segmentor, benchmark fused against unfused
     deploy = out / 'deploy'
     deploy.mkdir(exist_ok=True)
     for task, ckpt in checkpoints.items():
@@ -282,6 +283,16 @@ def run_demo(out_dir: str | Path, quick: bool = False) -> DemoReport:
     _tool('export_coreml.py', CLASSIFIER.config, cls_ckpt, coreml_file, *size, '--force')
     report.add('classifier ONNX', onnx_file)
     report.add('classifier Core ML', coreml_file)
+    # the whole segmentor to ONNX Runtime, fp32 and INT8 (calibrated on training images), evaluated by the same
+    # tool and metric as its checkpoint
+    roots = [f'{split}_dataloader.dataset.data_root={data / SEGMENTOR.data_format}' for split in ('train', 'test')]
+    for precision, options in (('fp32', ()), ('int8', ('--int8', '--calibration-images', '8' if quick else '64'))):
+        seg_onnx = deploy / f'segmentation_{precision}.onnx'
+        _tool('export_onnx.py', SEGMENTOR.config, seg_ckpt, seg_onnx, *options, '--force', '--cfg-options', *roots)
+        report.add(f'segmentation ONNX {precision}', seg_onnx)
+        work = deploy / f'segmentation_{precision}'
+        tested = _tool('test.py', SEGMENTOR.config, seg_onnx, '--work-dir', work, '--cfg-options', *roots[1:])
+        report.metrics[f'segmentation mIoU, ONNX Runtime {precision}'] = _metrics(tested)['mIoU']
     bench_json = deploy / 'benchmark.json'
     _tool(
         'benchmark.py',
