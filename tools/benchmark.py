@@ -11,8 +11,8 @@ GFLOP/s and the speed relative to timm's fused model. Without a checkpoint the w
 does not depend on them). Detector/segmentor configs are timed as their backbone.
 
 Training rows (``--train``, synthetic batches, ``--iters`` timed steps per row): timm_bare (the reference),
-bare, runner, runner_channels_last, runner_compile and, on a GPU, runner_amp; see
-:mod:`repvit_mm.deploy.train_benchmark`. Detector/segmentor configs get the runner rows.
+bare, authors_loop (the RepViT authors' own training step), runner, runner_channels_last, runner_compile
+and, on a GPU, runner_amp; see :mod:`repvit_mm.deploy.train_benchmark`. Detector/segmentor configs get the runner rows.
 """
 
 from cli import ArgumentParser, UsageError, add_shape_argument, existing_file, parse_shape, run_cli
@@ -20,7 +20,15 @@ from cli import ArgumentParser, UsageError, add_shape_argument, existing_file, p
 # The rows of repvit_mm.deploy.benchmark.PATHS and repvit_mm.deploy.train_benchmark.TRAIN_PATHS (a test checks
 # they agree), spelled here so that a bad option is answered before the library is imported.
 PATHS = ('unfused', 'fused', 'fused_channels_last', 'torch_compile', 'onnxruntime', 'timm_fused', 'timm_onnxruntime')
-TRAIN_PATHS = ('timm_bare', 'bare', 'runner', 'runner_channels_last', 'runner_compile', 'runner_amp')
+TRAIN_PATHS = (
+    'timm_bare',
+    'bare',
+    'authors_loop',
+    'runner',
+    'runner_channels_last',
+    'runner_compile',
+    'runner_amp',
+)
 
 
 def parse_args(argv=None):
