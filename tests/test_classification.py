@@ -222,6 +222,7 @@ def test_recipe_is_in_the_built_objects(shapes_root, teacher_ckpt, tmp_path):
 
     # Mixup/CutMix really mix: a training batch comes out with soft labels.
     batch = next(iter(runner.train_dataloader))
+    assert isinstance(batch['inputs'], torch.Tensor) and batch['inputs'].dtype == torch.uint8  # default_collate
     mixed = model.data_preprocessor(batch, training=True)['data_samples']
     assert all(s.gt_score.shape == (3,) for s in mixed)
 

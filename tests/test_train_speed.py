@@ -646,3 +646,36 @@ def test_gpu_train_script_bad_options(args, fragment, tmp_path):
     assert proc.returncode == 2 and proc.stdout == '', proc.stdout
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and fragment in proc.stderr
     assert not (tmp_path / 'out').exists()
+
+
+# ----------------------------------------------------------------------------------------- batched input
+def test_imagenet_batch_stacked_with_the_same_numbers():
+    """The ImageNet configs collate training batches with ``default_collate``: the synthetic batch follows
+    (one uint8 tensor), and the data preprocessor gives the same images and soft labels, bit for bit, from
+    the stacked batch as from the list of images mmengine's ``pseudo_collate`` gives (random erasing and
+    Mixup/CutMix under the same seeds)."""
+    import copy
+    import random
+
+    import numpy as np
+
+    from repvit_mm.deploy.model import read_config
+    from repvit_mm.deploy.train_benchmark import _build_train_model, synthetic_batch
+
+    cfg = read_config(CONFIGS / 'classification' / 'repvit-m0.9_8xb256-300e_in1k.py')
+    assert cfg.train_dataloader.collate_fn == dict(type='default_collate')
+    cfg.model.backbone.arch, cfg.model.head.in_channels = TINY, TINY['channels'][-1]
+    preprocessor = _build_train_model(cfg).data_preprocessor
+    stacked = synthetic_batch(cfg, 6, (48, 40))
+    assert isinstance(stacked['inputs'], torch.Tensor) and stacked['inputs'].shape == (6, 3, 48, 40)
+    listed = dict(stacked, inputs=list(stacked['inputs']))
+    for seed in range(4):  # Mixup and CutMix both come up (numpy's draw picks one per batch)
+        outs = []
+        for data in (stacked, listed):
+            random.seed(seed), np.random.seed(seed), torch.manual_seed(seed)
+            outs.append(preprocessor(copy.deepcopy(data), True))
+        assert torch.equal(outs[0]['inputs'], outs[1]['inputs'])
+        for a, b in zip(outs[0]['data_samples'], outs[1]['data_samples'], strict=True):
+            assert torch.equal(a.gt_score, b.gt_score)
+    shapes = read_config(CLS_SHAPES)
+    assert isinstance(synthetic_batch(shapes, 2, (32, 32))['inputs'], list)  # its loader: pseudo_collate

@@ -117,7 +117,8 @@ def _inputs(cfg: Config, data: dict[str, Any]) -> tuple[torch.Tensor, torch.Tens
     """The synthetic batch as their data loader gives it: normalised float images (RGB where the config's
     model sees RGB) and class indices."""
     mean, std, rgb = normalization(cfg)
-    x = torch.stack(data['inputs']).float()
+    x = data['inputs']
+    x = (torch.stack(x) if isinstance(x, list) else x).float()
     if rgb:
         x = x.flip(1)
     x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

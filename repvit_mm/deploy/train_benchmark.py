@@ -83,8 +83,9 @@ def _num_classes(cfg: Config, task: str) -> int:
 
 def synthetic_batch(cfg: Config, batch_size: int, shape: tuple[int, int], seed: int = 0) -> dict[str, Any]:
     """A training batch as the config's data loader would give it to ``model.train_step``: uint8 BGR images
-    ``(3, H, W)`` and data samples with random ground truth (class labels; three boxes with labels and box
-    masks per image; label maps with ``ignore_index`` 255 borders)."""
+    ``(3, H, W)``, as a list (mmengine's ``pseudo_collate``) or stacked ``(N, 3, H, W)`` where the config's
+    ``train_dataloader.collate_fn`` is ``default_collate``, and data samples with random ground truth (class
+    labels; three boxes with labels and box masks per image; label maps with ``ignore_index`` 255 borders)."""
     task = task_of(cfg)
     h, w = shape
     gen = torch.Generator().manual_seed(seed)
@@ -108,6 +109,9 @@ def synthetic_batch(cfg: Config, batch_size: int, shape: tuple[int, int], seed: 
             sample = SegDataSample(metainfo=meta)
             sample.gt_sem_seg = PixelData(data=labels)
             samples.append(sample)
+    collate = (cfg.get('train_dataloader') or {}).get('collate_fn') or {}
+    if collate.get('type') in ('default_collate', 'mmengine.default_collate'):
+        return dict(inputs=torch.stack(inputs), data_samples=samples)
     return dict(inputs=inputs, data_samples=samples)
 
 
