@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Training-step rows of the RepViT ImageNet recipe on a GPU, in one command (about 3-5 minutes on one
-# H100; well under 8): the distillation and the non-distillation config of one arch (default M0.9), at
-# batch 256 and 64, 224x224, rows timm_bare, bare, authors_loop (the RepViT authors' own step) and runner
-# (what tools/train.py runs; mixed precision on CUDA), with the card, driver and library versions first.
+# Training-step rows of the RepViT ImageNet recipe on a GPU, in one command (meant to take under 8
+# minutes on one H100; not yet timed on one): the distillation and the non-distillation config of one
+# arch (default M0.9), at batch 256 and 64, 224x224, rows timm_bare, bare, authors_loop (the RepViT
+# authors' own step) and runner (what tools/train.py runs; mixed precision on CUDA), with the card, driver
+# and library versions first.
 #
 #   tools/gpu_train_benchmark.sh                          # CUDA, the defaults above
 #   tools/gpu_train_benchmark.sh --json-dir out/          # also one JSON file per config and batch size
