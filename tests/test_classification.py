@@ -186,7 +186,6 @@ def test_recipe_is_in_the_built_objects(shapes_root, teacher_ckpt, tmp_path):
     from mmpretrain.datasets.transforms import PackInputs, RandAugment, RandomResizedCrop
     from mmpretrain.models.losses import LabelSmoothLoss
     from mmpretrain.models.utils.batch_augments import CutMix, Mixup
-    from timm.utils import adaptive_clip_grad
 
     from repvit_mm.classification import (
         AGCOptimWrapper,
@@ -194,6 +193,7 @@ def test_recipe_is_in_the_built_objects(shapes_root, teacher_ckpt, tmp_path):
         ErasingClsDataPreprocessor,
         LoadImageFromFileOrFail,
     )
+    from repvit_mm.classification.agc import adaptive_clip_grad_
 
     cfg = load_cfg(DISTILL_300E, shrink_options(shapes_root, str(teacher_ckpt)))
     cfg.work_dir = str(tmp_path)
@@ -227,11 +227,12 @@ def test_recipe_is_in_the_built_objects(shapes_root, teacher_ckpt, tmp_path):
 
     # Mixup/CutMix really mix: a training batch comes out with soft labels.
     batch = next(iter(runner.train_dataloader))
+    assert isinstance(batch['inputs'], torch.Tensor) and batch['inputs'].dtype == torch.uint8  # default_collate
     mixed = model.data_preprocessor(batch, training=True)['data_samples']
     assert all(s.gt_score.shape == (3,) for s in mixed)
 
     wrapper = runner.build_optim_wrapper(runner.optim_wrapper)  # no GPU here: the fp32 twin
-    assert type(wrapper) is AGCOptimWrapper and wrapper.clip_func is adaptive_clip_grad
+    assert type(wrapper) is AGCOptimWrapper and wrapper.clip_func is adaptive_clip_grad_  # timm's numbers
     assert wrapper.clip_grad_kwargs == {'clip_factor': 0.02}
     groups = wrapper.optimizer.param_groups
     assert all(g['lr'] == pytest.approx(4e-3) for g in groups)

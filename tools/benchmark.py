@@ -12,8 +12,8 @@ weights are random (speed does not depend on them). Segmentor configs are timed 
 head, resize; --backbone-only: the backbone), detector configs as their backbone.
 
 Training rows (``--train``, synthetic batches, ``--iters`` timed steps per row): timm_bare (the reference),
-bare, runner, runner_channels_last, runner_compile and, on a GPU, runner_amp; see
-:mod:`repvit_mm.deploy.train_benchmark`. Detector/segmentor configs get the runner rows.
+bare, authors_loop (the RepViT authors' own training step), runner, runner_channels_last, runner_compile
+and, on a GPU, runner_amp; see :mod:`repvit_mm.deploy.train_benchmark`. Detector/segmentor configs get the runner rows.
 """
 
 from cli import ArgumentParser, UsageError, add_shape_argument, existing_file, parse_shape, run_cli
@@ -30,7 +30,15 @@ PATHS = (
     'timm_fused',
     'timm_onnxruntime',
 )
-TRAIN_PATHS = ('timm_bare', 'bare', 'runner', 'runner_channels_last', 'runner_compile', 'runner_amp')
+TRAIN_PATHS = (
+    'timm_bare',
+    'bare',
+    'authors_loop',
+    'runner',
+    'runner_channels_last',
+    'runner_compile',
+    'runner_amp',
+)
 
 
 def parse_args(argv=None):

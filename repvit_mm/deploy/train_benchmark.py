@@ -5,6 +5,10 @@ Paths (rows), all on the same synthetic batch:
 - ``timm_bare``: ``timm.create_model('repvit_<arch>')`` in a bare torch loop (cross-entropy on the logits,
   AdamW): the reference every ratio is taken against; classification configs of an arch timm has;
 - ``bare``: our classifier (the config's model, class logits) in the same bare loop;
+- ``authors_loop``: the RepViT authors' own training step (their ``main.py`` / ``engine.py`` /
+  ``losses.py``: timm's model, Mixup/CutMix, soft-target cross-entropy, their DistillationLoss with the
+  config's teacher for a distillation config, AdamW, timm's NativeScaler with AGC 0.02, autocast on CUDA),
+  :mod:`repvit_mm.deploy.authors_loop`; classification configs of an arch timm has;
 - ``runner``: what ``tools/train.py`` runs per iteration: the config's model, its data preprocessor (batch
   augments such as Mixup/CutMix included) and its ``optim_wrapper`` (AGC where the config has it), built
   with mmengine's builders, one ``model.train_step(data, optim_wrapper)`` per step, on uint8 images and
@@ -19,7 +23,7 @@ A distillation config's teacher runs in the ``runner`` rows as in training; with
 gets random weights (the same cost). Data loading is not timed (see the data-loader settings of a config).
 Timing reuses :mod:`repvit_mm.deploy.benchmark`: warm-up steps, then ``repeats`` interleaved rounds, one
 timed step per path and round; median, 25th-75th percentile, images/s, and ``vs_timm_bare`` (time of
-``timm_bare`` / time of the row) and ``vs_bare``.
+``timm_bare`` / time of the row), ``vs_bare`` and ``vs_authors_loop``.
 """
 
 from __future__ import annotations
@@ -39,18 +43,30 @@ from ..engine.compile import prepare_compiled_train_step
 from ..engine.precision import amp_twin
 from ..models.build import build_model
 from ..utils.errors import UserInputError
+from .authors_loop import authors_train_step
 from .benchmark import Row, _machine, _time_batch
 from .model import read_config, task_of
 
 __all__ = ['TRAIN_PATHS', 'TRAIN_TARGETS', 'train_benchmark', 'format_train_table', 'synthetic_batch']
 
-TRAIN_PATHS = ('timm_bare', 'bare', 'runner', 'runner_channels_last', 'runner_compile', 'runner_amp')
+TRAIN_PATHS = (
+    'timm_bare',
+    'bare',
+    'authors_loop',
+    'runner',
+    'runner_channels_last',
+    'runner_compile',
+    'runner_amp',
+)
 #: Rows that exist for classification configs only.
-CLASSIFIER_PATHS = ('timm_bare', 'bare')
+CLASSIFIER_PATHS = ('timm_bare', 'bare', 'authors_loop')
+#: The reference rows every row gets a ``vs_<reference>`` ratio to.
+REFERENCES = ('timm_bare', 'bare', 'authors_loop')
 #: (description, path, minimum speed relative to ``reference``, reference path).
 TRAIN_TARGETS = (
     ('bare >= 1.15x timm_bare', 'bare', 1.15, 'timm_bare'),
     ('runner within 5% of bare', 'runner', 0.95, 'bare'),
+    ('runner >= authors_loop', 'runner', 1.0, 'authors_loop'),
     ('runner_compile >= 1.3x bare', 'runner_compile', 1.3, 'bare'),
 )
 
@@ -67,8 +83,9 @@ def _num_classes(cfg: Config, task: str) -> int:
 
 def synthetic_batch(cfg: Config, batch_size: int, shape: tuple[int, int], seed: int = 0) -> dict[str, Any]:
     """A training batch as the config's data loader would give it to ``model.train_step``: uint8 BGR images
-    ``(3, H, W)`` and data samples with random ground truth (class labels; three boxes with labels and box
-    masks per image; label maps with ``ignore_index`` 255 borders)."""
+    ``(3, H, W)``, as a list (mmengine's ``pseudo_collate``) or stacked ``(N, 3, H, W)`` where the config's
+    ``train_dataloader.collate_fn`` is ``default_collate``, and data samples with random ground truth (class
+    labels; three boxes with labels and box masks per image; label maps with ``ignore_index`` 255 borders)."""
     task = task_of(cfg)
     h, w = shape
     gen = torch.Generator().manual_seed(seed)
@@ -92,6 +109,9 @@ def synthetic_batch(cfg: Config, batch_size: int, shape: tuple[int, int], seed: 
             sample = SegDataSample(metainfo=meta)
             sample.gt_sem_seg = PixelData(data=labels)
             samples.append(sample)
+    collate = (cfg.get('train_dataloader') or {}).get('collate_fn') or {}
+    if collate.get('type') in ('default_collate', 'mmengine.default_collate'):
+        return dict(inputs=torch.stack(inputs), data_samples=samples)
     return dict(inputs=inputs, data_samples=samples)
 
 
@@ -206,6 +226,11 @@ def _path_runner(
         if path in CLASSIFIER_PATHS and task != 'classification':
             raise RuntimeError(f'a {task} config is timed through its runner rows only')
         gen = torch.Generator().manual_seed(bs)
+        if path == 'authors_loop':
+            if arch is None:
+                raise RuntimeError('the config gives no RepViT arch name to look up in timm')
+            step, note, _ = authors_train_step(cfg, arch, synthetic_batch(cfg, bs, shape, seed=bs), dev)
+            return step, note
         if path in CLASSIFIER_PATHS:
             num_classes = _num_classes(cfg, task)
             x = torch.randn(bs, 3, *shape, generator=gen).to(dev)
@@ -278,6 +303,8 @@ def train_benchmark(
     arch = normalize_arch_name(arch) if isinstance(arch, str) else None
 
     dev = torch.device(device)
+    if dev.type == 'cuda':  # as the authors' main.py and the configs' env_cfg (cudnn_benchmark=True)
+        torch.backends.cudnn.benchmark = True
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == 'cuda' else (lambda: None)
     runners = {path: _path_runner(path, cfg, arch, shape, dev) for path in paths}
     rows = _time_batch(runners, batch_size, warmup, repeats, sync, None, say, inference=False, untimed_runs=0)
@@ -307,7 +334,7 @@ def _train_row(row: Row, rows: list[Row]) -> dict[str, Any]:
     speed = {r.path: r.median_ms for r in rows if r.status == 'ok'}
     out = {k: v for k, v in asdict(row).items() if k not in ('batch_size', 'gflops_per_s', 'vs_timm')}
     out = {'path': out.pop('path'), 'batch': row.batch_size, **out}
-    for ref in ('timm_bare', 'bare'):
+    for ref in REFERENCES:
         out[f'vs_{ref}'] = speed[ref] / row.median_ms if row.status == 'ok' and speed.get(ref) else None
     return out
 
@@ -338,17 +365,17 @@ def format_train_table(result: dict[str, Any]) -> str:
         f'{s["repeats"]} timed steps per path after {s["warmup"]} warm-up',
         f'machine: {m.get("gpu") or m["cpu"]} ({m["cpu_count"]} cores), torch {m["torch"]}, timm {m.get("timm", "-")}',
         '',
-        '| path | median ms | p25-p75 ms | images/s | vs timm_bare | vs bare | note |',
-        '|---|---:|---:|---:|---:|---:|---|',
+        '| path | median ms | p25-p75 ms | images/s | vs timm_bare | vs bare | vs authors_loop | note |',
+        '|---|---:|---:|---:|---:|---:|---:|---|',
     ]
     for r in result['rows']:
         if r['status'] != 'ok':
-            lines.append(f'| {r["path"]} | skipped | | | | | {r["note"]} |')
+            lines.append(f'| {r["path"]} | skipped | | | | | | {r["note"]} |')
             continue
-        ratios = [f'{r[k]:.2f}x' if r[k] is not None else '-' for k in ('vs_timm_bare', 'vs_bare')]
+        ratios = ' | '.join(f'{r[k]:.2f}x' if r[k] is not None else '-' for k in [f'vs_{x}' for x in REFERENCES])
         lines.append(
             f'| {r["path"]} | {r["median_ms"]:.1f} | {r["p25_ms"]:.1f}-{r["p75_ms"]:.1f} | '
-            f'{r["images_per_s"]:.1f} | {ratios[0]} | {ratios[1]} | {r["note"]} |'
+            f'{r["images_per_s"]:.1f} | {ratios} | {r["note"]} |'
         )
     if result['targets']:
         lines.append('')
