@@ -71,6 +71,21 @@ def test_imports_point_downward():
     assert _violations() == []
 
 
+# What the tools may import of ours (docs/architecture.md): the package (registration), its top layer, and the
+# conventions they share: the errors they report as one line, the checked and atomic writing of outputs.
+TOOL_ENTRY_POINTS = {'', 'apis', 'deploy'}
+CONVENTIONS = {'repvit_mm.utils.errors', 'repvit_mm.utils.safe_checkpoint', 'repvit_mm.utils.outputs'}
+
+
+def test_tools_import_only_the_top_layer():
+    problems = []
+    for path in sorted((ROOT / 'tools').rglob('*.py')):
+        for line, target in _imported_modules(path, 'tools'):
+            if _layer(target) not in TOOL_ENTRY_POINTS and target not in CONVENTIONS:
+                problems.append(f'{path.relative_to(ROOT)}:{line}: imports {target}')
+    assert problems == []
+
+
 def test_every_subpackage_has_a_layer():
     subpackages = {p.name for p in PACKAGE.iterdir() if (p / '__init__.py').is_file()}
     assert subpackages <= set(BELOW), subpackages - set(BELOW)
