@@ -32,6 +32,8 @@ import torch
 from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
+from .errors import UserInputError
+
 __all__ = [
     'UnsafeCheckpointError',
     'MMENGINE_CHECKPOINT_GLOBALS',
@@ -132,7 +134,7 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
     except pickle.UnpicklingError as err:
         refused = _refused_globals(filename) or _GLOBAL_IN_MESSAGE.findall(str(err))
         if not refused:
-            raise UnsafeCheckpointError(f'{name}: not a loadable checkpoint ({str(err).splitlines()[0]})') from None
+            raise UnsafeCheckpointError(f'{name}: not a loadable checkpoint ({_unpickler_reason(err)})') from None
         raise UnsafeCheckpointError(
             f'{name}: refused to load: it pickles {", ".join(map(repr, refused))}, which is not a tensor, '
             'a plain container or one of the mmengine/numpy types on the allow-list (repvit_mm.utils.'
@@ -140,6 +142,16 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
         ) from None
     except Exception as err:  # truncated files, not a torch checkpoint at all, ...
         raise UnsafeCheckpointError(f'{name}: not a readable checkpoint ({type(err).__name__}: {err})') from None
+
+
+def _unpickler_reason(err: BaseException) -> str:
+    """What torch's weights-only unpickler found, without its advice to load with ``weights_only=False``
+    (which would let the file run code)."""
+    message = str(err)
+    reason = message.split('WeightsUnpickler error:', 1)[1] if 'WeightsUnpickler error:' in message else message
+    reason = reason.split('Check the documentation of torch.load', 1)[0]
+    lines = [line.strip() for line in reason.splitlines() if line.strip() and 'weights_only' not in line]
+    return lines[0] if lines else 'not a torch checkpoint'
 
 
 def _refused_globals(filename) -> list[str]:
@@ -179,7 +191,14 @@ def _hub_cached_file(url: str, model_dir: str | None = None) -> str:
         match = torch.hub.HASH_REGEX.search(osp.basename(cached))
         if match:  # torchvision-style names end with the file's sha256 prefix
             hash_prefix = match.group(1)
-        torch.hub.download_url_to_file(url, cached, hash_prefix, progress=os.isatty(0))
+        try:
+            torch.hub.download_url_to_file(url, cached, hash_prefix, progress=os.isatty(0))
+        except (OSError, ValueError, RuntimeError) as err:  # offline, DNS, HTTP 404, refused, hash mismatch
+            reason = getattr(err, 'reason', None) or err
+            raise UserInputError(
+                f'cannot download checkpoint {url} ({type(reason).__name__}: {reason}); download it '
+                f'elsewhere and pass the file, or place it at {cached}'
+            ) from None
     return cached
 
 
