@@ -17,7 +17,7 @@ import os.path as osp
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from mmengine.config import Config
+from mmengine.config import Config, ConfigDict
 
 from .errors import UserInputError
 from .option_targets import (
@@ -29,6 +29,7 @@ from .option_targets import (
     required_keys,
     resolve_type,
     type_error,
+    types_taking,
 )
 
 
@@ -65,7 +66,7 @@ class _OptionCheck:
         self.root: dict = copy.deepcopy(cfg._cfg_dict.to_dict())
         self.created: dict[tuple[str, ...], str] = {}  # dict path -> the first option that created it
         self.retyped: dict[tuple[str, ...], str] = {}  # dict path -> the option that set its type
-        self.seeds: dict[str, dict] = {}  # dotted path -> the consumer's default the options go into
+        self.seeds: dict[str, dict] = {}  # dotted path of a created dict -> what it starts as (a default or {})
         self.set_keys: list[tuple[str, tuple[str, ...], str, Any]] = []  # (option, dict path, key, value)
 
     def apply(self, full_key: str, value: Any) -> None:
@@ -98,9 +99,9 @@ class _OptionCheck:
             if node.get(part) is None:  # absent (or None): the option creates the dict
                 self.set_keys.append((full_key, path, part, {}))
                 default = parameter_default(node, part, self.scope)
-                if isinstance(default, dict):  # e.g. a head's loss: the options refine the class's default
-                    self.seeds[_dotted((*path, part))] = copy.deepcopy(default)
-                node[part] = copy.deepcopy(default) if isinstance(default, dict) else {}
+                # e.g. a head's loss: the options refine the class's default dict
+                self.seeds[_dotted((*path, part))] = copy.deepcopy(default) if isinstance(default, dict) else {}
+                node[part] = copy.deepcopy(self.seeds[_dotted((*path, part))])
                 self.created.setdefault((*path, part), full_key)
             node = node[part]
 
@@ -124,7 +125,8 @@ class _OptionCheck:
 
     def _check_key(self, full_key: str, path: tuple[str, ...], part: str) -> None:
         """``part`` must be a key that the consumer of the dict at ``path`` reads."""
-        node, parent = self._node(path)
+        # a dict the options only add keys to is judged as the config has it (the top level by its own keys)
+        node, parent = self._node(path) if self._whole(path) else self._original_node(path)
         try:
             valid = accepted_keys(path, node, self.scope, parent)
         except KeyError:  # a nested dict without a type: nothing known reads new keys
@@ -143,12 +145,20 @@ class _OptionCheck:
                 f'Runner ({_closest(part, valid)})'
             )
         reader = f'{_dotted(path)} ({node["type"]})' if 'type' in node else _dotted(path)
-        raise UserInputError(f"--cfg-options key '{full_key}': {reader} takes no '{part}' ({_closest(part, valid)})")
+        hint = _closest(part, valid - {'_scope_'})
+        others = types_taking(node['type'], part, self.scope) if 'type' in node and hint.startswith('valid') else []
+        if others:  # a key of another class of the same kind: say which, and how to switch to it
+            hint = f'{" and ".join(others)} take{"s" if len(others) == 1 else ""} it: set {_dotted(path)}.type too'
+        raise UserInputError(f"--cfg-options key '{full_key}': {reader} takes no '{part}' ({hint})")
+
+    def _original_node(self, path: tuple[str, ...]) -> tuple[Any, Any]:
+        node, parent = self.original, None
+        for part in path:
+            parent, node = node, node[int(part)] if isinstance(node, list) else node.get(part, {})
+        return node, parent
 
     def _original_keys(self, path: tuple[str, ...]) -> list[str]:
-        node = self.original
-        for part in path:
-            node = node[int(part)] if isinstance(node, list) else node.get(part, {})
+        node = self._original_node(path)[0]
         return list(map(str, node)) if isinstance(node, dict) else []
 
     def _check_value(self, full_key: str, path: tuple[str, ...], part: str, value: Any) -> None:
@@ -212,8 +222,8 @@ def check_cfg_options(cfg: Config, options: dict[str, Any]) -> dict[str, dict]:
     their class needs). The error names the key and the closest valid names.
 
     Returns:
-        The defaults the options refine (dotted path -> the consumer's default dict), which
-        :func:`merge_cfg_options` puts into the config before the options.
+        The dicts the options create (dotted path -> the consumer's default dict, or ``{}``), which
+        :func:`merge_cfg_options` puts into the config before merging the options.
     """
     check = _OptionCheck(cfg)
     for full_key, value in flatten_options(options).items():
@@ -225,9 +235,12 @@ def check_cfg_options(cfg: Config, options: dict[str, Any]) -> dict[str, dict]:
 def merge_cfg_options(cfg: Config, options: dict[str, Any]) -> None:
     """Check ``options`` (:func:`check_cfg_options`) and merge them into ``cfg``."""
     options = flatten_options(options)
-    seeds = check_cfg_options(cfg, options)
-    if seeds:
-        cfg.merge_from_dict(seeds)
+    for dotted, start in check_cfg_options(cfg, options).items():  # outer dicts first (insertion order)
+        *path, last = dotted.split('.')
+        node = cfg._cfg_dict
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else node[part]
+        node[last] = ConfigDict(start)  # assigned: mmengine's merge will not turn a None into a dict
     cfg.merge_from_dict(options)
 
 

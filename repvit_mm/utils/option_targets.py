@@ -113,6 +113,26 @@ def type_error(type_: Any, scope: str) -> str | None:
     return f'type {type_!r} is not registered in {scope} (nor in mmengine){hint}'
 
 
+def types_taking(type_: Any, key: str, scope: str, limit: int = 3) -> list[str]:
+    """Other registered types, of the registry that holds ``type_``, whose class takes ``key`` (for the
+    message when ``type_`` does not: ``label_smooth_val`` is an argument of ``LabelSmoothLoss``)."""
+    found: list[str] = []
+    for registry in _scope_registries(scope):
+        try:
+            if registry.get(type_) is None:
+                continue
+        except Exception:
+            continue
+        while registry is not None and len(found) < limit:
+            for name, obj in sorted(registry.module_dict.items()):
+                if name not in found and inspect.isclass(obj) and key in _parameters(obj.__init__)[0]:
+                    found.append(name)
+                    if len(found) == limit:
+                        break
+            registry = registry.parent
+    return found
+
+
 # --------------------------------------------------------------------------------- the typeless sections
 def _keys_of(*funcs: Callable, minus: frozenset = frozenset()) -> Callable[..., set[str]]:
     def keys(node: dict, scope: str, parent: Any) -> set[str]:
@@ -159,7 +179,8 @@ def _mp_cfg_keys(node: dict, scope: str, parent: Any) -> set[str]:
 def _runner_keys(node: dict, scope: str, parent: Any) -> set[str]:
     from mmengine.runner import Runner
 
-    return set(_parameters(Runner.__init__)[0]) | set(map(str, node)) | _RUNNER_EXTRA
+    sections = {path[0] for path in SECTIONS if len(path) == 1}  # compile: read by Runner.from_cfg
+    return set(_parameters(Runner.__init__)[0]) | set(map(str, node)) | _RUNNER_EXTRA | sections
 
 
 def _randomness_keys(node: dict, scope: str, parent: Any) -> set[str]:

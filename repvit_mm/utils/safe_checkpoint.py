@@ -25,6 +25,7 @@ import pickle
 import re
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
+from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 
 import numpy as np
@@ -134,7 +135,9 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
     except pickle.UnpicklingError as err:
         refused = _refused_globals(filename) or _GLOBAL_IN_MESSAGE.findall(str(err))
         if not refused:
-            raise UnsafeCheckpointError(f'{name}: not a loadable checkpoint ({_unpickler_reason(err)})') from None
+            raise UnsafeCheckpointError(
+                f'{name}: not a loadable checkpoint (not written by torch.save, or damaged: {_unpickler_reason(err)})'
+            ) from None
         raise UnsafeCheckpointError(
             f'{name}: refused to load: it pickles {", ".join(map(repr, refused))}, which is not a tensor, '
             'a plain container or one of the mmengine/numpy types on the allow-list (repvit_mm.utils.'
@@ -194,10 +197,13 @@ def _hub_cached_file(url: str, model_dir: str | None = None) -> str:
         try:
             torch.hub.download_url_to_file(url, cached, hash_prefix, progress=os.isatty(0))
         except (OSError, ValueError, RuntimeError) as err:  # offline, DNS, HTTP 404, refused, hash mismatch
-            reason = getattr(err, 'reason', None) or err
+            if isinstance(err, HTTPError):
+                why = f'HTTP {err.code} {err.reason}'
+            else:
+                why = str(err.reason) if isinstance(err, URLError) else f'{type(err).__name__}: {err}'
             raise UserInputError(
-                f'cannot download checkpoint {url} ({type(reason).__name__}: {reason}); download it '
-                f'elsewhere and pass the file, or place it at {cached}'
+                f'cannot download checkpoint {url} ({why}); download it elsewhere and pass the file, '
+                f'or place it at {cached}'
             ) from None
     return cached
 
