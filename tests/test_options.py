@@ -18,6 +18,17 @@ CLS = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 SEG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'
 
 
+@pytest.fixture(autouse=True)
+def _fresh_loggers():
+    """mmengine's loggers keep the stream they were made with: one made in an earlier in-process tool run
+    would log into that run's closed capture stream."""
+    from mmengine.logging import MMLogger
+
+    MMLogger._instance_dict.clear()
+    yield
+    MMLogger._instance_dict.clear()
+
+
 @pytest.fixture(scope='module')
 def tiny_shapes(tmp_path_factory) -> Path:
     from repvit_mm.datasets.shapes import make_shapes
