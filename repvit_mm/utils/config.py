@@ -115,6 +115,10 @@ class _OptionCheck:
         """Whether the dict at ``path`` is checked as a whole (created or retyped by the options)."""
         return path in self.created or path in self.retyped
 
+    def _new(self, path: tuple[str, ...]) -> bool:
+        """Whether the dict at ``path`` is (inside) one the options created or retyped."""
+        return any(self._whole(path[:n]) for n in range(len(path) + 1))
+
     def check(self) -> None:
         for full_key, path, part, value in self.set_keys:
             if not self._whole(path):
@@ -126,7 +130,7 @@ class _OptionCheck:
     def _check_key(self, full_key: str, path: tuple[str, ...], part: str) -> None:
         """``part`` must be a key that the consumer of the dict at ``path`` reads."""
         # a dict the options only add keys to is judged as the config has it (the top level by its own keys)
-        node, parent = self._node(path) if self._whole(path) else self._original_node(path)
+        node, parent = self._node(path) if self._new(path) else self._original_node(path)
         try:
             valid = accepted_keys(path, node, self.scope, parent)
         except KeyError:  # a nested dict without a type: nothing known reads new keys
