@@ -674,6 +674,7 @@ def test_package_installs_in_mims_layout(mim_install):
     assert (ROOT / 'repvit_mm' / '.mim' / 'configs' / 'classification' / 'metafile.yml').is_file()
 
 
+@pytest.mark.slow
 def test_mim_finds_the_editable_install(mim_editable, tmp_path):
     """After the README's set-up (tools/install.sh: an editable install), mim finds the model index and the
     configs through site-packages, and imports still read the source tree."""

@@ -173,6 +173,8 @@ def test_an_unknown_backbone_in_a_config_file_is_one_line_without_a_work_dir(ove
         ('train_cfg.val_interval=0', ['train_cfg.val_interval=0', '>= 1']),
         ('train_cfg.max_iters=0', ['train_cfg.max_iters=0', '>= 1']),
         ('val_dataloader.num_workers=-1', ['val_dataloader.num_workers=-1', '>= 0']),
+        # the Shapes data has 3 classes: label 2 would stop training mid-run ("Target 2 is out of bounds")
+        ('model.head.num_classes=2', ['model.head.num_classes=2', '3 classes', 'model.head.num_classes=3']),
     ],
 )
 def test_values_that_cannot_work_are_refused_before_anything_starts(option, fragments, tiny_shapes, capsys, tmp_path):

@@ -313,10 +313,54 @@ def check_values(cfg: Config) -> None:
     for key, value, least in checks:
         if not _whole_number(value, least):
             raise UserInputError(f'{key}={value!r} ({where}): must be a whole number >= {least}')
+    _check_num_classes(cfg, where)
     optimizer = (cfg.get('optim_wrapper') or {}).get('optimizer')
     lr = optimizer.get('lr') if isinstance(optimizer, dict) else None
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0):
         raise UserInputError(f'optim_wrapper.optimizer.lr={lr!r} ({where}): must be a number >= 0')
+
+
+#: Where a model's class count is (the heads, and mmpretrain's data preprocessor for batch mixing).
+_NUM_CLASSES_AT = (
+    'head',
+    'decode_head',
+    'auxiliary_head',
+    'bbox_head',
+    'roi_head.bbox_head',
+    'roi_head.mask_head',
+    'data_preprocessor',
+)
+
+
+def _check_num_classes(cfg: Config, where: str) -> None:
+    """A head's ``num_classes`` against the classes a dataset config names (labels past the head's classes
+    would stop training mid-run: "Target 2 is out of bounds")."""
+    model = cfg.get('model')
+    named = [
+        (f'{split}_dataloader.dataset', classes)
+        for split in ('train', 'val', 'test')
+        for dataset in split_datasets(cfg, (split,))
+        for classes in [dataset.get('classes') or (dataset.get('metainfo') or {}).get('classes')]
+        if isinstance(classes, (list, tuple)) and classes
+    ]
+    if not isinstance(model, dict) or not named:
+        return
+    for part in _NUM_CLASSES_AT:
+        nodes: Any = model
+        for key in part.split('.'):
+            nodes = nodes.get(key) if isinstance(nodes, dict) else None
+        for index, node in enumerate(nodes if isinstance(nodes, list) else [nodes]):
+            count = node.get('num_classes') if isinstance(node, dict) else None
+            if not isinstance(count, int) or isinstance(count, bool):
+                continue
+            for dataset, classes in named:
+                if count != len(classes):
+                    at = f'model.{part}' + (f'.{index}' if isinstance(nodes, list) else '')
+                    raise UserInputError(
+                        f'{at}.num_classes={count} ({where}) but {dataset} has {len(classes)} classes '
+                        f'({", ".join(map(str, classes[:8]))}{", ..." if len(classes) > 8 else ""}); '
+                        f'set {at}.num_classes={len(classes)}'
+                    )
 
 
 def _no_persistent_workers_without_workers(cfg: Config) -> None:
