@@ -21,6 +21,7 @@ from mmengine.runner import Runner
 from ..engine.precision import amp_twin, fp32_optim_wrapper
 from ..models.build import build_model
 from ..models.checkpoints import allow_head_reinit, fit_checkpoint, read_checkpoint
+from ..utils.config import check_num_classes
 from ..utils.data_checks import check_datasets
 from ..utils.errors import UserInputError
 from ..utils.outputs import check_writable
@@ -198,6 +199,7 @@ def prepare_train_cfg(
     _use_launcher(cfg, launcher)
     cfg.strict_data = strict_data or cfg.get('strict_data', False)
     check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') is not None else ('train',))
+    check_num_classes(cfg)
     _check_pretrained(cfg)  # init_weights runs before a checkpoint is loaded or resumed, too
     _check_train_checkpoints(cfg)
     return cfg

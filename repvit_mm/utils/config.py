@@ -313,7 +313,6 @@ def check_values(cfg: Config) -> None:
     for key, value, least in checks:
         if not _whole_number(value, least):
             raise UserInputError(f'{key}={value!r} ({where}): must be a whole number >= {least}')
-    _check_num_classes(cfg, where)
     optimizer = (cfg.get('optim_wrapper') or {}).get('optimizer')
     lr = optimizer.get('lr') if isinstance(optimizer, dict) else None
     if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or lr < 0):
@@ -332,9 +331,11 @@ _NUM_CLASSES_AT = (
 )
 
 
-def _check_num_classes(cfg: Config, where: str) -> None:
-    """A head's ``num_classes`` against the classes a dataset config names (labels past the head's classes
-    would stop training mid-run: "Target 2 is out of bounds")."""
+def check_num_classes(cfg: Config) -> None:
+    """A head's ``num_classes`` against the classes a dataset config names, before training (labels past the
+    head's classes would stop it mid-run: "Target 2 is out of bounds"). Not at load: a model of another class
+    count built from a config (to read a checkpoint) is fine."""
+    where = osp.basename(cfg.filename or 'the config')
     model = cfg.get('model')
     named = [
         (f'{split}_dataloader.dataset', classes)
