@@ -625,20 +625,41 @@ def mim_install(tmp_path_factory) -> Path:
     return site
 
 
-def run_mim(site: Path, *args, cwd: Path, check: bool = True):
-    """``mim ARGS`` in a fresh interpreter that sees the installed copy (not this source tree)."""
+@pytest.fixture(scope='session')
+def mim_editable(tmp_path_factory) -> Path:
+    """A virtual environment holding this tree as ``tools/install.sh`` installs it into ``.venv``: an editable
+    install (``pip install -e``), then ``tools/link_for_mim.sh``; the rest of the stack is this environment's
+    (through a ``.pth`` file). Returns its interpreter."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    venv = tmp_path_factory.mktemp('editable_venv')
+    subprocess.run([sys._base_executable, '-m', 'venv', '--without-pip', str(venv)], check=True)
+    python = venv / 'bin' / 'python'
+    purelib = 'import sysconfig; print(sysconfig.get_path("purelib"))'
+    site = Path(subprocess.check_output([str(python), '-c', purelib], text=True).strip())
+    (site / 'stack.pth').write_text(sysconfig.get_path('purelib') + '\n')
+    pip = [sys.executable, '-m', 'pip', '--python', str(python), 'install', '-q', '--no-deps']
+    subprocess.run([*pip, '--no-build-isolation', '--no-index', '-e', str(ROOT)], check=True, capture_output=True)
+    subprocess.run(['bash', str(ROOT / 'tools' / 'link_for_mim.sh'), str(python)], check=True)
+    return python
+
+
+def run_mim(install: Path, *args, cwd: Path, check: bool = True):
+    """``mim ARGS`` in a fresh interpreter that sees the installed copy (not this source tree): ``install`` is
+    the folder of a ``pip install --target`` or the interpreter of a virtual environment."""
     import os
     import subprocess
     import sys
 
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(site),
-        OMP_NUM_THREADS='1',
-        PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get('PATH', '')]),
-    )
+    python = install if install.is_file() else Path(sys.executable)
+    env = dict(os.environ, OMP_NUM_THREADS='1', PATH=os.pathsep.join([str(python.parent), os.environ.get('PATH', '')]))
+    env.pop('PYTHONPATH', None)
+    if not install.is_file():
+        env['PYTHONPATH'] = str(install)
     proc = subprocess.run(
-        [sys.executable, '-m', 'mim', *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [str(python), '-m', 'mim', *map(str, args)], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
     if check and proc.returncode != 0:
         raise AssertionError(
@@ -659,7 +680,22 @@ def test_package_installs_in_mims_layout(mim_install):
 
 
 @pytest.mark.slow
-def test_mim_search_download_train_test(mim_install, shapes_root, release_m0_9, tmp_path):
+def test_mim_finds_the_editable_install(mim_editable, tmp_path):
+    """After the README's set-up (tools/install.sh: an editable install), mim finds the model index and the
+    configs through site-packages, and imports still read the source tree."""
+    import subprocess
+
+    out = run_mim(mim_editable, 'search', 'repvit_mm', '--config', DISTILL_NAME, cwd=tmp_path).stdout
+    assert re.search(r'^imagenet-1k/top_1_accuracy\s+78.7', out, re.M), out
+    where = 'import repvit_mm, os; print(os.path.realpath(repvit_mm.__file__))'
+    found = subprocess.check_output([str(mim_editable), '-c', where], cwd=tmp_path, text=True).strip()
+    assert found == str(ROOT / 'repvit_mm' / '__init__.py')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('install', ['mim_install', 'mim_editable'])
+def test_mim_search_download_train_test(install, request, shapes_root, release_m0_9, tmp_path):
+    mim_install = request.getfixturevalue(install)
     out = run_mim(mim_install, 'search', 'repvit_mm', cwd=tmp_path).stdout
     for name in (DISTILL_NAME, 'mask-rcnn_repvit-m1.1_fpn_1x_coco', 'fpn_repvit-m2.3_8xb4-40k_ade20k-512x512'):
         assert name in out

@@ -232,7 +232,7 @@ def test_unknown_cfg_option_is_one_line(tmp_path):
     proc = run_tool(
         'train.py', SHAPES_CFG, '--work-dir', tmp_path, '--cfg-options', 'model.bakbone.arch=m1_1', check=False
     )
-    assert_one_line_error(proc, 'model.bakbone.arch', "'bakbone' does not exist")
+    assert_one_line_error(proc, 'model.bakbone.arch', "takes no 'bakbone'", "did you mean 'backbone'")
     assert not any(tmp_path.iterdir())
 
 

@@ -65,17 +65,46 @@ def add_cfg_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cfg_options(values: Sequence[str] | None) -> dict | None:
-    """``--cfg-options KEY=VALUE ...`` as mmengine's ``DictAction`` parses them (imports mmengine)."""
+    """``--cfg-options KEY=VALUE ...`` as mmengine's ``DictAction`` parses them (imports mmengine), plus
+    ``KEY=dict(a=1,b=x)`` values (mmengine recurses on them until a ``RecursionError``)."""
     if not values:
         return None
     from mmengine.config import DictAction
 
     parsed = argparse.Namespace()
+    plain, dicts = [], {}
+    for item in values:
+        key, sep, value = item.partition('=')
+        if sep and value.strip('\'"').replace(' ', '').startswith('dict('):
+            dicts[key] = _dict_value(value.strip('\'"').replace(' ', ''), item)
+        else:
+            plain.append(item)
     try:
-        DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, list(values))
-    except ValueError as err:  # ``KEY`` without ``=VALUE``
+        DictAction(option_strings=['--cfg-options'], dest='cfg_options')(None, parsed, plain)
+    except (ValueError, AssertionError) as err:  # ``KEY`` without ``=VALUE``, unbalanced brackets
         raise UsageError(f'--cfg-options: {err}') from None
-    return parsed.cfg_options
+    return {**(parsed.cfg_options or {}), **dicts}
+
+
+def _dict_value(text: str, item: str) -> dict:
+    """``dict(a=1,b=dict(c=x))`` as a dict; the values as mmengine's ``DictAction`` parses them."""
+    from mmengine.config import DictAction
+
+    if not text.endswith(')') or text.count('(') != text.count(')') or text.count('[') != text.count(']'):
+        raise UsageError(f'--cfg-options {item}: unbalanced brackets in dict(...)')
+    inner, fields, depth, start = text[len('dict(') : -1], [], 0, 0
+    for index, char in enumerate(inner + ','):
+        depth += (char in '([') - (char in ')]')
+        if char == ',' and depth == 0:
+            fields.append(inner[start:index])
+            start = index + 1
+    result = {}
+    for field in filter(None, fields):
+        name, sep, value = field.partition('=')
+        if not sep or not name.isidentifier():
+            raise UsageError(f'--cfg-options {item}: {field!r} is not NAME=VALUE')
+        result[name] = _dict_value(value, item) if value.startswith('dict(') else DictAction._parse_iterable(value)
+    return result
 
 
 def add_shape_argument(parser: argparse.ArgumentParser, default_help: str) -> None:

@@ -186,6 +186,8 @@ step "repvit-mm and the OpenMMLab stack (mmengine, mmpretrain, mmdet, mmseg, tim
 # mim's dependency opendatalab pins setuptools 60 / requests 2.28 (only `mim download --dataset` uses it);
 # the rest of openmim's dependencies come with the [tests] extra.
 "${PIP[@]}" install -q --no-deps "openmim==$(pinned openmim)" || die "pip could not install openmim"
+# mim finds a package's configs and model index under site-packages, where an editable install has none
+bash "$ROOT/tools/link_for_mim.sh" "$PY" || die "could not link repvit_mm into site-packages for mim"
 
 step "checking the installation"
 "$PY" - <<'PYEOF' || die "the installed stack does not import (see above)"

@@ -22,8 +22,10 @@ from mmengine.runner import Runner
 from ..engine.precision import amp_twin, fp32_optim_wrapper
 from ..models.build import build_model
 from ..models.checkpoints import allow_head_reinit, fit_checkpoint, read_checkpoint
+from ..utils.config import check_num_classes
 from ..utils.data_checks import check_datasets
 from ..utils.errors import UserInputError
+from ..utils.outputs import check_writable
 from ..utils.paths import is_remote
 from .launchers import check_launcher_env, init_cpu_process_group
 from .workdir import (
@@ -191,6 +193,7 @@ def prepare_train_cfg(
             or another training holds its lock.
     """
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
+    check_writable(cfg.work_dir, 'work dir')
     if resume is not None:
         cfg.resume = True
         cfg.load_from = None if resume == 'auto' else resume
@@ -212,6 +215,7 @@ def prepare_train_cfg(
     check_work_dir(cfg, force=force)
     cfg.strict_data = strict_data or cfg.get('strict_data', False)
     check_datasets(cfg, ('train', 'val') if cfg.get('val_cfg') is not None else ('train',))
+    check_num_classes(cfg)
     _check_pretrained(cfg)  # init_weights runs before a checkpoint is loaded or resumed, too
     _check_train_checkpoints(cfg)
     return cfg
@@ -223,6 +227,7 @@ def _show_predictions(cfg: Config, show_dir: str) -> None:
     show_dir = osp.abspath(show_dir)
     if osp.exists(show_dir) and not osp.isdir(show_dir):
         raise UserInputError(f'--show-dir {show_dir} is a file')
+    check_writable(show_dir, '--show-dir')
     hooks = cfg.setdefault('default_hooks', {})
     scope = cfg.get('default_scope')
     if scope == 'mmpretrain':
@@ -263,6 +268,7 @@ def prepare_test_cfg(
     if isinstance(cfg.get('model'), dict) and cfg.model.get('teacher') is not None:
         cfg.model.teacher = None  # evaluating a distillation config needs no teacher
     cfg.work_dir = work_dir or cfg.get('work_dir') or _default_work_dir(cfg)
+    check_writable(cfg.work_dir, 'work dir')
     fused = checkpoint is not None and _check_test_checkpoint(cfg, checkpoint)
     cfg.load_from = checkpoint
     cfg.resume = False
@@ -273,6 +279,7 @@ def prepare_test_cfg(
             raise UserInputError(f'--out {out} already exists; not overwriting it')
         if not out.endswith(('.pkl', '.pickle')):
             raise UserInputError(f'--out must be a .pkl file, got {out}')
+        check_writable(out, '--out')  # before the evaluation, not after it
         dump = dict(type='DumpResults', out_file_path=out)
         evaluators = cfg.test_evaluator if isinstance(cfg.test_evaluator, list) else [cfg.test_evaluator]
         cfg.test_evaluator = [*evaluators, dump]

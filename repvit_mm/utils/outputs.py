@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .errors import UserInputError
 
-__all__ = ['check_output', 'atomic_output']
+__all__ = ['check_output', 'atomic_output', 'check_writable']
 
 
 def check_output(out: str | os.PathLike, force: bool = False, *, suffixes: tuple[str, ...] = ()) -> Path:
@@ -39,6 +39,25 @@ def check_output(out: str | os.PathLike, force: bool = False, *, suffixes: tuple
     if not os.access(parent, os.W_OK | os.X_OK):
         raise UserInputError(f'cannot write {path}: directory {parent} is not writable')
     return path
+
+
+def check_writable(path: str | os.PathLike, what: str) -> None:
+    """Check that the folder ``path`` (or the file it names, with ``what`` saying which) can be created or
+    written: its nearest existing folder takes a new entry. Tried, not read from the permission bits: those
+    do not stop root, a read-only mount does.
+
+    Raises:
+        UserInputError: naming ``what`` and the folder that refuses it.
+    """
+    existing = Path(path).expanduser().absolute()
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserInputError(f'{what} {path}: {existing} is a file, not a folder')
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix='.write-check-', dir=existing))
+    except OSError as err:
+        raise UserInputError(f'{what} {path}: cannot write in {existing} ({err.strerror})') from None
 
 
 @contextlib.contextmanager

@@ -24,6 +24,7 @@ import pickle
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
+from urllib.error import HTTPError, URLError
 from urllib.parse import urlparse
 
 import numpy as np
@@ -32,6 +33,7 @@ from mmengine.logging import HistoryBuffer
 from mmengine.runner import CheckpointLoader
 
 from . import safe_config as _safe_config
+from .errors import UserInputError
 
 __all__ = [
     'UnsafeCheckpointError',
@@ -118,7 +120,9 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
     except pickle.UnpicklingError as err:
         refused = _refused_globals(filename) or _GLOBAL_IN_MESSAGE.findall(str(err))
         if not refused:
-            raise UnsafeCheckpointError(f'{name}: not a loadable checkpoint ({str(err).splitlines()[0]})') from None
+            raise UnsafeCheckpointError(
+                f'{name}: not a loadable checkpoint (not written by torch.save, or damaged: {_unpickler_reason(err)})'
+            ) from None
         raise UnsafeCheckpointError(
             f'{name}: refused to load: it pickles {", ".join(map(repr, refused))}, which is not a tensor, '
             'a plain container or one of the mmengine/numpy types on the allow-list (repvit_mm.utils.'
@@ -126,6 +130,16 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
         ) from None
     except Exception as err:  # truncated files, not a torch checkpoint at all, ...
         raise UnsafeCheckpointError(f'{name}: not a readable checkpoint ({type(err).__name__}: {err})') from None
+
+
+def _unpickler_reason(err: BaseException) -> str:
+    """What torch's weights-only unpickler found, without its advice to load with ``weights_only=False``
+    (which would let the file run code)."""
+    message = str(err)
+    reason = message.split('WeightsUnpickler error:', 1)[1] if 'WeightsUnpickler error:' in message else message
+    reason = reason.split('Check the documentation of torch.load', 1)[0]
+    lines = [line.strip() for line in reason.splitlines() if line.strip() and 'weights_only' not in line]
+    return lines[0] if lines else 'not a torch checkpoint'
 
 
 def _refused_globals(filename) -> list[str]:
@@ -165,7 +179,17 @@ def _hub_cached_file(url: str, model_dir: str | None = None) -> str:
         match = torch.hub.HASH_REGEX.search(osp.basename(cached))
         if match:  # torchvision-style names end with the file's sha256 prefix
             hash_prefix = match.group(1)
-        torch.hub.download_url_to_file(url, cached, hash_prefix, progress=os.isatty(0))
+        try:
+            torch.hub.download_url_to_file(url, cached, hash_prefix, progress=os.isatty(0))
+        except (OSError, ValueError, RuntimeError) as err:  # offline, DNS, HTTP 404, refused, hash mismatch
+            if isinstance(err, HTTPError):
+                why = f'HTTP {err.code} {err.reason}'
+            else:
+                why = str(err.reason) if isinstance(err, URLError) else f'{type(err).__name__}: {err}'
+            raise UserInputError(
+                f'cannot download checkpoint {url} ({why}); download it elsewhere and pass the file, '
+                f'or place it at {cached}'
+            ) from None
     return cached
 
 
