@@ -45,3 +45,26 @@ def _restore_default_scope():
 def _restore_default_scope_of_module():
     """Scopes a test module's module-scoped fixtures created (they run before the per-test fixture)."""
     yield from _forget_new_scopes()
+
+
+@pytest.fixture
+def fresh_loggers():
+    """mmengine's loggers keep the stream they were made with: one made in an earlier in-process tool run
+    would log into that run's closed capture stream. For tests that run tools in-process."""
+    from mmengine.logging import MMLogger
+
+    MMLogger._instance_dict.clear()
+    yield
+    MMLogger._instance_dict.clear()
+
+
+@pytest.fixture(scope='module')
+def tiny_shapes(tmp_path_factory) -> Path:
+    """The smallest Shapes dataset with every format and split (a few images each)."""
+    from repvit_mm.datasets.shapes import make_shapes
+
+    root = tmp_path_factory.mktemp('tiny_shapes')
+    make_shapes(
+        root, num_train={'imagenet': 2, 'coco': 2, 'ade20k': 2}, num_val={'imagenet': 1, 'coco': 1, 'ade20k': 1}
+    )
+    return root

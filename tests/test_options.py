@@ -18,26 +18,7 @@ CLS = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 SEG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'
 
 
-@pytest.fixture(autouse=True)
-def _fresh_loggers():
-    """mmengine's loggers keep the stream they were made with: one made in an earlier in-process tool run
-    would log into that run's closed capture stream."""
-    from mmengine.logging import MMLogger
-
-    MMLogger._instance_dict.clear()
-    yield
-    MMLogger._instance_dict.clear()
-
-
-@pytest.fixture(scope='module')
-def tiny_shapes(tmp_path_factory) -> Path:
-    from repvit_mm.datasets.shapes import make_shapes
-
-    root = tmp_path_factory.mktemp('tiny_shapes')
-    make_shapes(
-        root, num_train={'imagenet': 2, 'coco': 2, 'ade20k': 2}, num_val={'imagenet': 1, 'coco': 1, 'ade20k': 1}
-    )
-    return root
+pytestmark = pytest.mark.usefixtures('fresh_loggers')  # these tests run tools in-process
 
 
 @pytest.fixture(scope='module')
