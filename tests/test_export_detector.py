@@ -138,6 +138,7 @@ def test_export_pads_to_max_detections_above_a_score_threshold(det_ckpt, work):
     assert (scores == 0).all() and (labels == -1).all() and (boxes == 0).all() and (masks == 0).all()
 
 
+@pytest.mark.slow
 def test_test_tool_evaluates_onnx_detector_as_the_checkpoint(det_onnx, det_ckpt, shapes_root, work):
     """tools/test.py on the .onnx file: the same COCO metrics keys, and per image the same detections as
     the checkpoint (boxes IoU >= 0.99, same labels; pasted masks IoU >= 0.95)."""
@@ -182,3 +183,22 @@ def test_detector_export_refuses_int8_and_sizes_off_stride(det_ckpt, work):
         proc = run_tool('export_onnx.py', DET_CFG, det_ckpt, out, *args, check=False)
         assert_one_line_error(proc, *fragments)
         assert not out.exists()
+
+
+def test_test_tool_refuses_images_larger_than_the_exported_detector(det_ckpt, shapes_root, work):
+    small = work / 'det_64.onnx'
+    proc = run_tool('export_onnx.py', DET_CFG, det_ckpt, small, '--shape', '64', '64')
+    assert 'input: input [1, 3, 64, 64]' in proc.stdout
+    root = shapes_root / 'coco'
+    proc = run_tool(
+        'test.py',
+        DET_CFG,
+        small,
+        '--work-dir',
+        work / 'test_small',
+        '--cfg-options',
+        f'test_dataloader.dataset.data_root={root}/',
+        f'test_evaluator.ann_file={root}/annotations/instances_val2017.json',
+        check=False,
+    )
+    assert_one_line_error(proc, str(small), 'up to 64x64', 'gives 128x128', 'larger --shape')

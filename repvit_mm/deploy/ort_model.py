@@ -3,14 +3,16 @@
 :class:`OnnxRuntimeModel` is an mmengine ``BaseModel`` whose ``test_step`` runs the config's data
 preprocessor (normalisation, padding), feeds the batch to ONNX Runtime and turns the outputs into the
 task's data samples with the framework's own post-processing (mmpretrain's head for classifiers, mmseg's
-``postprocess_result`` for segmentors: padding removed, resized to the original image, argmax). mmengine's
+``postprocess_result`` for segmentors: padding removed, resized to the original image, argmax; mmdet's
+``FCNMaskHead.predict_by_feat`` for Mask R-CNN: boxes scaled back, masks pasted into the original image). mmengine's
 Runner, test loop and the config's evaluator then run unchanged, so ``tools/test.py CONFIG MODEL.onnx``
 prints the same metrics as for a checkpoint.
 
 The file's height and width are fixed at export. A classifier must be fed exactly that size (the test
 pipeline's crop; anything else is refused). A segmentor's batch is resized (bilinear) to the exported
 size and its class scores back to the batch's size, as a deployed model with a fixed input would be used;
-where the test pipeline gives the exported size (e.g. the Shapes configs) nothing is resized.
+where the test pipeline gives the exported size (e.g. the Shapes configs) nothing is resized. A Mask R-CNN
+takes one image at a time, padded to the exported size (larger images are refused).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ class OnnxRuntimeModel(BaseModel):
     """Test-time model over an ONNX file exported by :func:`repvit_mm.deploy.export_onnx`.
 
     Args:
-        onnx_file: the exported classifier (output ``logits``) or whole segmentor (``logits`` or ``labels``).
+        onnx_file: the exported classifier (output ``logits``), whole segmentor (``logits`` or ``labels``) or
+            whole Mask R-CNN (``boxes``, ``scores``, ``labels``, ``masks``).
         model: the config's model dict: its task's post-processing is built from it (no weights loaded).
-        task: ``'classification'`` or ``'segmentation'`` (what the config's ``default_scope`` says).
+        task: ``'classification'``, ``'segmentation'`` or ``'detection'`` (the config's ``default_scope``).
         data_preprocessor: the config's data preprocessor (mmengine's Runner passes it).
         threads: ONNX Runtime intra-op threads (default: all cores).
         scope: the config's ``default_scope``, in which ``model`` is built.
