@@ -1,4 +1,4 @@
-"""Export a checkpoint's fused classifier (logits), whole segmentor or backbone (multi-scale features) to ONNX.
+"""Export a fused classifier, whole segmentor, whole Mask R-CNN or backbone (feature maps) to ONNX.
 
     python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--shape H W] [--backbone-only]
                                 [--output logits|labels] [--int8 [--calibration-images N]
@@ -8,7 +8,8 @@
 The batch axis is dynamic; height and width are fixed (default: the classifier's test crop, the
 segmentor's training crop). The input is the normalised image (mean/std/channel order in the file's
 metadata). A segmentor exports backbone + neck + decode head + the resize to the input size: class scores
-(``--output logits``) or the label map (``--output labels``). A detector exports its backbone
+(``--output logits``) or the label map (``--output labels``). A Mask R-CNN exports whole (one image of a
+fixed size in; boxes, scores, labels and 28x28 masks of a fixed number of detections out) or its backbone
 (``--backbone-only``). The file is checked with ONNX Runtime against the PyTorch model and written only if
 they agree. ``--int8`` then quantizes it statically for ONNX Runtime, calibrated on N training images.
 """
@@ -98,11 +99,19 @@ def main(argv=None):
         exclude_nodes=tuple(args.int8_exclude),
     )
     h, w = info['shape']
+    det = info.get('detections')  # a whole detector: one image in, a fixed number of detections out
     outputs = ', '.join(
-        f'{name} [{", ".join(map(str, ["N", *shape_[1:]]))}]' for name, shape_ in info['outputs'].items()
+        f'{name} [{", ".join(map(str, shape_ if det else ["N", *shape_[1:]]))}]'
+        for name, shape_ in info['outputs'].items()
     )
-    print(f'input: input [N, 3, {h}, {w}]; outputs: {outputs}')
-    if 'label_agreement' in info:
+    print(f'input: input [{1 if det else "N"}, 3, {h}, {w}]; outputs: {outputs}')
+    if det:
+        iou = 'n/a' if det['min_iou'] is None else f'{det["min_iou"]:.4f}'
+        print(
+            f'onnxruntime vs pytorch: {det["matched"]} of {det["expected"]} detections matched '
+            f'(same label, IoU >= 0.99; lowest IoU {iou}) on a random image'
+        )
+    elif 'label_agreement' in info:
         print(
             f'onnxruntime vs pytorch labels agree on {info["label_agreement"]:.4%} of pixels '
             f'(batch {info["check_batch"]})'

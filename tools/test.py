@@ -5,7 +5,8 @@ python tools/test.py CONFIG CHECKPOINT [--work-dir DIR] [--deploy] [--out RESULT
                                        [--launcher none|pytorch|slurm]
 
 CHECKPOINT may be an ONNX file written by tools/export_onnx.py (a classifier or a whole segmentor, fp32 or
-INT8): the backend is chosen by the suffix, and the config's test set and evaluator run through ONNX Runtime.
+INT8; a whole Mask R-CNN): the backend is chosen by the suffix, and the config's test set and evaluator
+run through ONNX Runtime.
 """
 
 import json

@@ -48,6 +48,10 @@ def output_names(module: nn.Module, example: torch.Tensor) -> list[str]:
     ``['feat0', 'feat1', ...]`` for a backbone view."""
     with torch.no_grad():
         out = module(example)
+    if getattr(module, 'detector', None) is not None:  # a whole detector (DetectorOutput)
+        from .detector_onnx import DETECTOR_OUTPUTS
+
+        return list(DETECTOR_OUTPUTS)
     if isinstance(out, torch.Tensor):
         if getattr(module, 'output', None) == 'labels':
             return ['labels']
@@ -75,6 +79,8 @@ def export_tensor_model(
     module = module.eval()
     example = torch.randn(1, 3, *shape)
     names = output_names(module, example)
+    # a whole detector takes one image (its proposals and detections are per image); others a dynamic batch
+    dynamic = {} if names[0] == 'boxes' else {n: {0: 'batch'} for n in ['input', *names]}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter('ignore')  # the TorchScript exporter's deprecation notice, tracer warnings
         if exporter == 'torchscript':
@@ -87,7 +93,7 @@ def export_tensor_model(
                 do_constant_folding=True,
                 input_names=['input'],
                 output_names=names,
-                dynamic_axes={n: {0: 'batch'} for n in ['input', *names]},
+                dynamic_axes=dynamic,
             )
         else:
             torch.onnx.export(
@@ -100,7 +106,7 @@ def export_tensor_model(
                 verbose=False,
                 input_names=['input'],
                 output_names=names,
-                dynamic_shapes={'x': {0: torch.export.Dim('batch', min=1, max=4096)}},
+                dynamic_shapes={'x': {0: torch.export.Dim('batch', min=1, max=4096)}} if dynamic else None,
                 external_data=False,
             )
     if metadata or blocked_layout:
@@ -212,6 +218,8 @@ def export_onnx(
     if int8 and calibration_images < 1:
         raise UserInputError(f'--calibration-images must be at least 1, got {calibration_images}')
     shape = shape or default_export_shape(loaded, backbone_only)
+    if loaded.task == 'detection' and not backbone_only:
+        return _export_detector(loaded, out_path, shape, opset, exporter, blocked_layout, int8)
     reference = tensor_model(loaded, backbone_only, shape=shape, output=output)
     check_export_memory(reference, shape, max(check_batch, 1), f'exporting {loaded.cfg.filename}')
     module = tensor_model(fused_copy(loaded), backbone_only, shape=shape, output=output)
@@ -275,4 +283,56 @@ def export_onnx(
         'check_batch': check_batch,
         'shape': list(shape),
         **result,
+    }
+
+
+def _export_detector(
+    loaded: LoadedModel,
+    out_path,
+    shape: tuple[int, int],
+    opset: int,
+    exporter: str,
+    blocked_layout: bool,
+    int8: bool,
+) -> dict[str, Any]:
+    """The whole Mask R-CNN (:class:`~repvit_mm.deploy.detector_onnx.DetectorOutput`), batch 1, checked on a
+    random image against the unfused PyTorch model (:func:`~repvit_mm.deploy.detector_onnx.match_detections`:
+    every detection matched by one of the same label with IoU >= 0.99)."""
+    from .detector_onnx import DetectorFeatures, DetectorOutput, match_detections
+
+    if int8:
+        raise UserInputError('--int8 quantizes a classifier or a whole segmentor, not a detector')
+    if any(s % 32 for s in shape):  # FPN adds upsampled maps: every stride up to 32 must divide the size
+        raise UserInputError(f'--shape {shape[0]} {shape[1]}: a detector needs multiples of 32')
+    check_export_memory(DetectorFeatures(loaded.model), shape, 1, f'exporting {loaded.cfg.filename}')
+    reference = DetectorOutput(loaded.model, shape).eval()
+    module = DetectorOutput(fused_copy(loaded).model, shape).eval()
+    x = torch.randn(1, 3, *shape, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = [t.numpy() for t in reference(x)]
+    with atomic_output(out_path) as tmp:
+        names = export_tensor_model(
+            module,
+            tmp,
+            shape,
+            opset=opset,
+            exporter=exporter,
+            metadata=_metadata(loaded, shape, False, 'detections'),
+            blocked_layout=blocked_layout,
+        )
+        got = ort_session(tmp).run(names, {'input': x.numpy()})
+        match = match_detections(expected, got)
+        if match['matched'] < match['expected']:
+            raise UserInputError(
+                f'ONNX Runtime matches {match["matched"]} of the {match["expected"]} PyTorch detections '
+                f'(same label, IoU >= 0.99); {out_path} not written'
+            )
+    return {
+        'out': str(out_path),
+        'outputs': {n: list(g.shape) for n, g in zip(names, got, strict=True)},
+        'exporter': exporter,
+        'opset': opset,
+        'check_batch': 1,
+        'shape': list(shape),
+        'detections': match,
     }

@@ -37,6 +37,7 @@ __all__ = [
     'SEG_OUTPUTS',
     'tensor_model',
     'dense_test_size',
+    'detector_test_size',
     'default_export_shape',
     'check_export_memory',
     'normalization',
@@ -236,6 +237,25 @@ def dense_test_size(cfg: Config) -> tuple[int, int]:
     return 512, 512
 
 
+def detector_test_size(cfg: Config) -> tuple[int, int]:
+    """A whole detector's fixed input size: the test pipeline's ``Resize`` scale padded to a multiple of 32;
+    with ``keep_ratio`` a square of its long side (so that any aspect ratio fits: 128x128 for the Shapes
+    config, 1344x1344 for COCO's 1333x800), else ``(h, w)``."""
+    scale = None
+    for dataset in split_datasets(cfg, ('test', 'val')):
+        for step in dataset.get('pipeline') or []:
+            if isinstance(step, dict) and step.get('type') == 'Resize' and step.get('scale'):
+                scale, keep = step['scale'], step.get('keep_ratio', False)
+        if scale is not None:
+            break
+    if scale is None:
+        return 512, 512
+    w, h = (scale, scale) if isinstance(scale, int) else (int(scale[0]), int(scale[1]))  # mmcv: (w, h)
+    if keep:
+        w = h = max(w, h)
+    return -(-h // 32) * 32, -(-w // 32) * 32
+
+
 def default_export_shape(loaded: LoadedModel, backbone_only: bool) -> tuple[int, int]:
     """The export size when ``--shape`` is not given: a classifier's test crop (the last ``CenterCrop``
     of its test pipeline, else 224), a whole segmentor's :func:`dense_test_size`, 512 for a backbone."""
@@ -243,6 +263,8 @@ def default_export_shape(loaded: LoadedModel, backbone_only: bool) -> tuple[int,
         return 512, 512
     if loaded.task == 'segmentation':
         return dense_test_size(loaded.cfg)
+    if loaded.task == 'detection':
+        return detector_test_size(loaded.cfg)
     size = None
     for dataset in split_datasets(loaded.cfg, ('test', 'val')):
         for step in dataset.get('pipeline') or []:

@@ -3,14 +3,16 @@
 :class:`OnnxRuntimeModel` is an mmengine ``BaseModel`` whose ``test_step`` runs the config's data
 preprocessor (normalisation, padding), feeds the batch to ONNX Runtime and turns the outputs into the
 task's data samples with the framework's own post-processing (mmpretrain's head for classifiers, mmseg's
-``postprocess_result`` for segmentors: padding removed, resized to the original image, argmax). mmengine's
+``postprocess_result`` for segmentors: padding removed, resized to the original image, argmax; mmdet's
+``FCNMaskHead.predict_by_feat`` for Mask R-CNN: boxes scaled back, masks pasted into the original image). mmengine's
 Runner, test loop and the config's evaluator then run unchanged, so ``tools/test.py CONFIG MODEL.onnx``
 prints the same metrics as for a checkpoint.
 
 The file's height and width are fixed at export. A classifier must be fed exactly that size (the test
 pipeline's crop; anything else is refused). A segmentor's batch is resized (bilinear) to the exported
 size and its class scores back to the batch's size, as a deployed model with a fixed input would be used;
-where the test pipeline gives the exported size (e.g. the Shapes configs) nothing is resized.
+where the test pipeline gives the exported size (e.g. the Shapes configs) nothing is resized. A Mask R-CNN
+takes one image at a time, padded to the exported size (larger images are refused).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ class OnnxRuntimeModel(BaseModel):
     """Test-time model over an ONNX file exported by :func:`repvit_mm.deploy.export_onnx`.
 
     Args:
-        onnx_file: the exported classifier (output ``logits``) or whole segmentor (``logits`` or ``labels``).
+        onnx_file: the exported classifier (output ``logits``), whole segmentor (``logits`` or ``labels``) or
+            whole Mask R-CNN (``boxes``, ``scores``, ``labels``, ``masks``).
         model: the config's model dict: its task's post-processing is built from it (no weights loaded).
-        task: ``'classification'`` or ``'segmentation'`` (what the config's ``default_scope`` says).
+        task: ``'classification'``, ``'segmentation'`` or ``'detection'`` (the config's ``default_scope``).
         data_preprocessor: the config's data preprocessor (mmengine's Runner passes it).
         threads: ONNX Runtime intra-op threads (default: all cores).
         scope: the config's ``default_scope``, in which ``model`` is built.
@@ -77,7 +80,12 @@ class OnnxRuntimeModel(BaseModel):
         if not all(isinstance(s, int) for s in self.size):
             raise UserInputError(f'{onnx_file}: the input height and width must be fixed, got {self.size}')
         self.output = outputs[0].name
-        expected = {'classification': ('logits',), 'segmentation': ('logits', 'labels')}.get(task, ())
+        self.outputs = [o.name for o in outputs]
+        expected = {
+            'classification': ('logits',),
+            'segmentation': ('logits', 'labels'),
+            'detection': ('boxes',),
+        }.get(task, ())
         if self.output not in expected:
             raise UserInputError(
                 f'{onnx_file} outputs {self.output!r}; a {task} config is evaluated from '
@@ -93,6 +101,8 @@ class OnnxRuntimeModel(BaseModel):
             raise UserInputError(f'an ONNX model can only predict (mode {mode!r} asked)')
         task_model = self._task_model[0]
         size = tuple(inputs.shape[2:])
+        if self.task == 'detection':
+            return self._detect(task_model, inputs, data_samples)
         if self.task == 'classification':
             if size != self.size:
                 raise UserInputError(
@@ -110,6 +120,47 @@ class OnnxRuntimeModel(BaseModel):
             out = F.interpolate(out, size=size, mode='bilinear', align_corners=task_model.align_corners)
         return task_model.postprocess_result(out, data_samples)
 
+    def _detect(self, detector, inputs: torch.Tensor, data_samples: list) -> list:
+        """One image at a time (the file takes one): padded (bottom and right, zeros as the data
+        preprocessor pads) to the exported size, ONNX Runtime, then mmdet's own mask post-processing
+        (``FCNMaskHead.predict_by_feat``: boxes back to the original image, 28x28 masks pasted there and
+        thresholded with the config's ``mask_thr_binary``)."""
+        from mmengine.structures import InstanceData
+
+        size = tuple(inputs.shape[2:])
+        if size[0] > self.size[0] or size[1] > self.size[1]:
+            raise UserInputError(
+                f'{self.onnx_file} takes images up to {self.size[0]}x{self.size[1]}; the test pipeline gives '
+                f'{size[0]}x{size[1]}: export with a larger --shape'
+            )
+        inputs = F.pad(inputs, (0, self.size[1] - size[1], 0, self.size[0] - size[0]))
+        head = detector.roi_head.mask_head
+        results = []
+        for image, sample in zip(inputs, data_samples, strict=True):
+            boxes, scores, labels, masks = (
+                torch.from_numpy(a)
+                for a in self.session.run(
+                    self.outputs, {'input': image[None].detach().float().cpu().contiguous().numpy()}
+                )
+            )
+            keep = labels >= 0
+            found = InstanceData(bboxes=boxes[keep], scores=scores[keep], labels=labels[keep])
+            probs = masks[keep]
+            # predict_by_feat takes every class's map and picks the label's: put ours in that channel
+            per_class = probs.new_zeros(len(probs), head.num_classes, *probs.shape[1:])
+            per_class[torch.arange(len(probs)), found.labels] = probs
+            results.extend(
+                head.predict_by_feat(
+                    (per_class,),
+                    [found],
+                    [sample.metainfo],
+                    detector.test_cfg.rcnn,
+                    rescale=True,
+                    activate_map=True,
+                )
+            )
+        return detector.add_pred_to_datasample(data_samples, results)
+
 
 def onnx_test_cfg(cfg: Config, onnx_file: str | os.PathLike, threads: int | None = None) -> Config:
     """``cfg`` with its model replaced by :class:`OnnxRuntimeModel` over ``onnx_file`` (and the hooks that act
@@ -118,10 +169,6 @@ def onnx_test_cfg(cfg: Config, onnx_file: str | os.PathLike, threads: int | None
 
     cfg = copy.deepcopy(cfg)
     task = task_of(cfg)
-    if task == 'detection':
-        raise UserInputError(
-            f'{onnx_file}: evaluating an ONNX detector is not supported yet (only its backbone exports)'
-        )
     model = dict(cfg.model)
     model.pop('teacher', None)
     cfg.model = dict(

@@ -1,0 +1,204 @@
+"""The whole Mask R-CNN to ONNX (standard ops only) and evaluated by tools/test.py through ONNX Runtime.
+
+The model is the RepViT-M0.9 Shapes detector with random weights and non-trivial BatchNorm statistics: its
+softmax scores are near-uniform (about 1/4 > the config's 0.05 threshold), so every image gives the config's
+20 detections, all compared.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import CONFIGS, assert_one_line_error, randomize_bn_, run_tool
+
+import repvit_mm  # noqa: F401
+
+DET_CFG = CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'
+DET_CLASSES = ['circle', 'square', 'triangle']
+
+
+@pytest.fixture(scope='module')
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp('detector')
+
+
+@pytest.fixture(scope='module')
+def det_ckpt(work) -> Path:
+    from repvit_mm.deploy import load_model
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = load_model(DET_CFG).model  # no checkpoint: the backbone's init_cfg is not read
+    randomize_bn_(model, seed=0)
+    path = work / 'det.pth'
+    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': {'classes': DET_CLASSES}}}, path)
+    return path
+
+
+@pytest.fixture(scope='module')
+def det_onnx(work, det_ckpt) -> Path:
+    out = work / 'det.onnx'
+    proc = run_tool('export_onnx.py', DET_CFG, det_ckpt, out)  # default size: the test scale, 128
+    assert 'input: input [1, 3, 128, 128]; outputs: boxes [20, 4], scores [20], labels [20], masks [20, 28, 28]' in (
+        proc.stdout
+    )
+    assert re.search(r'onnxruntime vs pytorch: 20 of 20 detections matched', proc.stdout), proc.stdout
+    return out
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of boxes ``a (n, 4)`` and ``b (m, 4)``."""
+    lt, rb = np.maximum(a[:, None, :2], b[None, :, :2]), np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area = lambda x: (x[:, 2:] - x[:, :2]).prod(-1)  # noqa: E731
+    return inter / (area(a)[:, None] + area(b)[None] - inter)
+
+
+def _match(ref_boxes, ref_labels, boxes, labels) -> list[tuple[int, int, float]]:
+    """Greedy matching by IoU among detections of the same label: ``(ref index, index, IoU)``."""
+    iou = _iou(ref_boxes, boxes) * (ref_labels[:, None] == labels[None])
+    pairs, used = [], set()
+    for i in range(len(ref_boxes)):
+        order = [j for j in np.argsort(-iou[i]) if j not in used]
+        if order and iou[i, order[0]] > 0:
+            used.add(order[0])
+            pairs.append((i, int(order[0]), float(iou[i, order[0]])))
+    return pairs
+
+
+def _mask(mask) -> np.ndarray:
+    """A dumped mask as a boolean array (mmdet dumps RLE dicts or tensors, depending on the metric)."""
+    if isinstance(mask, dict):
+        from pycocotools import mask as mask_utils
+
+        return mask_utils.decode(mask).astype(bool)
+    return np.asarray(mask).astype(bool)
+
+
+def test_whole_detector_onnx_has_standard_ops_and_matches_mmdet_inferencer(det_onnx, det_ckpt, shapes_root):
+    """Boxes, labels and scores of ONNX Runtime (fed as the file's metadata says) against mmdet's own
+    DetInferencer on Shapes validation images (128x128: the exported size, nothing rescaled)."""
+    import mmcv
+    import onnx
+    from mmdet.apis import DetInferencer
+
+    from repvit_mm.deploy import load_model
+    from repvit_mm.deploy.export_onnx import ort_session
+
+    proto = onnx.load(str(det_onnx))
+    ops, domains = set(), set()
+    nodes = list(proto.graph.node)
+    while nodes:  # the NMS sits in If branches (torchvision's empty-input guard)
+        node = nodes.pop()
+        ops.add(node.op_type)
+        domains.add(node.domain)
+        nodes.extend(n for a in node.attribute if a.g is not None for n in a.g.node)
+    assert domains == {''} and {o.domain for o in proto.opset_import} == {''}  # no custom (mmcv::) ops
+    assert {'RoiAlign', 'NonMaxSuppression', 'TopK'} <= ops
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props['repvit_mm.task'] == 'detection' and json.loads(props['repvit_mm.classes']) == DET_CLASSES
+    mean, std = np.array(json.loads(props['repvit_mm.mean'])), np.array(json.loads(props['repvit_mm.std']))
+
+    loaded = load_model(DET_CFG, det_ckpt)
+    inferencer = type('Loaded', (DetInferencer,), {'_init_model': lambda self, cfg, w, d: loaded.model})(
+        model=loaded.cfg, device='cpu', show_progress=False
+    )
+    session = ort_session(det_onnx)
+    images = sorted((shapes_root / 'coco' / 'val2017').glob('*.jpg'))[:3]
+    for image in images:
+        ref = inferencer(str(image), return_datasamples=True)['predictions'][0].pred_instances
+        ref_boxes, ref_labels, ref_scores = (ref.bboxes.numpy(), ref.labels.numpy(), ref.scores.numpy())
+        assert len(ref_boxes) == 20  # the config's test_cfg.rcnn.max_per_img, all above score_thr
+        pixels = mmcv.imread(str(image), channel_order=props['repvit_mm.channel_order'].lower())
+        assert pixels.shape[:2] == (128, 128)
+        x = ((pixels - mean) / std).transpose(2, 0, 1)[None].astype(np.float32)
+        boxes, scores, labels, masks = session.run(['boxes', 'scores', 'labels', 'masks'], {'input': x})
+        assert masks.shape == (20, 28, 28) and ((masks >= 0) & (masks <= 1)).all()
+        pairs = _match(ref_boxes, ref_labels, boxes, labels)
+        assert len(pairs) == 20, image
+        assert min(iou for _, _, iou in pairs) >= 0.99, image
+        assert max(abs(ref_scores[i] - scores[j]) for i, j, _ in pairs) < 1e-3, image
+
+
+def test_export_pads_to_max_detections_above_a_score_threshold(det_ckpt, work):
+    """A score threshold above every random score: all 20 slots padded (score 0, label -1), nothing refused."""
+    from repvit_mm.deploy.export_onnx import ort_session
+
+    out = work / 'det_thr.onnx'
+    proc = run_tool('export_onnx.py', DET_CFG, det_ckpt, out, '--cfg-options', 'model.test_cfg.rcnn.score_thr=0.9')
+    assert 'onnxruntime vs pytorch: 0 of 0 detections matched' in proc.stdout
+    x = np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    boxes, scores, labels, masks = ort_session(out).run(None, {'input': x})
+    assert (scores == 0).all() and (labels == -1).all() and (boxes == 0).all() and (masks == 0).all()
+
+
+@pytest.mark.slow
+def test_test_tool_evaluates_onnx_detector_as_the_checkpoint(det_onnx, det_ckpt, shapes_root, work):
+    """tools/test.py on the .onnx file: the same COCO metrics keys, and per image the same detections as
+    the checkpoint (boxes IoU >= 0.99, same labels; pasted masks IoU >= 0.95)."""
+    root = shapes_root / 'coco'
+    options = [
+        '--cfg-options',
+        f'test_dataloader.dataset.data_root={root}/',
+        f'test_evaluator.ann_file={root}/annotations/instances_val2017.json',
+    ]
+    results = {}
+    for name, model in (('pth', det_ckpt), ('onnx', det_onnx)):
+        out = work / f'pred_{name}.pkl'
+        proc = run_tool('test.py', DET_CFG, model, '--work-dir', work / f'test_{name}', '--out', out, *options)
+        metrics = json.loads(re.search(r'^metrics: (.*)$', proc.stdout, re.M).group(1))
+        results[name] = (metrics, pickle.loads(out.read_bytes()))
+    (ref_metrics, ref), (metrics, got) = results['pth'], results['onnx']
+    assert set(metrics) == set(ref_metrics) and 'coco/bbox_mAP' in metrics and 'coco/segm_mAP' in metrics
+    assert metrics == pytest.approx(ref_metrics, abs=0.01)
+    assert len(ref) == len(got) > 0
+    mask_ious = []
+    for r, g in zip(ref, got, strict=True):
+        assert r['img_id'] == g['img_id']
+        r, g = r['pred_instances'], g['pred_instances']
+        pairs = _match(r['bboxes'].numpy(), r['labels'].numpy(), g['bboxes'].numpy(), g['labels'].numpy())
+        assert len(pairs) == len(r['bboxes']) == len(g['bboxes'])
+        assert min(iou for _, _, iou in pairs) >= 0.99
+        for i, j, _ in pairs:
+            a, b = _mask(r['masks'][i]), _mask(g['masks'][j])
+            assert a.shape == b.shape == (128, 128)  # pasted at the image's size
+            if a.any() or b.any():
+                mask_ious.append((a & b).sum() / (a | b).sum())
+    print(f'mask IoU: mean {np.mean(mask_ious):.4f}, min {np.min(mask_ious):.4f} over {len(mask_ious)} masks')
+    assert mask_ious and np.mean(mask_ious) >= 0.95 and np.min(mask_ious) >= 0.8
+
+
+def test_detector_export_refuses_int8_and_sizes_off_stride(det_ckpt, work):
+    out = work / 'refused.onnx'
+    for args, fragments in (
+        (('--int8',), ('--int8', 'detector')),
+        (('--shape', '100', '100'), ('--shape 100 100', 'multiples of 32')),
+    ):
+        proc = run_tool('export_onnx.py', DET_CFG, det_ckpt, out, *args, check=False)
+        assert_one_line_error(proc, *fragments)
+        assert not out.exists()
+
+
+def test_test_tool_refuses_images_larger_than_the_exported_detector(det_ckpt, shapes_root, work):
+    small = work / 'det_64.onnx'
+    proc = run_tool('export_onnx.py', DET_CFG, det_ckpt, small, '--shape', '64', '64')
+    assert 'input: input [1, 3, 64, 64]' in proc.stdout
+    root = shapes_root / 'coco'
+    proc = run_tool(
+        'test.py',
+        DET_CFG,
+        small,
+        '--work-dir',
+        work / 'test_small',
+        '--cfg-options',
+        f'test_dataloader.dataset.data_root={root}/',
+        f'test_evaluator.ann_file={root}/annotations/instances_val2017.json',
+        check=False,
+    )
+    assert_one_line_error(proc, str(small), 'up to 64x64', 'gives 128x128', 'larger --shape')
