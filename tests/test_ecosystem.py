@@ -391,6 +391,8 @@ def test_publish_model_strips_training_state_and_hashes_the_name(trained_log, tm
 )
 @pytest.mark.slow
 def test_test_tool_show_dir_writes_prediction_pictures(task, config, checkpoints, shapes_root, tmp_path):
+    from PIL import Image
+
     from repvit_mm.apis import load_config, prepare_test_cfg, test
 
     # mmengine keeps visualizers by name for the whole process: a name of its own, so that this test's Runner
@@ -409,6 +411,19 @@ def test_test_tool_show_dir_writes_prediction_pictures(task, config, checkpoints
     test(cfg)
     pictures = sorted(p for p in (tmp_path / 'show').rglob('*') if p.suffix in ('.png', '.jpg'))
     assert len(pictures) == 2, pictures
+    # the names docs/usage.md gives
+    pattern = {
+        'classification': r'(?P<image>[^/]+)_\d+\.png',  # mmpretrain: <image>_<index>.png
+        'detection': r'(?P<image>[^/]+)',  # mmdet: the image's own name
+        'segmentation': r'vis_data/vis_image/test_(?P<image>[^/]+)_\d+\.png',  # mmseg's visualizer backend
+    }[task]
+    names = {p.name for p in shapes_root.rglob('*') if p.suffix.lower() in ('.png', '.jpg', '.jpeg')}
+    for picture in pictures:
+        match = re.fullmatch(pattern, str(picture.relative_to(tmp_path / 'show')))
+        assert match and match['image'] in names, picture
+    for picture in pictures:
+        with Image.open(picture) as drawn:  # 64 / 128 px images, enlarged as tools/demo.py draws
+            assert min(drawn.size) >= 256, (picture.name, drawn.size)
 
 
 # ------------------------------------------------------------------------------------- your own data
