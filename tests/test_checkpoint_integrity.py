@@ -332,7 +332,9 @@ def test_authors_release_as_init_cfg_of_a_bare_backbone(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- authors' releases
-def _authors_release(tmp_path: Path, cfg_path: Path, name: str, meta: dict, **options) -> tuple[Path, dict]:
+def _authors_release(
+    tmp_path: Path, cfg_path: Path, name: str, meta: dict, arch: str = 'm0_9', **options
+) -> tuple[Path, dict]:
     """A file in the layout of the authors' COCO / ADE20K releases (mmdet 2.28 / mmseg 0.30): the backbone
     as ``backbone.features.<n>`` (written from timm's module tree), the neck and heads under the names
     mmdet 2.28 / mmseg 0.30 give them (the same as mmdet 3.3 / mmseg 1.2), ``meta`` with ``CLASSES``.
@@ -340,13 +342,13 @@ def _authors_release(tmp_path: Path, cfg_path: Path, name: str, meta: dict, **op
     from repvit_mm.models import convert_timm
 
     torch.manual_seed(0)
-    net = randomize_bn_(timm.create_model('repvit_m0_9', pretrained=False, num_classes=0))
+    net = randomize_bn_(timm.create_model(f'repvit_{arch}', pretrained=False, num_classes=0))
     heads = randomize_bn_(build(cfg_path, **options)).state_dict()
     authors = {f'backbone.{k}': v for k, v in timm_to_official(net).items()}
     authors.update((k, v) for k, v in heads.items() if not k.startswith('backbone.'))
     path = tmp_path / name
     torch.save({'meta': meta, 'state_dict': authors, 'optimizer': {'state': {}, 'param_groups': []}}, path)
-    ours = dict(convert_timm(net.state_dict(), 'm0_9'))
+    ours = dict(convert_timm(net.state_dict(), arch))
     ours.update((k, v) for k, v in heads.items() if not k.startswith('backbone.'))
     return path, ours
 

@@ -115,6 +115,71 @@ def test_a_thin_image_is_drawn_within_the_picture_bound(tmp_path):
         assert picture.size == (MAX_SIDE, 1)
 
 
+def _tiny_classifier(tmp_path: Path) -> Path:
+    import torch
+
+    from repvit_mm.deploy import load_model
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / 'cls.pth'
+    torch.save({'state_dict': load_model(CLS_CFG).model.state_dict()}, ckpt)
+    return ckpt
+
+
+def test_an_exif_rotated_photo_is_drawn_as_the_model_saw_it(tmp_path):
+    """A JPEG stored 120 x 60 (red left, blue right) with EXIF orientation 6 (turn 90 degrees clockwise to
+    show): mmcv, and so the model's LoadImageFromFile, reads it 60 wide and 120 high, red on top. The
+    picture is that, enlarged (256 x 512), not the stored pixels squeezed into swapped sides."""
+    import mmcv
+
+    stored = np.zeros((60, 120, 3), np.uint8)
+    stored[:, :60] = (220, 0, 0)
+    stored[:, 60:] = (0, 0, 220)
+    photo = Image.fromarray(stored)
+    exif = photo.getexif()
+    exif[0x0112] = 6
+    photo.save(tmp_path / 'photo.jpg', exif=exif, quality=95)
+    assert mmcv.imread(str(tmp_path / 'photo.jpg')).shape == (120, 60, 3)  # what the model sees
+    run_tool('demo.py', tmp_path / 'photo.jpg', CLS_CFG, _tiny_classifier(tmp_path), '--out', tmp_path / 'out.png')
+    drawn = pixels(tmp_path / 'out.png')
+    assert drawn.shape == (512, 256, 3)
+    red, blue = drawn[200:240, 200:250].mean((0, 1)), drawn[400:500, 50:250].mean((0, 1))  # clear of labels
+    assert red[0] > 180 and red[2] < 50 and blue[2] > 180 and blue[0] < 50, (red, blue)
+
+
+def test_non_ascii_titles_are_drawn_with_a_font_that_has_their_glyphs(tmp_path):
+    """'Größe': Pillow's default font draws ö and ß as boxes; the title font has them. '形状': drawn by an
+    installed font that has them, or tools/demo.py says in one note line which characters no installed
+    font has (here, where no CJK font is installed)."""
+    from repvit_mm.deploy.render import _characters, _font, _font_files
+
+    def glyph(font, character):
+        return np.asarray(font.getmask(character)).tobytes()
+
+    font = _font(20, 'Größe')
+    box = glyph(font, '\U000f0000')  # a private-use code point: no font has it, drawn as the box
+    assert all(glyph(font, c) != box for c in 'Größe')
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(tmp_path / 'a.png')
+    proc = run_tool(
+        'demo.py',
+        tmp_path / 'a.png',
+        CLS_CFG,
+        _tiny_classifier(tmp_path),
+        '--out',
+        tmp_path / 'out.png',
+        '--title',
+        'Größe 形状',
+    )
+    notes = [line for line in proc.stdout.splitlines() if line.startswith('note:')]
+    cjk = {ord('形'), ord('状')}
+    if any(cjk <= _characters(path) for path in _font_files()):
+        assert not notes, proc.stdout
+        assert all(glyph(_font(20, '形状'), c) != box for c in '形状')
+    else:
+        assert len(notes) == 1 and "'形状'" in notes[0] and 'ö' not in notes[0], proc.stdout
+    assert_not_blank(tmp_path / 'out.png')
+
+
 def test_the_demo_driver_is_not_part_of_the_library():
     import repvit_mm
 

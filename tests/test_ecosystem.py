@@ -391,6 +391,8 @@ def test_publish_model_strips_training_state_and_hashes_the_name(trained_log, tm
 )
 @pytest.mark.slow
 def test_test_tool_show_dir_writes_prediction_pictures(task, config, checkpoints, shapes_root, tmp_path):
+    from PIL import Image
+
     from repvit_mm.apis import load_config, prepare_test_cfg, test
 
     # mmengine keeps visualizers by name for the whole process: a name of its own, so that this test's Runner
@@ -409,12 +411,23 @@ def test_test_tool_show_dir_writes_prediction_pictures(task, config, checkpoints
     test(cfg)
     pictures = sorted(p for p in (tmp_path / 'show').rglob('*') if p.suffix in ('.png', '.jpg'))
     assert len(pictures) == 2, pictures
+    # the names docs/usage.md gives
+    pattern = {
+        'classification': r'(?P<image>[^/]+)_\d+\.png',  # mmpretrain: <image>_<index>.png
+        'detection': r'(?P<image>[^/]+)',  # mmdet: the image's own name
+        'segmentation': r'vis_data/vis_image/test_(?P<image>[^/]+)_\d+\.png',  # mmseg's visualizer backend
+    }[task]
+    names = {p.name for p in shapes_root.rglob('*') if p.suffix.lower() in ('.png', '.jpg', '.jpeg')}
+    for picture in pictures:
+        match = re.fullmatch(pattern, str(picture.relative_to(tmp_path / 'show')))
+        assert match and match['image'] in names, picture
+    for picture in pictures:
+        with Image.open(picture) as drawn:  # 64 / 128 px images, enlarged as tools/demo.py draws
+            assert min(drawn.size) >= 256, (picture.name, drawn.size)
 
 
 # ------------------------------------------------------------------------------------- your own data
 OWN = CONFIGS / 'own_data'
-COCO_CFG = CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_1x_coco.py'
-ADE20K_CFG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_8xb4-40k_ade20k-512x512.py'
 IMAGENET_URL = 'https://github.com/THU-MIG/RepViT/releases/download/v1.0/repvit_m0_9_distill_300e.pth'
 
 
@@ -520,31 +533,94 @@ def test_own_data_example_trains_from_the_authors_imagenet_weights(
     assert {k: saved['state_dict'][k].shape[0] for k in outputs} == outputs
 
 
-@pytest.mark.parametrize('task', ['detection', 'segmentation'])
-def test_own_data_from_the_authors_coco_ade20k_release_reinitialises_the_heads(task, shapes_root, tmp_path):
-    """``load_from`` a detector / segmentor in the layout of the authors' COCO / ADE20K releases, trained on
-    other classes (here 3 and 4): converted in memory, everything but the class-specific head layers is
-    taken over; those start fresh, as tools/train.py loads ``load_from``."""
+def usage_section(title: str) -> str:
+    return (ROOT / 'docs' / 'usage.md').read_text().split(f'\n## {title}\n', 1)[1].split('\n## ', 1)[0]
+
+
+def test_own_classifier_command_of_the_usage_page_trains_on_folders_drawn_by_pil(tmp_path):
+    """docs/usage.md's command that points the classifier at one's own folders and backbone file, as
+    written but for the paths (and a 2-iteration schedule with lr 0): pictures written here by PIL in
+    ``{train,val}/{cat,dog,fox}``, the backbone from a file of one's own (offline), every override taking
+    effect: the classes reach the checkpoint, the head has 3 outputs, the backbone's parameters are the
+    file's."""
+    import shlex
+
+    from PIL import Image, ImageDraw
+
+    from repvit_mm.models import RepViT
+
+    commands = re.findall(r'^    (python tools/train\.py .*?)(?<!\\)\n', usage_section('Your own data'), re.S | re.M)
+    command = next(c for c in commands if '/data/pets' in c)
+    args = shlex.split(command.replace('\\\n', ' ').replace('/data/pets', str(tmp_path / 'pets')))
+    colours = {'cat': (230, 120, 20), 'dog': (60, 60, 200), 'fox': (200, 30, 30)}
+    for split, count in (('train', 4), ('val', 2)):
+        for name, colour in colours.items():
+            (tmp_path / 'pets' / split / name).mkdir(parents=True)
+            for i in range(count):
+                picture = Image.new('RGB', (80, 60), (240 - 20 * i, 240, 230))
+                ImageDraw.Draw(picture).ellipse((10 + 5 * i, 10, 60, 50), fill=colour)
+                picture.save(tmp_path / 'pets' / split / name / f'{name}{i}.jpg')
+    torch.manual_seed(0)
+    backbone = randomize_bn_(RepViT('m0_9'))
+    own = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
+    i = args.index('model.backbone.init_cfg.checkpoint=checkpoints/my_backbone.pth')
+    args[i] = f'model.backbone.init_cfg.checkpoint={tmp_path / "my_backbone.pth"}'
+    torch.save({'state_dict': own}, tmp_path / 'my_backbone.pth')
+    work = tmp_path / 'work'
+    args[args.index('--work-dir') + 1] = str(work)
+    assert args[:2] == ['python', 'tools/train.py']
+    short = [
+        'train_cfg.max_iters=2',
+        'train_cfg.val_interval=2',
+        'default_hooks.checkpoint.interval=2',
+        'train_dataloader.batch_size=2',
+        'optim_wrapper.optimizer.lr=0.0',
+    ]
+    run_tool('train.py', *args[2:], *short)
+    saved = torch.load(work / 'iter_2.pth', weights_only=False)
+    assert tuple(saved['meta']['dataset_meta']['classes']) == ('cat', 'dog', 'fox')
+    assert saved['state_dict']['head.head.linear.weight'].shape[0] == 3
+    params = [k for k, _ in backbone.named_parameters()]
+    assert all(torch.equal(saved['state_dict'][f'backbone.{k}'], own[f'backbone.{k}']) for k in params)
+
+
+def usage_config_snippets() -> list[str]:
+    """The config files that docs/usage.md's "Your own data" shows (start from a COCO / ADE20K release)."""
+    return re.findall(r'```python\n(.*?)```', usage_section('Your own data'), re.S)
+
+
+@pytest.mark.parametrize('index,task', [(0, 'detection'), (1, 'segmentation')])
+def test_own_data_from_the_authors_coco_ade20k_release_reinitialises_the_heads(index, task, shapes_root, tmp_path):
+    """docs/usage.md's config that starts from the authors' M1.1 COCO / ADE20K release, as written but for
+    the ``load_from`` and ``data_root`` values: a file in the release's layout (mmdet 2.28 / mmseg 0.30 names,
+    80 / 150 classes), converted in memory, fits everything but the class-specific head layers, which start
+    fresh (as tools/train.py loads ``load_from``); the dataset is the user's."""
     from test_checkpoint_integrity import _authors_release
 
     from repvit_mm.apis import build_runner, load_config, prepare_train_cfg
     from repvit_mm.models.checkpoints import allow_head_reinit
 
-    config, make, classes = OWN_DATA[task]
+    _, make, classes = OWN_DATA[task]
     make(shapes_root, tmp_path / 'data')
-    # the releases' own configs: COCO's 80 classes and RoI head widths, ADE20K's 150 classes and FPN widths
+    code = usage_config_snippets()[index]
     if task == 'detection':
         meta = {'CLASSES': tuple(f'class{i}' for i in range(80))}
-        release, ours = _authors_release(tmp_path, COCO_CFG, 'repvit_m0_9_coco.pth', meta)
+        base = CONFIGS / 'detection' / 'mask-rcnn_repvit-m1.1_fpn_1x_coco.py'
+        release, ours = _authors_release(tmp_path, base, 'repvit_m1_1_coco.pth', meta, arch='m1_1')
     else:
         meta = {'CLASSES': tuple(f'class{i}' for i in range(150)), 'PALETTE': [[0, 0, 0]] * 150}
-        release, ours = _authors_release(tmp_path, ADE20K_CFG, 'repvit_m0_9_ade20k.pth', meta)
-    options = {f'{s}_dataloader.dataset.data_root': str(tmp_path / 'data') + '/' for s in ('train', 'val', 'test')}
-    options.update({'load_from': str(release), 'model.backbone.init_cfg': None})
-    if task == 'detection':
-        options['val_evaluator.ann_file'] = str(tmp_path / 'data' / 'annotations' / 'val.json')
-    cfg = prepare_train_cfg(load_config(str(config), options), work_dir=str(tmp_path / 'work'))
+        base = CONFIGS / 'segmentation' / 'fpn_repvit-m1.1_8xb4-40k_ade20k-512x512.py'
+        release, ours = _authors_release(tmp_path, base, 'repvit_m1_1_ade20k.pth', meta, arch='m1_1')
+    assert f"_base_ = ['../configs/{base.relative_to(CONFIGS)}']" in code
+    assert f"load_from = 'https://github.com/THU-MIG/RepViT/releases/download/v1.0/{release.name}'" in code
+    code = code.replace("'../configs/", repr(str(CONFIGS) + '/')[:-1])
+    code = re.sub(r'^load_from = .*$', f'load_from = {str(release)!r}', code, flags=re.M)
+    code, count = re.subn(r"^data_root = '[^']*'$", f'data_root = {str(tmp_path / "data") + "/"!r}', code, flags=re.M)
+    assert count == 1
+    (tmp_path / 'my_config.py').write_text(code)
+    cfg = prepare_train_cfg(load_config(str(tmp_path / 'my_config.py'), {}), work_dir=str(tmp_path / 'work'))
     runner = build_runner(cfg)
+    assert tuple(runner.train_dataloader.dataset.metainfo['classes']) == classes
     with allow_head_reinit():  # as repvit_mm.apis.train (tools/train.py) loads load_from
         runner.load_checkpoint(cfg.load_from)
     state = runner.model.state_dict()

@@ -260,6 +260,34 @@ def test_mistyped_keys_from_the_command_line(tmp_path):
     assert not (tmp_path / 'w').exists()
 
 
+# --------------------------------------------------------------------------------------------- schedule length
+def test_overriding_max_iters_warns_once_that_the_lr_schedule_still_ends_at_the_old_length(
+    small_shapes, capsys, tmp_path
+):
+    """The Shapes classifier decays its lr to iteration 400 (``param_scheduler.1.end=400``): trained for 2
+    iterations through tools/train.py, one ``warning:`` line names that end and the new length, and the
+    run goes on. Moving the end with it, or not changing the length, prints nothing."""
+    data = [f'{s}_dataloader.dataset.data_root={small_shapes / "imagenet"}' for s in ('train', 'val', 'test')]
+    short = ['train_dataloader.batch_size=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2']
+    proc = call(
+        capsys, 'train', CLS, '--work-dir', tmp_path / 'w', '--cfg-options', *data, *short, 'train_cfg.max_iters=2'
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    warnings = [line for line in proc.stderr.splitlines() if line.startswith('warning:')]
+    assert len(warnings) == 1, proc.stderr[-3000:]
+    assert 'train_cfg.max_iters=2' in warnings[0] and 'param_scheduler.1.end=400' in warnings[0]
+    assert 'param_scheduler.0' not in warnings[0]  # the warm-up ends at 20, not at the loop's end
+    assert (tmp_path / 'w' / 'iter_2.pth').is_file()
+    for options in (['train_cfg.max_iters=800', 'param_scheduler.1.end=800'], ['train_cfg.max_iters=400'], []):
+        proc = call(capsys, 'analysis_tools/print_config', CLS, '--cfg-options', *data, *options)
+        assert proc.returncode == 0 and 'warning:' not in proc.stderr + proc.stdout, (options, proc.stderr)
+    proc = call(capsys, 'analysis_tools/print_config', CLS, '--cfg-options', 'train_cfg.max_iters=800')
+    assert [line for line in proc.stderr.splitlines() if line.startswith('warning:')] == [
+        'warning: train_cfg.max_iters=800, but the lr schedule still ends at the old max_iters=400 '
+        '(param_scheduler.1.end=400); set the ends (and milestones) for 800 with --cfg-options'
+    ]
+
+
 # --------------------------------------------------------------------------------------------- auto_scale_lr
 def test_auto_scale_lr_on_a_shapes_config_scales_the_lr(small_shapes, tmp_path):
     from mmengine.runner import Runner

@@ -223,7 +223,8 @@ def prepare_train_cfg(
 
 def _show_predictions(cfg: Config, show_dir: str) -> None:
     """Switch on the framework's own visualization hook, drawing every test prediction into ``show_dir``
-    (mmseg's hook saves through the visualizer: ``show_dir/vis_data/vis_image/``)."""
+    (mmseg's hook saves through the visualizer: ``show_dir/vis_data/vis_image/``). The framework's default
+    visualizer becomes ours that first enlarges small images (short side 256 px, as tools/demo.py draws)."""
     show_dir = osp.abspath(show_dir)
     if osp.exists(show_dir) and not osp.isdir(show_dir):
         raise UserInputError(f'--show-dir {show_dir} is a file')
@@ -239,6 +240,9 @@ def _show_predictions(cfg: Config, show_dir: str) -> None:
         cfg.visualizer['save_dir'] = show_dir
     else:
         raise UserInputError(f'--show-dir: no visualization hook known for default_scope {scope!r}')
+    upstream = {'mmpretrain': 'UniversalVisualizer', 'mmdet': 'DetLocalVisualizer', 'mmseg': 'SegLocalVisualizer'}
+    if cfg.get('visualizer') and cfg.visualizer.get('type') == upstream[scope]:  # a visualizer of one's own stays
+        cfg.visualizer['type'] = f'Enlarging{upstream[scope]}'
 
 
 def prepare_test_cfg(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import os
 from collections.abc import Callable, Sequence
@@ -73,10 +74,46 @@ class _Label:
     color: tuple[int, int, int] = (0, 0, 0)
 
 
-def _font(size: int):
+@functools.cache
+def _font_files() -> tuple[str, ...]:
+    """TrueType fonts to draw text with: DejaVu Sans first (matplotlib's copy, always installed with it;
+    Pillow's default font has Latin letters only), then every other font matplotlib finds on the system."""
+    from matplotlib import font_manager
+
+    dejavu = font_manager.findfont('DejaVu Sans', fallback_to_default=True)
+    return (dejavu, *sorted({f.fname for f in font_manager.fontManager.ttflist} - {dejavu}))
+
+
+@functools.cache
+def _characters(path: str) -> frozenset[int]:
+    """The code points a font file has glyphs for (empty if it cannot be read)."""
+    from fontTools.ttLib import TTFont
+
+    try:
+        with TTFont(path, fontNumber=0, lazy=True) as font:
+            return frozenset(font.getBestCmap() or ())
+    except Exception:  # a broken or unusual font file: not a candidate
+        return frozenset()
+
+
+def _font_file(text: str) -> tuple[str, str]:
+    """The first font with glyphs for every character of ``text`` (or the one lacking the fewest), and the
+    characters it lacks (drawn as boxes)."""
+    needed = {ord(c) for c in text if c.isprintable() and not c.isspace()}
+    best = None
+    for path in _font_files():
+        missing = needed - _characters(path)
+        if not missing:
+            return path, ''
+        if best is None or len(missing) < len(best[1]):
+            best = (path, missing)
+    return best[0], ''.join(sorted(map(chr, best[1])))
+
+
+def _font(size: int, text: str = ''):
     from PIL import ImageFont
 
-    return ImageFont.load_default(size=size)
+    return ImageFont.truetype(_font_file(text)[0], size=size)
 
 
 def _drawn_size(height: int, width: int, resize: int | None) -> tuple[int, int]:
@@ -96,12 +133,15 @@ def _cap_note(height: int, width: int, resize: int | None) -> str | None:
     return f'drawn at {drawn[1]}x{drawn[0]}: the longer side of a picture is at most {MAX_SIDE} pixels'
 
 
-def _enlarged(image: str, size: tuple[int, int]) -> tuple[np.ndarray, float, float]:
-    """The image (RGB) at ``size`` and the x, y scale from the image to it."""
+def _enlarged(image: str, resize: int | None) -> tuple[np.ndarray, float, float]:
+    """The image (RGB) at its drawn size (:func:`_drawn_size`) and the x, y scale from the image to it.
+    Read by mmcv as the model's ``LoadImageFromFile`` reads it (EXIF orientation applied: a photo taken
+    upright is upright, its width and height those the model saw; PIL's ``size`` would be the stored ones)."""
     from mmcv import imread, imresize
 
     rgb = imread(image, channel_order='rgb')
     height, width = rgb.shape[:2]
+    size = _drawn_size(height, width, resize)
     return imresize(rgb, size[::-1], interpolation='bicubic'), size[1] / width, size[0] / height
 
 
@@ -111,7 +151,7 @@ def _draw_labels(picture: np.ndarray, labels: list[_Label]) -> np.ndarray:
 
     canvas = Image.fromarray(np.ascontiguousarray(picture))
     draw = ImageDraw.Draw(canvas)
-    font = _font(max(LABEL_MIN_PX, min(canvas.size) // 16))
+    font = _font(max(LABEL_MIN_PX, min(canvas.size) // 16), ''.join(label.text for label in labels))
     pad, placed = 2, []
     for label in labels:
         left, top, right, bottom = draw.textbbox((0, 0), label.text, font=font)
@@ -142,7 +182,8 @@ def _compose(panels: list[tuple[np.ndarray, str]], title: str | None) -> np.ndar
         panels = [(_scaled(p, scale), caption) for p, caption in panels]
         cell_w = max(p.shape[1] for p, _ in panels)
         cell_h = max(p.shape[0] for p, _ in panels)
-    caption_font, title_font = _font(max(LABEL_MIN_PX, cell_w // 18)), _font(max(LABEL_MIN_PX + 2, cell_w // 14))
+    caption_font = _font(max(LABEL_MIN_PX, cell_w // 18), ''.join(caption for _, caption in panels))
+    title_font = _font(max(LABEL_MIN_PX + 2, cell_w // 14), title or '')
     gap = caption_h = caption_font.size + 8
     width = columns * cell_w + (columns + 1) * gap
     title_lines = _wrap(title, title_font, width - 2 * gap) if title else []
@@ -207,7 +248,7 @@ def _classifier(loaded: LoadedModel, topk: int, device: str = 'cpu') -> Drawer:
         top = scores.topk(min(topk, scores.numel()))
         names = [classes[i] if classes else str(i) for i in top.indices.tolist()]
         lines = [f'{name} {value:.2f}' for name, value in zip(names, top.values.tolist(), strict=False)]
-        rgb, _, _ = _enlarged(image, _drawn_size(*_image_shape(image), resize))
+        rgb, _, _ = _enlarged(image, resize)
         line_h = max(LABEL_MIN_PX, min(rgb.shape[:2]) // 16) + 6
         picture = _draw_labels(
             rgb, [_Label(line, (4, 4 + i * line_h), (0, 0, 0) if i else (40, 40, 40)) for i, line in enumerate(lines)]
@@ -235,7 +276,7 @@ def _detector(loaded: LoadedModel, score_thr: float, device: str = 'cpu') -> Dra
         )
         instances = result['predictions'][0].pred_instances.cpu()
         instances = instances[instances.scores >= score_thr]
-        rgb, sx, sy = _enlarged(image, _drawn_size(*_image_shape(image), resize))
+        rgb, sx, sy = _enlarged(image, resize)
         visualizer = Visualizer(name=f'repvit-render-{id(rgb)}', image=rgb)
         labels = instances.labels.tolist()
         colors = [palette[label] for label in labels]
@@ -287,7 +328,7 @@ def _segmentor(loaded: LoadedModel, device: str = 'cpu') -> Drawer:
         sample = inferencer(image, return_datasamples=True)
         sample = sample[0] if isinstance(sample, list) else sample  # mmseg unwraps lists of one image
         pred = sample.pred_sem_seg.data[0].cpu().numpy().astype(np.uint8)
-        rgb, _, _ = _enlarged(image, _drawn_size(*pred.shape, resize))
+        rgb, _, _ = _enlarged(image, resize)  # the prediction has the image's size
         enlarged = cv2.resize(pred, rgb.shape[1::-1], interpolation=cv2.INTER_NEAREST)
         drawn = SegDataSample(pred_sem_seg=PixelData(data=torch.from_numpy(enlarged)[None]))
         inferencer.visualizer.add_datasample('prediction', rgb, drawn, draw_gt=False, with_labels=False)
@@ -318,13 +359,6 @@ def _check_device(device: str) -> None:
         raise UserInputError(f'--device {device!r}: {err}') from None
     if kind == 'cuda' and not torch.cuda.is_available():
         raise UserInputError(f'--device {device}: no CUDA GPU is available here (use --device cpu)')
-
-
-def _image_shape(image: str) -> tuple[int, int]:
-    from PIL import Image
-
-    with Image.open(image) as opened:
-        return opened.height, opened.width
 
 
 def render_prediction(
@@ -397,6 +431,10 @@ def render_prediction(
             draw = _segmentor(loaded, device)
         drawn = [draw(path, resize) for path in images]
 
+    texts = [title or '', *map(os.path.basename, images), *(class_names(loaded.cfg, loaded.meta) or ())]
+    missing = _font_file(''.join(texts))[1]
+    if missing:
+        notes.append(f'no installed font has glyphs for {missing!r}: drawn as boxes (install a font that has them)')
     if len(images) == 1 and title is None:
         picture, summary = drawn[0]
     else:

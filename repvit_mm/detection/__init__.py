@@ -6,7 +6,7 @@ datasets that ``tools/train.py`` / ``tools/test.py`` run before the Runner start
 names the file it cannot decode (as mmdet's ``LoadImageFromFile``).
 """
 
-from . import transforms  # noqa: F401  (registration)
+from . import transforms, visualization  # noqa: F401  (registration)
 from .data_checks import check_coco_dataset
 
 __all__ = ['check_coco_dataset']

@@ -5,15 +5,22 @@ torch bool tensor. A tensor of one element is taken as the integer index ``True`
 ``IndexError`` in ``MMSegInferencer(out_dir=...)`` and ``tools/test.py --show-dir``. Ours hands the label map
 over as a numpy array (the same drawing), and is registered under the upstream name in mmseg's
 ``VISUALIZERS`` so that the configs keep ``type='SegLocalVisualizer'``.
+
+``EnlargingSegLocalVisualizer`` (``tools/test.py --show-dir``) first enlarges a small image and its label maps
+to a short side of at least :data:`MIN_SIDE` pixels (as ``tools/demo.py`` draws), where class names fit.
 """
 
 from __future__ import annotations
 
+import mmcv
+import torch
 from mmengine.structures import PixelData
 from mmseg.registry import VISUALIZERS
 from mmseg.visualization import SegLocalVisualizer
 
-__all__ = ['NumpySegLocalVisualizer']
+__all__ = ['EnlargingSegLocalVisualizer', 'MIN_SIDE', 'NumpySegLocalVisualizer']
+
+MIN_SIDE = 256  # short side of a drawn prediction, at least (repvit_mm.deploy.render's)
 
 
 class NumpySegLocalVisualizer(SegLocalVisualizer):
@@ -23,3 +30,20 @@ class NumpySegLocalVisualizer(SegLocalVisualizer):
 
 
 VISUALIZERS.register_module(name='SegLocalVisualizer', module=NumpySegLocalVisualizer, force=True)
+
+
+@VISUALIZERS.register_module()
+class EnlargingSegLocalVisualizer(NumpySegLocalVisualizer):
+    def add_datasample(self, name, image, data_sample=None, *args, **kwargs):
+        scale = MIN_SIDE / min(image.shape[:2])
+        if scale > 1:
+            size = (round(image.shape[0] * scale), round(image.shape[1] * scale))
+            image = mmcv.imresize(image, size[::-1], interpolation='bicubic')
+            if data_sample is not None:
+                data_sample = data_sample.clone()
+                for key in ('gt_sem_seg', 'pred_sem_seg'):
+                    if key in data_sample:
+                        data = data_sample.get(key).data
+                        resized = torch.nn.functional.interpolate(data[None].float(), size=size, mode='nearest')[0]
+                        data_sample.set_field(PixelData(data=resized.to(data.dtype)), key)
+        return super().add_datasample(name, image, data_sample, *args, **kwargs)

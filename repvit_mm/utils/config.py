@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import difflib
 import os.path as osp
+import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -258,10 +259,50 @@ def load_config(path: str, cfg_options: dict[str, Any] | None = None) -> Config:
         raise UserInputError(f'cannot read config {path}: {type(err).__name__}: {err}') from err
     check_model_types(cfg)
     if cfg_options:
+        length = _train_length(cfg)
         merge_cfg_options(cfg, cfg_options)
+        _warn_schedule_length(cfg, length)
     check_values(cfg)
     _no_persistent_workers_without_workers(cfg)
     return cfg
+
+
+def _train_length(cfg: Config) -> tuple[str, Any]:
+    """The training loop's length: ``('max_iters', N)`` or ``('max_epochs', N)`` (``None``: neither set)."""
+    train_cfg = cfg.get('train_cfg') or {}
+    for key in ('max_iters', 'max_epochs'):
+        if key in train_cfg:
+            return key, train_cfg[key]
+    return 'max_iters', None
+
+
+def _warn_schedule_length(cfg: Config, before: tuple[str, Any]) -> None:
+    """One ``warning:`` line when ``--cfg-options`` changed the loop's length but the ``param_scheduler``
+    still ends where the old length ended (``end`` = old or old + 1: mmengine reaches a scheduler's last
+    value at ``end - 1``): a longer run would keep the final lr from the old end on, a shorter one never
+    decays. The schedule is the user's to rescale (milestones, warm-up and ``end`` all mean something), so
+    it is named, not changed."""
+    key, length = _train_length(cfg)
+    if key != before[0] or not _whole_number(length, 1) or not _whole_number(before[1], 1) or length == before[1]:
+        return
+    schedulers = cfg.get('param_scheduler') or []
+    schedulers = [schedulers] if isinstance(schedulers, dict) else schedulers
+    by_epoch = key == 'max_epochs'  # the unit of the loop: a scheduler's begin / end are in its own unit
+    stale = [
+        f'param_scheduler.{i}.end={s["end"]}'
+        if isinstance(cfg.param_scheduler, list)
+        else f'param_scheduler.end={s["end"]}'
+        for i, s in enumerate(schedulers)
+        if isinstance(s, dict)
+        and bool(s.get('by_epoch', True)) == by_epoch
+        and s.get('end') in (before[1], before[1] + 1)
+    ]
+    if stale:
+        print(
+            f'warning: train_cfg.{key}={length}, but the lr schedule still ends at the old {key}={before[1]} '
+            f'({", ".join(stale)}); set the ends (and milestones) for {length} with --cfg-options',
+            file=sys.stderr,
+        )
 
 
 def check_model_types(cfg: Config) -> None:
