@@ -10,9 +10,9 @@ from __future__ import annotations
 from mmpretrain.registry import VISUALIZERS
 from mmpretrain.visualization import UniversalVisualizer
 
-__all__ = ['EnlargingUniversalVisualizer', 'MIN_SIDE']
+from ..utils.drawing import MIN_SIDE
 
-MIN_SIDE = 256  # short side of a drawn prediction, at least (repvit_mm.deploy.render's)
+__all__ = ['EnlargingUniversalVisualizer', 'MIN_SIDE']
 
 
 @VISUALIZERS.register_module()

@@ -30,6 +30,7 @@ import torch
 from mmengine.config import Config
 
 from ..utils.config import split_datasets
+from ..utils.drawing import MIN_SIDE
 from ..utils.errors import UserInputError
 from ..utils.outputs import atomic_output, check_output
 from .model import LoadedModel, class_names, load_model, read_config, task_of
@@ -37,7 +38,6 @@ from .model import LoadedModel, class_names, load_model, read_config, task_of
 __all__ = ['render_prediction', 'TASK_CHOICES']
 
 TASK_CHOICES = ('auto', 'classification', 'detection', 'segmentation')
-MIN_SIDE = 256  # short side of a drawn prediction, at least: a 64 px image has no room for labels
 MAX_SIDE = 8192  # longer side of a drawn prediction or grid, at most (8192 x 8192 RGB: 200 MB)
 LABEL_MIN_PX = 12
 GRID_COLUMNS = 4

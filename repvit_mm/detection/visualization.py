@@ -14,9 +14,9 @@ from mmdet.registry import VISUALIZERS
 from mmdet.visualization import DetLocalVisualizer
 from mmengine.structures import InstanceData
 
-__all__ = ['EnlargingDetLocalVisualizer', 'MIN_SIDE']
+from ..utils.drawing import MIN_SIDE, enlarged
 
-MIN_SIDE = 256  # short side of a drawn prediction, at least (repvit_mm.deploy.render's)
+__all__ = ['EnlargingDetLocalVisualizer', 'MIN_SIDE']
 
 
 def _scaled(instances: InstanceData, scale: float, size: tuple[int, int]) -> InstanceData:
@@ -39,10 +39,8 @@ def _scaled(instances: InstanceData, scale: float, size: tuple[int, int]) -> Ins
 @VISUALIZERS.register_module()
 class EnlargingDetLocalVisualizer(DetLocalVisualizer):
     def add_datasample(self, name, image, data_sample=None, *args, **kwargs):
-        scale = MIN_SIDE / min(image.shape[:2])
+        image, scale, size = enlarged(image)
         if scale > 1:
-            size = (round(image.shape[0] * scale), round(image.shape[1] * scale))
-            image = mmcv.imresize(image, size[::-1], interpolation='bicubic')
             if data_sample is not None:
                 data_sample = data_sample.clone()
                 for key in ('gt_instances', 'pred_instances'):

@@ -12,15 +12,14 @@ to a short side of at least :data:`MIN_SIDE` pixels (as ``tools/demo.py`` draws)
 
 from __future__ import annotations
 
-import mmcv
 import torch
 from mmengine.structures import PixelData
 from mmseg.registry import VISUALIZERS
 from mmseg.visualization import SegLocalVisualizer
 
-__all__ = ['EnlargingSegLocalVisualizer', 'MIN_SIDE', 'NumpySegLocalVisualizer']
+from ..utils.drawing import MIN_SIDE, enlarged
 
-MIN_SIDE = 256  # short side of a drawn prediction, at least (repvit_mm.deploy.render's)
+__all__ = ['EnlargingSegLocalVisualizer', 'MIN_SIDE', 'NumpySegLocalVisualizer']
 
 
 class NumpySegLocalVisualizer(SegLocalVisualizer):
@@ -35,10 +34,8 @@ VISUALIZERS.register_module(name='SegLocalVisualizer', module=NumpySegLocalVisua
 @VISUALIZERS.register_module()
 class EnlargingSegLocalVisualizer(NumpySegLocalVisualizer):
     def add_datasample(self, name, image, data_sample=None, *args, **kwargs):
-        scale = MIN_SIDE / min(image.shape[:2])
+        image, scale, size = enlarged(image)
         if scale > 1:
-            size = (round(image.shape[0] * scale), round(image.shape[1] * scale))
-            image = mmcv.imresize(image, size[::-1], interpolation='bicubic')
             if data_sample is not None:
                 data_sample = data_sample.clone()
                 for key in ('gt_sem_seg', 'pred_sem_seg'):
