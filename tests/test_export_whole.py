@@ -245,3 +245,23 @@ def test_benchmark_times_the_whole_segmentor(seg_ckpt, work):
         assert rows[path]['median_ms'] > 0
     assert 'INT8' in rows['onnxruntime_int8']['note']
     assert {r['path'] for r in backbone['rows'] if r['status'] == 'ok'} == set(paths)
+
+
+@pytest.mark.slow
+def test_benchmark_times_the_whole_detector(work):
+    """A Mask R-CNN config is timed whole (as exported), one image per run; other batch sizes and timm's
+    rows say why they are skipped."""
+    out = work / 'bench_det.json'
+    config = CONFIGS / 'detection' / 'mask-rcnn_repvit-m0.9_fpn_shapes.py'
+    paths = ('fused', 'onnxruntime', 'timm_fused')
+    run_tool('benchmark.py', config, '--shape', '64', '--batch-sizes', '1', '2', '--repeats', '1', '--warmup', '1',
+             '--paths', *paths, '--json', out)  # fmt: skip
+    result = json.loads(out.read_text())
+    assert result['model']['task'] == 'detection'
+    rows = {(r['path'], r['batch_size']): r for r in result['rows']}
+    for path in paths[:2]:
+        assert rows[path, 1]['status'] == 'ok' and rows[path, 1]['median_ms'] > 0, rows[path, 1]
+        assert rows[path, 2]['status'] == 'skipped' and 'batch 1 only' in rows[path, 2]['note']
+    assert rows['timm_fused', 1]['status'] == 'skipped' and 'detector' in rows['timm_fused', 1]['note']
+    proc = run_tool('benchmark.py', config, '--shape', '100', '--paths', 'fused', check=False)
+    assert_one_line_error(proc, '--shape 100 100', 'multiples of 32')

@@ -9,7 +9,8 @@ Inference rows: unfused, fused, fused_channels_last, torch_compile, onnxruntime,
 timm_fused (the reference), at each batch size: median time per batch and its spread (25th-75th
 percentile), images/s, GFLOP/s and the speed relative to timm's fused model. Without a checkpoint the
 weights are random (speed does not depend on them). Segmentor configs are timed whole (backbone, neck,
-head, resize; --backbone-only: the backbone), detector configs as their backbone.
+head, resize), Mask R-CNN configs whole at batch 1 (as tools/export_onnx.py exports them); --backbone-only:
+the backbone.
 
 Training rows (``--train``, synthetic batches, ``--iters`` timed steps per row): timm_bare (the reference),
 bare, authors_loop (the RepViT authors' own training step), runner, runner_channels_last, runner_compile
@@ -70,7 +71,7 @@ def parse_args(argv=None):
     parser.add_argument(
         '--backbone-only',
         action='store_true',
-        help='time the backbone of a classifier or segmentor (not the whole model)',
+        help='time the backbone of a classifier, detector or segmentor (not the whole model)',
     )
     parser.add_argument('--json', help='also write every row to this JSON file')
     parser.add_argument('--force', action='store_true', help='replace the --json file if it exists')

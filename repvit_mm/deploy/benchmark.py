@@ -26,9 +26,12 @@ affects them alike). The table gives the median time, its spread (25th-75th perc
 fused model at the same batch size. Batch 1's median is the latency.
 
 A classifier is timed whole (``backbone_only``: its backbone); a segmentor whole by default (backbone,
-neck, decode head and the resize to the input size, :class:`~repvit_mm.deploy.model.SegmentorOutput`;
-timm has no segmentor, so its rows are skipped) or as its backbone (``backbone_only``); a detector as its
-backbone.
+neck, decode head and the resize to the input size, :class:`~repvit_mm.deploy.model.SegmentorOutput`)
+or as its backbone (``backbone_only``); a Mask R-CNN whole by default, one image per run (what
+``tools/export_onnx.py`` exports: :class:`~repvit_mm.deploy.detector_onnx.DetectorOutput`; its rows at
+other batch sizes are skipped) or as its backbone. timm has neither a segmentor nor a detector, so its
+rows are skipped for whole dense models. A whole detector's MACs count its convolutions and linear
+layers (the NMS and RoIAlign glue is not counted).
 """
 
 from __future__ import annotations
@@ -49,6 +52,9 @@ from mmengine.config import Config
 from torch import nn
 
 from .model import LoadedModel, check_export_memory, fused_copy, load_model, tensor_model
+
+#: ``batch_size -> (zero-argument function running one forward pass, note)``
+Runner = Callable[[int], tuple[Callable[[], Any], str]]
 
 __all__ = ['PATHS', 'DEPLOY_PATHS', 'TARGETS', 'Row', 'benchmark', 'format_table', 'timm_reference']
 
@@ -239,7 +245,7 @@ def benchmark(
     """Time every path in ``paths`` at every batch size; see the module docstring.
 
     Without ``checkpoint`` the model keeps its random initialisation (speed does not depend on the
-    weights). Segmentors are timed whole unless ``backbone_only``; detectors as their backbone.
+    weights). Segmentors and detectors are timed whole unless ``backbone_only``.
 
     Returns:
         ``{'machine', 'settings', 'model', 'rows': [Row as dict, ...], 'targets': [...]}``.
@@ -258,12 +264,15 @@ def benchmark(
     threads = threads or torch.get_num_threads()
     torch.set_num_threads(threads)
     loaded = load_model(config, checkpoint)
-    backbone_only = backbone_only or loaded.task == 'detection'
     arch = loaded.cfg.model.get('backbone', {}).get('arch')
-    unfused = None if loaded.fused else tensor_model(loaded, backbone_only, shape=shape)
-    fused = tensor_model(fused_copy(loaded), backbone_only, shape=shape)
-    check_export_memory(fused, shape, max(batch_sizes), f'benchmarking {loaded.cfg.filename}')
-    dense = loaded.task != 'classification' and not backbone_only  # a whole segmentor: timm has none
+    whole_detector = loaded.task == 'detection' and not backbone_only
+    if whole_detector:
+        unfused, fused = _whole_detectors(loaded, shape)
+    else:
+        unfused = None if loaded.fused else tensor_model(loaded, backbone_only, shape=shape)
+        fused = tensor_model(fused_copy(loaded), backbone_only, shape=shape)
+        check_export_memory(fused, shape, max(batch_sizes), f'benchmarking {loaded.cfg.filename}')
+    dense = loaded.task != 'classification' and not backbone_only  # a whole dense model: timm has none
     complexity = count_complexity(fused, shape)
     macs = complexity['macs']
     num_classes = _num_classes(loaded)
@@ -278,6 +287,8 @@ def benchmark(
             )
             for path in paths
         }
+        if whole_detector:
+            runners = {path: _one_image(runner) for path, runner in runners.items()}
         for bs in batch_sizes:
             rows.extend(_time_batch(runners, bs, warmup, repeats, sync, macs, say))
     _ratios(rows)
@@ -303,6 +314,29 @@ def benchmark(
         'rows': [asdict(r) for r in rows],
         'targets': _targets(rows),
     }
+
+
+def _whole_detectors(loaded: LoadedModel, shape: tuple[int, int]) -> tuple[nn.Module | None, nn.Module]:
+    """The whole Mask R-CNN as exported (unfused, or ``None`` for a fused checkpoint; fused), at ``shape``."""
+    from ..utils.errors import UserInputError
+    from .detector_onnx import DetectorFeatures, DetectorOutput
+
+    if any(s % 32 for s in shape):  # FPN adds upsampled maps: every stride up to 32 must divide the size
+        raise UserInputError(f'--shape {shape[0]} {shape[1]}: a whole detector needs multiples of 32')
+    check_export_memory(DetectorFeatures(loaded.model), shape, 1, f'benchmarking {loaded.cfg.filename}')
+    unfused = None if loaded.fused else DetectorOutput(loaded.model, shape).eval()
+    return unfused, DetectorOutput(fused_copy(loaded).model, shape).eval()
+
+
+def _one_image(runner: Runner) -> Runner:
+    """``runner`` for batch 1 only: a whole detector's proposals and detections are per image."""
+
+    def make(bs: int):
+        if bs != 1:
+            raise RuntimeError('a whole detector runs one image at a time: batch 1 only')
+        return runner(bs)
+
+    return make
 
 
 @contextlib.contextmanager
@@ -362,7 +396,7 @@ def _path_runner(
     if path.startswith('timm') and not timm:
 
         def no_timm(bs):
-            raise RuntimeError('timm has no segmentor: no reference for the whole model')
+            raise RuntimeError('timm has no segmentor or detector: no reference for the whole model')
 
         return no_timm
     if path == 'unfused':
