@@ -158,6 +158,13 @@ def test_int8_export_is_quantized_calibrated_and_evaluated(task, cls_ckpt, seg_c
     assert found, proc.stdout
     n_deq, per_channel = _qdq(out)
     assert n_deq > 50 and per_channel > 20  # activations and weights quantized, weights per output channel
+    import onnx
+
+    graph = onnx.load(str(out)).graph
+    writer = {o: n for n in graph.node for o in n.output}[graph.output[0].name]
+    # the output stays float (8-bit class scores tie and lose mIoU), GELU is one fused node per activation
+    assert writer.op_type in ('Gemm', 'Resize'), writer.op_type
+    assert sum(n.op_type == 'Gelu' for n in graph.node) > 20 and not any(n.op_type == 'Erf' for n in graph.node)
     fp32 = work / f'{task}_fp32.onnx'
     run_tool('export_onnx.py', config, ckpt, fp32)
     assert out.stat().st_size < 0.5 * fp32.stat().st_size  # int8 weights
