@@ -158,12 +158,52 @@ def test_int8_export_is_quantized_calibrated_and_evaluated(task, cls_ckpt, seg_c
     assert found, proc.stdout
     n_deq, per_channel = _qdq(out)
     assert n_deq > 50 and per_channel > 20  # activations and weights quantized, weights per output channel
+    import onnx
+
+    graph = onnx.load(str(out)).graph
+    writer = {o: n for n in graph.node for o in n.output}[graph.output[0].name]
+    # the output stays float (8-bit class scores tie and lose mIoU), GELU is one fused node per activation
+    assert writer.op_type in ('Gemm', 'Resize'), writer.op_type
+    assert sum(n.op_type == 'Gelu' for n in graph.node) > 20 and not any(n.op_type == 'Erf' for n in graph.node)
     fp32 = work / f'{task}_fp32.onnx'
     run_tool('export_onnx.py', config, ckpt, fp32)
     assert out.stat().st_size < 0.5 * fp32.stat().st_size  # int8 weights
     metrics = _metrics(run_tool('test.py', config, out, '--work-dir', work / f'test_{task}_int8', *data))
     key = 'accuracy/top1' if task == 'classification' else 'mIoU'
     assert 0 <= metrics[key] <= 100
+
+
+def test_quantize_qdq_fuses_gelu_and_keeps_the_output_writer_in_float(tmp_path):
+    """The settings chosen on the Shapes segmentor (repvit_mm.deploy.quantize's docstring), on a small
+    conv -> GELU -> conv -> resize graph as the TorchScript exporter writes it (GELU as Erf arithmetic)."""
+    import onnx
+
+    from repvit_mm.deploy.export_onnx import export_tensor_model, ort_session
+    from repvit_mm.deploy.quantize import quantize_qdq
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.GELU(),
+        torch.nn.Conv2d(8, 4, 1),
+        torch.nn.Upsample(scale_factor=2, mode='bilinear'),
+    ).eval()
+    fp32, int8 = tmp_path / 'fp32.onnx', tmp_path / 'int8.onnx'
+    assert export_tensor_model(net, fp32, (16, 16)) == ['logits']  # as tools/export_onnx.py writes graphs
+    assert any(n.op_type == 'Erf' for n in onnx.load(str(fp32)).graph.node)
+    batches = [np.random.default_rng(i).standard_normal((1, 3, 16, 16), dtype=np.float32) for i in range(4)]
+    quantize_qdq(fp32, int8, batches)
+    graph = onnx.load(str(int8)).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count('Gelu') == 1 and 'Erf' not in ops  # one fused node, run in float between Q/DQ
+    assert ops.count('Conv') == 2 and ops.count('DequantizeLinear') >= 4  # both convs get integer inputs
+    writer = {o: n for n in graph.node for o in n.output}['logits']
+    assert writer.op_type == 'Resize' and not any(
+        o.startswith('logits') for n in graph.node if n.op_type == 'QuantizeLinear' for o in n.input
+    )
+    a, b = (ort_session(f, 1).run(['logits'], {'input': batches[0]})[0] for f in (fp32, int8))
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()  # 8-bit close, not bit-equal
+    assert len(np.unique(b)) > 256  # the resized scores are float, not 256 levels
 
 
 def test_int8_and_output_options_refused_where_they_do_not_apply(cls_ckpt, seg_ckpt, work):
