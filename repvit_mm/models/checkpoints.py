@@ -224,12 +224,8 @@ def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found
     if backbone is not None:
         arch = next((n for n in RepViT.arch_zoo if RepViT.get_arch_settings(n) == backbone.arch_settings), 'custom')
         what = f'RepViT arch {arch!r}' if isinstance(model, _Reference) else f'{what} with RepViT arch {arch!r}'
-        if any(
-            k.startswith('backbone.') or isinstance(model, RepViT)
-            for k in [*missing, *unexpected, *(m[0] for m in mismatched)]
-        ):
-            fits = [a for a in _fitting_archs(ckpt) if a != arch]
-            what += f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
+        fits = [a for a in _fitting_archs(ckpt) if a != arch]
+        what += f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
     layout = '' if ckpt.layout == 'repvit-mm' or backbone is None else f' ({LAYOUTS[ckpt.layout]})'
     hint = ''
     if unexpected and all(k.startswith('head.head_dist.') for k in unexpected) and not missing:
@@ -296,21 +292,11 @@ def fit_checkpoint(
     return Fit(ordered, fused, reinitialised)
 
 
-def load_checkpoint_into(
-    model: nn.Module,
-    checkpoint,
-    *,
-    prefix: str | None = None,
-    finetune: bool = False,
-    accept_fused: bool = False,
-    fused_hint: str = '',
-    logger='current',
-) -> Fit:
-    """:func:`fit_checkpoint`, then load the result strictly. ``checkpoint`` may be a file name or URL."""
+def load_checkpoint_into(model: nn.Module, checkpoint, *, logger='current', **options) -> Fit:
+    """:func:`fit_checkpoint` (``options``: its keyword arguments), then load the result strictly.
+    ``checkpoint`` may also be a file name or URL."""
     ckpt = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else as_checkpoint(checkpoint)
-    fit = fit_checkpoint(
-        model, ckpt, prefix=prefix, finetune=finetune, accept_fused=accept_fused, fused_hint=fused_hint
-    )
+    fit = fit_checkpoint(model, ckpt, **options)
     model.load_state_dict(fit.state, strict=True)
     if fit.reinitialised:
         print_log(
@@ -326,9 +312,9 @@ class _Reference(nn.Module):
     """What :func:`convert_checkpoint` checks weights against: RepViT ``arch`` and, if the (converted)
     ``state`` has ``head.*`` keys, a :class:`RepViTClsHead` with its number of classes."""
 
-    def __init__(self, arch, state: Mapping[str, torch.Tensor], deploy: bool) -> None:
+    def __init__(self, arch, state: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
-        self.backbone = RepViT(arch, deploy=deploy)
+        self.backbone = RepViT(arch)
         if any(k.startswith('head.') for k in state):
             names = ('head.head.linear.weight', 'head.head_dist.linear.weight', 'head.head.weight')
             weight = next((state[k] for k in names if k in state), None)
@@ -336,7 +322,6 @@ class _Reference(nn.Module):
                 num_classes=weight.shape[0] if weight is not None and weight.dim() == 2 else 1,
                 in_channels=self.backbone.arch_settings['channels'][-1],
                 distillation=any(k.startswith('head.head_dist.') for k in state),
-                deploy=deploy,
             )
 
 
@@ -366,21 +351,14 @@ def convert_checkpoint(checkpoint, arch, format: str = 'auto') -> OrderedDict:  
                 f'(stem.*, stages.*) or repvit-mm keys (backbone.*), got {", ".join(list(ckpt.state)[:6])}'
             )
         ckpt = dataclasses.replace(ckpt, layout='timm')  # a bare backbone of ours: timm's names, 'c' spelled out
+    # the neck and heads of the COCO / ADE20K releases: the same names in mmdet 3.3 / mmseg 1.2
     dense = ckpt.layout.startswith('authors-') and ckpt.layout != 'authors-classification'
-    backbone = (
-        dataclasses.replace(ckpt, state={k: v for k, v in ckpt.state.items() if k.startswith('backbone.')})
-        if dense
-        else ckpt
-    )
-    state = to_repvit_mm(backbone.state, backbone.layout, arch)[0]
-    fused = ckpt.layout == 'repvit-mm' and _arch_fits(
-        {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}, arch, deploy=True
-    )
+    rest = {k: v for k, v in ckpt.state.items() if dense and not k.startswith('backbone.')}
+    ckpt = dataclasses.replace(ckpt, state={k: v for k, v in ckpt.state.items() if k not in rest})
     with torch.device('meta'):  # keys and shapes only
-        reference = _Reference(arch, {} if dense else state, deploy=fused)
-    out = fit_checkpoint(reference, backbone).state
-    if dense:  # the neck and heads: the same names in mmdet 3.3 / mmseg 1.2
-        out.update((k, v) for k, v in ckpt.state.items() if not k.startswith('backbone.'))
+        reference = _Reference(arch, to_repvit_mm(ckpt.state, ckpt.layout, arch)[0])
+    out = fit_checkpoint(reference, ckpt, accept_fused=True).state
+    out.update(rest)
     return out
 
 

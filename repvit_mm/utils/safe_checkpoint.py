@@ -61,25 +61,17 @@ def _numpy_globals() -> list:
 
 
 def _history_buffer_statistic(owner, name: str):
-    """Stands in for ``builtins.getattr`` while unpickling.
-
-    A ``HistoryBuffer`` pickles its statistics methods (``mean``, ``max``, ...) as
-    ``getattr(HistoryBuffer, 'mean')``. Allowing the real ``getattr`` would hand any attribute of any
-    allowed object to the file, so only exactly those lookups are answered.
-    """
-    # The built-in statistics are only added to ``_statistics_methods`` when a first buffer is created.
+    """``builtins.getattr`` while unpickling, for ``HistoryBuffer``'s statistics methods only (it pickles them
+    as ``getattr(HistoryBuffer, 'mean')``; the real getattr would hand the file any attribute)."""
+    # the built-in statistics join ``_statistics_methods`` only when a first buffer is created
     if owner is HistoryBuffer and name in {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}:
         return getattr(owner, name)
     raise pickle.UnpicklingError(f'GLOBAL builtins.getattr({getattr(owner, "__name__", owner)!r}, {name!r})')
 
 
 def _empty_bytes(*args) -> bytes:
-    """Stands in for ``builtins.bytes`` while unpickling.
-
-    With pickle protocol 2 (``torch.save``'s), an *empty* numpy array (an empty ``HistoryBuffer``) pickles
-    its data as ``bytes()`` -- non-empty data goes through ``_codecs.encode``, which torch already allows.
-    The real ``bytes`` would also let a file allocate ``bytes(10**12)``; only the empty call is answered.
-    """
+    """``builtins.bytes`` while unpickling, called without arguments only: an empty numpy array pickles its
+    data as ``bytes()`` (protocol 2); the real one would also let a file allocate ``bytes(10**12)``."""
     if args:
         raise pickle.UnpicklingError(f'GLOBAL builtins.bytes{args!r} (only bytes() is allowed)')
     return b''
@@ -124,7 +116,7 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
     try:
         return _torch_load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        refused = _refused_globals(filename) or _GLOBAL_IN_MESSAGE.findall(str(err))
+        refused = _GLOBAL_IN_MESSAGE.findall(str(err))
         if not refused:
             raise UnsafeCheckpointError(
                 f'{name}: not a loadable checkpoint (not written by torch.save, or damaged: {_unpickler_reason(err)})'
@@ -146,16 +138,6 @@ def _unpickler_reason(err: BaseException) -> str:
     reason = reason.split('Check the documentation of torch.load', 1)[0]
     lines = [line.strip() for line in reason.splitlines() if line.strip() and 'weights_only' not in line]
     return lines[0] if lines else 'not a torch checkpoint'
-
-
-def _refused_globals(filename) -> list[str]:
-    """Fully qualified names of the globals in ``filename`` that are not allowed (empty if unknown)."""
-    try:
-        if not isinstance(filename, str):
-            filename.seek(0)
-        return torch.serialization.get_unsafe_globals_in_checkpoint(filename)
-    except Exception:  # legacy (non-zip) format: fall back to torch's error message
-        return []
 
 
 # ----------------------------------------------------------------------------------------- scheme loaders
