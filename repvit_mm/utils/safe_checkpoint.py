@@ -131,11 +131,9 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
 
 
 def _unpickler_reason(err: BaseException) -> str:
-    """What torch's weights-only unpickler found, without its advice to load with ``weights_only=False``
-    (which would let the file run code)."""
-    message = str(err)
-    reason = message.split('WeightsUnpickler error:', 1)[1] if 'WeightsUnpickler error:' in message else message
-    reason = reason.split('Check the documentation of torch.load', 1)[0]
+    """The first line of what torch's weights-only unpickler found, without its advice to load with
+    ``weights_only=False`` (which would let the file run code)."""
+    reason = str(err).split('WeightsUnpickler error:')[-1].split('Check the documentation of torch.load')[0]
     lines = [line.strip() for line in reason.splitlines() if line.strip() and 'weights_only' not in line]
     return lines[0] if lines else 'not a torch checkpoint'
 
