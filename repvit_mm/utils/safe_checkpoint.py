@@ -154,7 +154,7 @@ def _load_local(filename: str, map_location=None):
         raise UnsafeCheckpointError(f'{path}: not a readable safetensors file ({err})') from None
 
 
-_patching = threading.Lock()
+_patching = threading.RLock()
 
 
 def _safe(loader):
@@ -167,8 +167,8 @@ def _safe(loader):
             at = f if isinstance(f, str) and f != osp.expanduser(filename) else ''
             return safe_torch_load(f, map_location, name=f'{filename} ({at})' if at else filename)
 
-        with _patching:
-            torch.load = load
+        with _patching:  # for the call: a torch.load elsewhere meanwhile is weights-only as well
+            previous, torch.load = torch.load, load
             try:
                 loaded = loader(filename, map_location)
             except URLError as err:  # offline, DNS, refused, HTTP 404
@@ -178,7 +178,7 @@ def _safe(loader):
                     f'or place it in {osp.join(torch.hub.get_dir(), "checkpoints")}'
                 ) from None
             finally:
-                torch.load = _torch_load
+                torch.load = previous
         name_config_texts(loaded, filename)
         return _with_source(loaded, filename)
 

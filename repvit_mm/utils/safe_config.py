@@ -250,7 +250,7 @@ def check_config_dict(cfg: Mapping, source: str = 'config text') -> None:
 # ------------------------------------------------------------------------------------------ sources
 class ConfigText(str):
     """Config text read from a checkpoint, with ``source`` naming it (``"FILE's meta.cfg"``) for error messages:
-    mmengine hands the text on alone. Copied or pickled, it is a plain ``str``."""
+    mmengine hands the text on alone. A copy is a plain ``str``; pickled, it is ``str(text)``."""
 
     def __new__(cls, text: str, source: str) -> ConfigText:
         self = super().__new__(cls, text)
