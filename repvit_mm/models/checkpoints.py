@@ -60,17 +60,6 @@ class CheckpointMismatchError(UserInputError):
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
 
 
-def _describe(missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]]) -> str:
-    """Counts and the first keys of each kind, on one line."""
-    kinds = (
-        ('missing keys', missing),
-        ('unexpected keys', unexpected),
-        ('keys with wrong shapes', [f'{k} {a} vs {b} in the model' for k, a, b in mismatched]),
-    )
-    more = lambda keys: f', ... ({len(keys) - _SHOW} more)' if len(keys) > _SHOW else ''  # noqa: E731
-    return '; '.join(f'{len(keys)} {name} [{", ".join(keys[:_SHOW])}{more(keys)}]' for name, keys in kinds if keys)
-
-
 _finetuning: contextvars.ContextVar[bool] = contextvars.ContextVar('repvit_mm_finetuning', default=False)
 
 
@@ -218,7 +207,8 @@ def _select(state: dict, prefix: str | None, model: nn.Module, source: str) -> d
 
 
 def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found) -> CheckpointMismatchError:
-    """The one mismatch report: the file, its layout, the model and the arch the backbone fits, the keys."""
+    """The one mismatch report: the file, its layout, the model and the arch the backbone fits, then the count
+    and first keys of each kind."""
     missing, unexpected, mismatched = found
     what = type(model).__name__
     if backbone is not None:
@@ -227,14 +217,23 @@ def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found
         fits = [a for a in _fitting_archs(ckpt) if a != arch]
         what += f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
     layout = '' if ckpt.layout == 'repvit-mm' or backbone is None else f' ({LAYOUTS[ckpt.layout]})'
-    hint = ''
-    if unexpected and all(k.startswith('head.head_dist.') for k in unexpected) and not missing:
-        hint = ' (the checkpoint has a distillation head: use a *-distill-* config)'
-    if missing and all(k.startswith('head.head_dist.') for k in missing) and not unexpected:
-        hint = ' (the checkpoint has no distillation head: use a config without distillation)'
-    return CheckpointMismatchError(
-        f'{ckpt.source}{layout} does not fit the model ({what}): {_describe(*found)}{hint}', *found
+    kinds = {
+        'missing keys': missing,
+        'unexpected keys': unexpected,
+        'keys with wrong shapes': [f'{k} {a} vs {b} in the model' for k, a, b in mismatched],
+    }
+    keys = '; '.join(
+        f'{len(ks)} {kind} [{", ".join(ks[:_SHOW])}{f", ... ({len(ks) - _SHOW} more)" if len(ks) > _SHOW else ""}]'
+        for kind, ks in kinds.items()
+        if ks
     )
+    dist = lambda ks: bool(ks) and all(k.startswith('head.head_dist.') for k in ks)  # noqa: E731
+    hint = ''
+    if dist(unexpected) and not missing:
+        hint = ' (the checkpoint has a distillation head: use a *-distill-* config)'
+    if dist(missing) and not unexpected:
+        hint = ' (the checkpoint has no distillation head: use a config without distillation)'
+    return CheckpointMismatchError(f'{ckpt.source}{layout} does not fit the model ({what}): {keys}{hint}', *found)
 
 
 def fit_checkpoint(
