@@ -116,7 +116,7 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
     try:
         return _torch_load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        refused = _GLOBAL_IN_MESSAGE.findall(str(err))
+        refused = _refused_globals(filename) or _GLOBAL_IN_MESSAGE.findall(str(err))
         if not refused:
             raise UnsafeCheckpointError(
                 f'{name}: not a loadable checkpoint (not written by torch.save, or damaged: {_unpickler_reason(err)})'
@@ -136,6 +136,16 @@ def _unpickler_reason(err: BaseException) -> str:
     reason = str(err).split('WeightsUnpickler error:')[-1].split('Check the documentation of torch.load')[0]
     lines = [line.strip() for line in reason.splitlines() if line.strip() and 'weights_only' not in line]
     return lines[0] if lines else 'not a torch checkpoint'
+
+
+def _refused_globals(file) -> list[str]:
+    """The fully qualified names of the globals in ``file`` that are not allowed ([] for the legacy format)."""
+    try:
+        if not isinstance(file, str):
+            file.seek(0)
+        return torch.serialization.get_unsafe_globals_in_checkpoint(file)
+    except Exception:  # noqa: BLE001 - not a zip file: torch's message names the first one
+        return []
 
 
 # ----------------------------------------------------------------------------------------- scheme loaders
