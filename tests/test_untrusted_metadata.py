@@ -231,6 +231,24 @@ def test_resume_reads_a_legacy_config_key_as_data(evil):
     assert not evil['marker'].exists()
 
 
+def test_config_text_read_and_saved_again_is_a_plain_str(evil, tmp_path):
+    """The text names its file in errors only while in memory: saved again (mmengine's ``save_checkpoint`` of
+    what was read), it is a plain ``str`` that a weights-only load takes, and errors name the new file."""
+    from mmengine.runner import CheckpointLoader, save_checkpoint
+
+    import repvit_mm  # noqa: F401
+    from repvit_mm.utils.safe_config import UnsafeConfigError
+
+    checkpoint = CheckpointLoader.load_checkpoint(str(evil['resume']), map_location='cpu')
+    save_checkpoint(checkpoint, str(tmp_path / 'again.pth'))
+    again = torch.load(tmp_path / 'again.pth', weights_only=True)
+    assert type(again['meta']['config']) is str and again['meta']['config'] == checkpoint['meta']['config']
+    reread = CheckpointLoader.load_checkpoint(str(tmp_path / 'again.pth'), map_location='cpu')
+    with pytest.raises(UnsafeConfigError, match=rf"{tmp_path / 'again.pth'}'s meta.config line \d+"):
+        Config.fromstring(reread['meta']['config'], file_format='.py')
+    assert not evil['marker'].exists()
+
+
 def test_publish_model_refuses_a_checkpoint_carrying_code(evil, tmp_path):
     proc = run_tool('publish_model.py', evil['detection'], tmp_path / 'release.pth', check=False)
     assert_one_line_error(proc, str(evil['detection']), 'meta.cfg line')

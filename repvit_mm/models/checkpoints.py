@@ -60,17 +60,6 @@ class CheckpointMismatchError(UserInputError):
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
 
 
-def _describe(missing: list[str], unexpected: list[str], mismatched: list[tuple[str, tuple, tuple]]) -> str:
-    """Counts and the first keys of each kind, on one line."""
-    kinds = (
-        ('missing keys', missing),
-        ('unexpected keys', unexpected),
-        ('keys with wrong shapes', [f'{k} {a} vs {b} in the model' for k, a, b in mismatched]),
-    )
-    more = lambda keys: f', ... ({len(keys) - _SHOW} more)' if len(keys) > _SHOW else ''  # noqa: E731
-    return '; '.join(f'{len(keys)} {name} [{", ".join(keys[:_SHOW])}{more(keys)}]' for name, keys in kinds if keys)
-
-
 _finetuning: contextvars.ContextVar[bool] = contextvars.ContextVar('repvit_mm_finetuning', default=False)
 
 
@@ -218,27 +207,33 @@ def _select(state: dict, prefix: str | None, model: nn.Module, source: str) -> d
 
 
 def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found) -> CheckpointMismatchError:
-    """The one mismatch report: the file, its layout, the model and the arch the backbone fits, the keys."""
+    """The one mismatch report: the file, its layout, the model and the arch the backbone fits, then the count
+    and first keys of each kind."""
     missing, unexpected, mismatched = found
     what = type(model).__name__
     if backbone is not None:
         arch = next((n for n in RepViT.arch_zoo if RepViT.get_arch_settings(n) == backbone.arch_settings), 'custom')
         what = f'RepViT arch {arch!r}' if isinstance(model, _Reference) else f'{what} with RepViT arch {arch!r}'
-        if any(
-            k.startswith('backbone.') or isinstance(model, RepViT)
-            for k in [*missing, *unexpected, *(m[0] for m in mismatched)]
-        ):
-            fits = [a for a in _fitting_archs(ckpt) if a != arch]
-            what += f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
+        fits = [a for a in _fitting_archs(ckpt) if a != arch]
+        what += f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
     layout = '' if ckpt.layout == 'repvit-mm' or backbone is None else f' ({LAYOUTS[ckpt.layout]})'
-    hint = ''
-    if unexpected and all(k.startswith('head.head_dist.') for k in unexpected) and not missing:
-        hint = ' (the checkpoint has a distillation head: use a *-distill-* config)'
-    if missing and all(k.startswith('head.head_dist.') for k in missing) and not unexpected:
-        hint = ' (the checkpoint has no distillation head: use a config without distillation)'
-    return CheckpointMismatchError(
-        f'{ckpt.source}{layout} does not fit the model ({what}): {_describe(*found)}{hint}', *found
+    kinds = {
+        'missing keys': missing,
+        'unexpected keys': unexpected,
+        'keys with wrong shapes': [f'{k} {a} vs {b} in the model' for k, a, b in mismatched],
+    }
+    keys = '; '.join(
+        f'{len(ks)} {kind} [{", ".join(ks[:_SHOW])}{f", ... ({len(ks) - _SHOW} more)" if len(ks) > _SHOW else ""}]'
+        for kind, ks in kinds.items()
+        if ks
     )
+    dist = lambda ks: bool(ks) and all(k.startswith('head.head_dist.') for k in ks)  # noqa: E731
+    hint = ''
+    if dist(unexpected) and not missing:
+        hint = ' (the checkpoint has a distillation head: use a *-distill-* config)'
+    if dist(missing) and not unexpected:
+        hint = ' (the checkpoint has no distillation head: use a config without distillation)'
+    return CheckpointMismatchError(f'{ckpt.source}{layout} does not fit the model ({what}): {keys}{hint}', *found)
 
 
 def fit_checkpoint(
@@ -296,21 +291,11 @@ def fit_checkpoint(
     return Fit(ordered, fused, reinitialised)
 
 
-def load_checkpoint_into(
-    model: nn.Module,
-    checkpoint,
-    *,
-    prefix: str | None = None,
-    finetune: bool = False,
-    accept_fused: bool = False,
-    fused_hint: str = '',
-    logger='current',
-) -> Fit:
-    """:func:`fit_checkpoint`, then load the result strictly. ``checkpoint`` may be a file name or URL."""
+def load_checkpoint_into(model: nn.Module, checkpoint, *, logger='current', **options) -> Fit:
+    """:func:`fit_checkpoint` (``options``: its keyword arguments), then load the result strictly.
+    ``checkpoint`` may also be a file name or URL."""
     ckpt = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else as_checkpoint(checkpoint)
-    fit = fit_checkpoint(
-        model, ckpt, prefix=prefix, finetune=finetune, accept_fused=accept_fused, fused_hint=fused_hint
-    )
+    fit = fit_checkpoint(model, ckpt, **options)
     model.load_state_dict(fit.state, strict=True)
     if fit.reinitialised:
         print_log(
@@ -326,9 +311,9 @@ class _Reference(nn.Module):
     """What :func:`convert_checkpoint` checks weights against: RepViT ``arch`` and, if the (converted)
     ``state`` has ``head.*`` keys, a :class:`RepViTClsHead` with its number of classes."""
 
-    def __init__(self, arch, state: Mapping[str, torch.Tensor], deploy: bool) -> None:
+    def __init__(self, arch, state: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
-        self.backbone = RepViT(arch, deploy=deploy)
+        self.backbone = RepViT(arch)
         if any(k.startswith('head.') for k in state):
             names = ('head.head.linear.weight', 'head.head_dist.linear.weight', 'head.head.weight')
             weight = next((state[k] for k in names if k in state), None)
@@ -336,7 +321,6 @@ class _Reference(nn.Module):
                 num_classes=weight.shape[0] if weight is not None and weight.dim() == 2 else 1,
                 in_channels=self.backbone.arch_settings['channels'][-1],
                 distillation=any(k.startswith('head.head_dist.') for k in state),
-                deploy=deploy,
             )
 
 
@@ -366,21 +350,14 @@ def convert_checkpoint(checkpoint, arch, format: str = 'auto') -> OrderedDict:  
                 f'(stem.*, stages.*) or repvit-mm keys (backbone.*), got {", ".join(list(ckpt.state)[:6])}'
             )
         ckpt = dataclasses.replace(ckpt, layout='timm')  # a bare backbone of ours: timm's names, 'c' spelled out
+    # the neck and heads of the COCO / ADE20K releases: the same names in mmdet 3.3 / mmseg 1.2
     dense = ckpt.layout.startswith('authors-') and ckpt.layout != 'authors-classification'
-    backbone = (
-        dataclasses.replace(ckpt, state={k: v for k, v in ckpt.state.items() if k.startswith('backbone.')})
-        if dense
-        else ckpt
-    )
-    state = to_repvit_mm(backbone.state, backbone.layout, arch)[0]
-    fused = ckpt.layout == 'repvit-mm' and _arch_fits(
-        {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')}, arch, deploy=True
-    )
+    rest = {k: v for k, v in ckpt.state.items() if dense and not k.startswith('backbone.')}
+    ckpt = dataclasses.replace(ckpt, state={k: v for k, v in ckpt.state.items() if k not in rest})
     with torch.device('meta'):  # keys and shapes only
-        reference = _Reference(arch, {} if dense else state, deploy=fused)
-    out = fit_checkpoint(reference, backbone).state
-    if dense:  # the neck and heads: the same names in mmdet 3.3 / mmseg 1.2
-        out.update((k, v) for k, v in ckpt.state.items() if not k.startswith('backbone.'))
+        reference = _Reference(arch, to_repvit_mm(ckpt.state, ckpt.layout, arch)[0])
+    out = fit_checkpoint(reference, ckpt, accept_fused=True).state
+    out.update(rest)
     return out
 
 

@@ -27,31 +27,25 @@ __all__ = ['LAYOUTS', 'FORMATS', 'TASK_OF_LAYOUT', 'detect_layout', 'to_repvit_m
 
 StateDict = dict[str, torch.Tensor]
 
-#: Layouts :func:`detect_layout` tells apart, and how messages name them.
-LAYOUTS = {
-    'repvit-mm': 'repvit-mm checkpoint',
-    'authors-classification': "authors' ImageNet release (features.*, classifier.*)",
-    'authors-coco': "authors' COCO Mask R-CNN release (mmdet 2.28, backbone.features.*)",
-    'authors-ade20k': "authors' ADE20K Semantic FPN release (mmseg 0.30, backbone.features.*)",
-    'authors-backbone': "authors' detection/segmentation backbone (backbone.features.*)",
-    'timm': 'timm repvit_* state dict (stem.*, stages.*)',
+#: The layouts :func:`detect_layout` tells apart: ``(format name, task, how messages name it)``.
+_TABLE = {
+    'authors-classification': ('official', 'classification', "authors' ImageNet release (features.*, classifier.*)"),
+    'authors-coco': ('coco', 'detection', "authors' COCO Mask R-CNN release (mmdet 2.28, backbone.features.*)"),
+    'authors-ade20k': (
+        'ade20k',
+        'segmentation',
+        "authors' ADE20K Semantic FPN release (mmseg 0.30, backbone.features.*)",
+    ),
+    'authors-backbone': (None, 'backbone', "authors' detection/segmentation backbone (backbone.features.*)"),
+    'timm': ('timm', 'classification', 'timm repvit_* state dict (stem.*, stages.*)'),
+    'repvit-mm': ('mm', None, 'repvit-mm checkpoint'),
 }
-#: Short names of the layouts (``convert_checkpoint(format=...)``, ``tools/convert_checkpoint.py --format``).
-FORMATS = {
-    'official': 'authors-classification',
-    'coco': 'authors-coco',
-    'ade20k': 'authors-ade20k',
-    'timm': 'timm',
-    'mm': 'repvit-mm',
-}
-#: The task each release layout belongs to.
-TASK_OF_LAYOUT = {
-    'authors-classification': 'classification',
-    'timm': 'classification',
-    'authors-coco': 'detection',
-    'authors-ade20k': 'segmentation',
-    'authors-backbone': 'backbone',
-}
+#: layout -> how messages name it
+LAYOUTS = {layout: text for layout, (_, _, text) in _TABLE.items()}
+#: ``convert_checkpoint(format=...)`` / ``tools/convert_checkpoint.py --format`` name -> layout
+FORMATS = {fmt: layout for layout, (fmt, _, _) in _TABLE.items() if fmt}
+#: release layout -> its task
+TASK_OF_LAYOUT = {layout: task for layout, (_, task, _) in _TABLE.items() if task}
 
 
 def detect_layout(state: Mapping[str, torch.Tensor]) -> str:

@@ -1,18 +1,14 @@
 """Route mmengine's own checkpoint loading through :mod:`.checkpoints` (installed when repvit_mm is imported).
 
-Every mmengine route that puts a checkpoint into a model ends in
-``mmengine.runner.checkpoint.load_state_dict``: ``Runner.load_checkpoint`` (``load_from``, ``resume``,
-testing), ``mmengine.runner.load_checkpoint`` (mmdet's ``init_detector``, mmseg's ``init_model``, the
-mmpretrain inferencers) and ``PretrainedInit`` without a prefix. That function loads with ``strict=False``
-and only logs what did not fit -- a wrong checkpoint becomes a half-random model. mmengine offers no
-registry for it, so :func:`install` replaces that one function (the only patch of upstream code in this
-project): models with a RepViT inside go through :func:`~.checkpoints.load_checkpoint_into` (converted from
-any known layout, all or nothing), every other model through mmengine's original. The file name comes with
-the state dict (:func:`~repvit_mm.utils.safe_checkpoint.source_of`: the safe loaders put it in the
-``_metadata`` that mmengine hands on).
-
-``PretrainedInit`` with a ``prefix`` reads its file with ``_load_checkpoint_with_prefix``, which only knows
-``state_dict`` checkpoints; the ``Pretrained`` initializer registered here reads any layout.
+Every mmengine route that puts a checkpoint into a model (``Runner.load_checkpoint``: ``load_from``,
+``resume``, testing; ``mmengine.runner.load_checkpoint``: mmdet's ``init_detector``, mmseg's ``init_model``,
+the mmpretrain inferencers; ``PretrainedInit`` without a prefix) ends in
+``mmengine.runner.checkpoint.load_state_dict``, which loads with ``strict=False`` and only logs what did not
+fit. mmengine has no registry for it, so :func:`install` replaces that one function: models with a RepViT
+inside go through :func:`~.checkpoints.load_checkpoint_into`, all others through mmengine's original. The
+file name rides in the state dict's ``_metadata`` (:func:`~repvit_mm.utils.safe_checkpoint.source_of`).
+``PretrainedInit`` with a ``prefix`` only knows ``state_dict`` checkpoints; the ``Pretrained`` initializer
+registered here reads any layout.
 """
 
 from __future__ import annotations

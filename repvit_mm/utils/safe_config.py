@@ -23,8 +23,8 @@ runs a command when the model is built.
   no module has (``RoIAlign``, ``nms``: names upstream code looks up itself), so nothing is imported by
   name; ``_scope_`` / ``default_scope`` only of those packages; and only dotted names under the keys
   upstream code passes to ``eval`` (:data:`EVALUATED_KEYS`);
-* refuses anything else with one :class:`UnsafeConfigError` naming the checkpoint (when the text came from
-  one read by :mod:`.safe_checkpoint`), the key the text came from and the offending line.
+* refuses anything else with one :class:`UnsafeConfigError` naming the checkpoint and key the text came
+  from (a :class:`ConfigText`, as :mod:`.safe_checkpoint` reads it) and the offending line.
 
 Config *files* (``Config.fromfile``) are the user's own and still run as Python; to use a checkpoint whose
 stored config is refused, give its config file (``DetInferencer(model='config.py', weights=...)``).
@@ -53,7 +53,8 @@ __all__ = [
     'config_from_text',
     'checkpoint_config_texts',
     'check_checkpoint_configs',
-    'note_checkpoint',
+    'ConfigText',
+    'name_config_texts',
     'install',
 ]
 
@@ -247,8 +248,24 @@ def check_config_dict(cfg: Mapping, source: str = 'config text') -> None:
 
 
 # ------------------------------------------------------------------------------------------ sources
-# id(text) -> (text, "FILE's KEY"): texts of the checkpoints read last (mmengine hands the text on alone).
-_sources: dict[int, tuple[str, str]] = {}
+class ConfigText(str):
+    """Config text read from a checkpoint, with ``source`` naming it (``"FILE's meta.cfg"``) for error messages:
+    mmengine hands the text on alone. A copy is a plain ``str``; pickled, it is ``str(text)``."""
+
+    def __new__(cls, text: str, source: str) -> ConfigText:
+        self = super().__new__(cls, text)
+        self.source = source
+        return self
+
+    def __reduce__(self):
+        return str, (str(self),)
+
+
+def plain_str(text: str) -> str:
+    """``str`` for a weights-only load of a pickled :class:`ConfigText` (``builtins.str``): a ``str`` only."""
+    if type(text) is not str:
+        raise TypeError(f'expected a str, got {type(text).__name__}')
+    return text
 
 
 def checkpoint_config_texts(checkpoint: Any) -> Iterator[tuple[str, str]]:
@@ -261,17 +278,14 @@ def checkpoint_config_texts(checkpoint: Any) -> Iterator[tuple[str, str]]:
             yield '.'.join(keys), value
 
 
-def note_checkpoint(checkpoint: Any, filename: str) -> None:
-    """Remember which file the config texts in ``checkpoint`` came from (for error messages)."""
+def name_config_texts(checkpoint: Any, filename: str) -> None:
+    """Make each config text in ``checkpoint`` a :class:`ConfigText` naming ``filename`` (in place)."""
     for where, text in checkpoint_config_texts(checkpoint):
-        _sources[id(text)] = (text, f"{filename}'s {where}")
-    while len(_sources) > 16:
-        _sources.pop(next(iter(_sources)))
-
-
-def _source_of(text: str) -> str:
-    entry = _sources.get(id(text))
-    return entry[1] if entry is not None and entry[0] is text else 'config text given to Config.fromstring'
+        *path, key = where.split('.')
+        owner = checkpoint
+        for part in path:
+            owner = owner[part]
+        owner[key] = ConfigText(text, f"{filename}'s {where}")
 
 
 def check_checkpoint_configs(checkpoint: Any, filename: str) -> None:
@@ -291,7 +305,7 @@ def config_from_text(cfg_str: str, file_format: str) -> Config:
     Raises:
         UnsafeConfigError: the text is not plain data, or names unknown types or untrusted imports.
     """
-    source = _source_of(cfg_str)
+    source = getattr(cfg_str, 'source', 'config text given to Config.fromstring')
     if file_format not in ('.py', '.json', '.yaml', '.yml'):
         raise OSError('Only py/yml/yaml/json type are supported now!')  # mmengine's own message
     if file_format == '.py':
