@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 import torch
-from helpers import CONFIGS, ROOT, assert_one_line_error, load_tool, randomize_bn_, run_tool
+from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
 
 from repvit_mm.utils.errors import UserInputError
 
@@ -284,19 +284,15 @@ NEW_TOOLS = (
 
 @pytest.mark.parametrize('tool', NEW_TOOLS)
 def test_tool_answers_help_and_is_documented(tool):
-    proc = run_tool(tool, '-h', fresh=True)  # a new interpreter: nothing printed before the usage
+    proc = run_tool(tool, '-h')  # (a fresh interpreter's start-up: tests/test_layers.py)
     assert proc.stdout.startswith('usage:') and proc.stderr == ''
     assert f'tools/{tool}' in (ROOT / 'docs' / 'usage.md').read_text()
 
 
-def _tool_main(tool: str):
-    """``main`` of a tools/ script, called in-process (faster than a subprocess, same code)."""
-    return load_tool(tool.removesuffix('.py')).main
-
-
-def test_print_config_shows_merged_config_and_checks_options(capsys):
-    _tool_main('analysis_tools/print_config.py')([str(SEG_CONFIG), '--cfg-options', 'model.decode_head.num_classes=7'])
-    out = capsys.readouterr().out
+def test_print_config_shows_merged_config_and_checks_options():
+    out = run_tool(
+        'analysis_tools/print_config.py', SEG_CONFIG, '--cfg-options', 'model.decode_head.num_classes=7'
+    ).stdout
     assert "type='mmpretrain.RepViT'" in out and 'num_classes=7' in out and 'PolyLR' in out
     proc = run_tool(
         'analysis_tools/print_config.py', SEG_CONFIG, '--cfg-options', 'model.bakbone.arch=m1_1', check=False
@@ -341,16 +337,14 @@ def trained_log(shapes_root, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_analyze_logs_plots_curves_and_training_time(trained_log, tmp_path, capsys):
+def test_analyze_logs_plots_curves_and_training_time(trained_log, tmp_path):
     from PIL import Image
 
     out = tmp_path / 'curves.png'
-    _tool_main('analysis_tools/analyze_logs.py')(
-        ['plot_curve', str(trained_log.parents[1]), '--keys', 'loss', 'lr', 'accuracy/top1', '--out', str(out)]
-    )
+    tool = 'analysis_tools/analyze_logs.py'
+    run_tool(tool, 'plot_curve', trained_log.parents[1], '--keys', 'loss', 'lr', 'accuracy/top1', '--out', out)
     assert Image.open(out).size == (1350, 350)  # three panels
-    _tool_main('analysis_tools/analyze_logs.py')(['cal_train_time', str(trained_log)])
-    line = capsys.readouterr().out.splitlines()[-1]
+    line = run_tool(tool, 'cal_train_time', trained_log).stdout.splitlines()[-1]
     assert re.search(r'4 iterations, \d+\.\d+ s/iter', line), line
     proc = run_tool(
         'analysis_tools/analyze_logs.py',
