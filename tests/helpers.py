@@ -174,3 +174,21 @@ def randomize_bn_(model, seed: int = 0):
                 module.weight.copy_(torch.rand(n, generator=gen) * 0.8 + 0.4)
                 module.bias.copy_(torch.randn(n, generator=gen) * 0.2)
     return model
+
+
+def random_checkpoint(config: Path, path: Path) -> Path:
+    """The config's model, randomly initialised (no pretrained backbone), saved as tools/train.py saves it:
+    ``{'state_dict': ..., 'meta': {'dataset_meta': ...}}`` with the classes of its training set."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
+
+    cfg = Config.fromfile(str(config))
+    if 'init_cfg' in cfg.model.get('backbone', {}):
+        cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    dataset = cfg.train_dataloader.dataset
+    meta = dict(dataset.get('metainfo') or {'classes': dataset.classes})
+    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': meta}}, path)
+    return path

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS, assert_one_line_error, run_tool
+from helpers import CONFIGS, assert_one_line_error, random_checkpoint, run_tool
 from mmengine.config import Config
 from PIL import Image
 
@@ -68,26 +68,10 @@ def data_options(task: str, root: Path) -> list[str]:
     return options + ['train_cfg.max_iters=1', 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1']
 
 
-def random_checkpoint(task: str, path: Path) -> Path:
-    """The task's Shapes model, randomly initialised, saved as ``{'state_dict': ..., 'meta': ...}``."""
-    from mmengine.registry import MODELS, DefaultScope
-
-    config, scope = TASKS[task]
-    cfg = Config.fromfile(config)
-    if 'init_cfg' in cfg.model.get('backbone', {}):
-        cfg.model.backbone.init_cfg = None
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(cfg.model)
-    dataset = cfg.train_dataloader.dataset
-    meta = dict(dataset.get('metainfo') or {'classes': dataset.classes})
-    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': meta}}, path)
-    return path
-
-
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp('random_checkpoints')
-    return {task: random_checkpoint(task, folder / f'{task}.pth') for task in TASKS}
+    return {task: random_checkpoint(config, folder / f'{task}.pth') for task, (config, _) in TASKS.items()}
 
 
 # --------------------------------------------------------------------------------------- --cfg-options
@@ -109,25 +93,36 @@ MISTYPED = {
 }
 
 
-@pytest.mark.parametrize('name', ['train', 'test'])
 @pytest.mark.parametrize('task', list(TASKS))
-def test_mistyped_key_is_one_line_with_the_closest_names(task, name, tmp_path):
+def test_mistyped_key_is_one_line_with_the_closest_names(task, tmp_path):
+    import ast
+
+    from repvit_mm.utils import UserInputError
+    from repvit_mm.utils.config import check_cfg_options
+
     config = TASKS[task][0]
-    checkpoint = [tmp_path / 'any.pth'] if name == 'test' else []
-    for path in checkpoint:  # a file is there (the key is checked before the file is read)
-        path.touch()
+    cfg = Config.fromfile(str(config))
+    # every mistake through the check both tools call on their --cfg-options (the error line is its message)
     for option, suggestion in MISTYPED.items():
-        proc = run_tool(
-            f'{name}.py',
-            config,
-            *checkpoint,
-            '--work-dir',
-            tmp_path / 'work',
-            '--cfg-options',
-            option,
-            cwd=tmp_path,
-            check=False,
-        )
+        key, _, text = option.partition('=')
+        try:
+            value = ast.literal_eval(text)
+        except ValueError:
+            value = text
+        with pytest.raises(UserInputError) as caught:
+            check_cfg_options(cfg, {key: value})
+        assert f"'{key}'" in str(caught.value) and suggestion in str(caught.value), str(caught.value)
+    # and through each tool's command line: one line, nothing created
+    checkpoint = tmp_path / 'any.pth'
+    checkpoint.touch()  # a file is there (the key is checked before the file is read)
+    options = list(MISTYPED.items())
+    index = list(TASKS).index(task)
+    for name, args, (option, suggestion) in (
+        ('train', [], options[index]),
+        ('test', [checkpoint], options[-1 - index]),
+    ):
+        argv = (config, *args, '--work-dir', tmp_path / 'work', '--cfg-options', option)
+        proc = run_tool(f'{name}.py', *argv, cwd=tmp_path, check=False)
         assert_one_line_error(proc, f"'{option.split('=')[0]}'", suggestion)
     assert not (tmp_path / 'work').exists() and not (tmp_path / 'work_dirs').exists()
 
@@ -439,55 +434,6 @@ def test_checked_load_annotations_compares_with_the_image_when_loading(tmp_path)
     (tmp_path / 'b.png').write_bytes(b'')
     with pytest.raises(UserInputError, match=r'corrupt annotation file: .*b.png \(empty file\)'):
         CheckedLoadAnnotations(num_classes=4)(dict(results, seg_map_path=str(tmp_path / 'b.png')))
-
-
-# --------------------------------------------------------------------------------------------- inferencers
-@pytest.fixture(scope='module')
-def demo_image(small_shapes) -> str:
-    return str(sorted((small_shapes / 'coco' / 'val2017').glob('*.jpg'))[0])
-
-
-def test_mmpretrain_inferencer_on_shapes_and_imagenet_configs(checkpoints, demo_image, tmp_path):
-    from mmpretrain import ImageClassificationInferencer
-
-    result = ImageClassificationInferencer(str(CLS), pretrained=str(checkpoints['classification']), device='cpu')(
-        demo_image
-    )[0]
-    assert result['pred_class'] in ('circle', 'square', 'triangle') and result['pred_scores'].shape == (3,)
-    in1k = random_imagenet_checkpoint(tmp_path / 'in1k.pth')
-    result = ImageClassificationInferencer(str(IN1K), pretrained=str(in1k), device='cpu')(demo_image)[0]
-    assert 0 <= result['pred_label'] < 1000 and result['pred_scores'].shape == (1000,)
-
-
-def random_imagenet_checkpoint(path: Path) -> Path:
-    from mmengine.registry import MODELS, DefaultScope
-
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(Config.fromfile(IN1K).model)
-    torch.save({'state_dict': model.state_dict()}, path)
-    return path
-
-
-def test_mmdet_inferencers_on_the_detection_config(checkpoints, demo_image):
-    from mmdet.apis import DetInferencer, inference_detector, init_detector
-
-    result = DetInferencer(model=str(DET), weights=str(checkpoints['detection']), device='cpu')(demo_image)
-    assert len(result['predictions']) == 1 and 'bboxes' in result['predictions'][0]
-    cfg = Config.fromfile(DET)
-    cfg.model.backbone.init_cfg = None
-    sample = inference_detector(init_detector(cfg, str(checkpoints['detection']), device='cpu'), demo_image)
-    assert sample.pred_instances.bboxes.shape[-1] == 4
-
-
-def test_mmseg_inferencers_on_the_segmentation_config(checkpoints, demo_image):
-    from mmseg.apis import MMSegInferencer, inference_model, init_model
-
-    result = MMSegInferencer(model=str(SEG), weights=str(checkpoints['segmentation']), device='cpu')(demo_image)
-    assert result['predictions'].shape == (128, 128)
-    cfg = Config.fromfile(SEG)
-    cfg.model.backbone.init_cfg = None
-    sample = inference_model(init_model(cfg, str(checkpoints['segmentation']), device='cpu'), demo_image)
-    assert tuple(sample.pred_sem_seg.data.shape[-2:]) == (128, 128)
 
 
 # --------------------------------------------------------------------------------------------- COCO boxes
