@@ -298,10 +298,10 @@ def test_missing_pretrained_backbone_stops_before_the_runner(shapes_root, tmp_pa
     assert not (tmp_path / 'work').exists()
 
 
-def test_amp_swaps_in_the_mixed_precision_wrapper(monkeypatch):
+def test_amp_swaps_in_the_mixed_precision_wrapper(shapes_root, tmp_path, monkeypatch):
     from mmengine.config import Config
 
-    from repvit_mm.apis import prepare_train_cfg
+    from repvit_mm.apis import load_config, prepare_train_cfg
     from repvit_mm.utils import UserInputError
 
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
@@ -309,12 +309,11 @@ def test_amp_swaps_in_the_mixed_precision_wrapper(monkeypatch):
         prepare_train_cfg(Config.fromfile(str(SHAPES_CFG)), amp=True)
     from mmengine.logging import MMLogger
 
-    from repvit_mm.apis.runner import _use_amp
-
     MMLogger.get_current_instance()  # made now: creating a logger on a fake GPU machine would look for the GPU
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # as on a GPU machine
+    data = shapes_options(shapes_root, 2)[1:4]  # the data roots
     for wrapper, expected in (('OptimWrapper', 'AmpOptimWrapper'), ('AGCOptimWrapper', 'AmpAGCOptimWrapper')):
-        cfg = Config.fromfile(str(SHAPES_CFG))
-        cfg.optim_wrapper.type = wrapper
-        _use_amp(cfg)
+        options = dict(item.split('=', 1) for item in data)
+        cfg = load_config(str(SHAPES_CFG), {**options, 'optim_wrapper.type': wrapper})
+        cfg = prepare_train_cfg(cfg, work_dir=str(tmp_path / wrapper), amp=True)
         assert cfg.optim_wrapper.type == expected and cfg.optim_wrapper.loss_scale == 'dynamic'

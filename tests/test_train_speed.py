@@ -111,12 +111,13 @@ def test_train_benchmark_runner_is_the_config_training_step():
 
     from repvit_mm.classification.agc import AGCOptimWrapper
     from repvit_mm.deploy.model import read_config
-    from repvit_mm.deploy.train_benchmark import _build_train_model, synthetic_batch
+    from repvit_mm.deploy.train_benchmark import synthetic_batch
+    from repvit_mm.models.build import build_model
 
     cfg = read_config(CONFIGS / 'classification' / 'repvit-m0.9_8xb256-300e_in1k.py')
     cfg.model.backbone.arch = TINY
     cfg.model.head.in_channels = TINY['channels'][-1]
-    model = _build_train_model(cfg)
+    model = build_model(cfg, teacher=True).train()  # as the benchmark's runner rows build it
     wrapper = build_optim_wrapper(model, cfg.optim_wrapper)
     assert isinstance(wrapper, AGCOptimWrapper) and wrapper.clip_grad_kwargs == {'clip_factor': 0.02}
     data = synthetic_batch(cfg, 2, (32, 32))
@@ -525,12 +526,13 @@ def test_imagenet_batch_stacked_with_the_same_numbers():
     import numpy as np
 
     from repvit_mm.deploy.model import read_config
-    from repvit_mm.deploy.train_benchmark import _build_train_model, synthetic_batch
+    from repvit_mm.deploy.train_benchmark import synthetic_batch
+    from repvit_mm.models.build import build_model
 
     cfg = read_config(CONFIGS / 'classification' / 'repvit-m0.9_8xb256-300e_in1k.py')
     assert cfg.train_dataloader.collate_fn == dict(type='default_collate')
     cfg.model.backbone.arch, cfg.model.head.in_channels = TINY, TINY['channels'][-1]
-    preprocessor = _build_train_model(cfg).data_preprocessor
+    preprocessor = build_model(cfg, teacher=True).train().data_preprocessor
     stacked = synthetic_batch(cfg, 6, (48, 40))
     assert isinstance(stacked['inputs'], torch.Tensor) and stacked['inputs'].shape == (6, 3, 48, 40)
     listed = dict(stacked, inputs=list(stacked['inputs']))
