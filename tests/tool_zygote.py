@@ -1,16 +1,16 @@
 """A process that imports the stack once and forks a fresh child for each tool run of the tests.
 
 Each ``python tools/<script>.py`` a test starts would spend ~5 s of CPU importing torch, mmengine,
-mmpretrain, mmdet and mmseg before doing anything; the suite starts about a hundred. ``helpers.run_tool``
+mmpretrain, mmdet and mmseg before doing anything; the suite starts a few hundred. ``helpers.run_tool``
 instead asks this process (one per pytest worker) to fork: the child runs the script as ``__main__`` with
 the test's argv, working directory and environment, its stdout / stderr in files, and exits as the script
-does (its exit code, atexit handlers, a traceback for an uncaught exception). The child ends as
-multiprocessing's forked children do: the interpreter's exit steps (wait for threads, atexit, flush), then
-``os._exit``, without the module teardown, which in a forked child copies every page the imports left (4-6 s
-a run, more than most tool runs themselves). The child starts from the
-state a fresh interpreter has once these modules are imported. What differs from a fresh interpreter is the
-import itself: tests of start-up behaviour (``-h`` without torch, the modules a tool imports, output before
-the first line) run a real interpreter (``run_tool(..., fresh=True)`` or their own ``subprocess.run``).
+does (its exit code, a traceback for an uncaught exception, threads waited for, atexit handlers run). It
+ends as multiprocessing's forked children do: those exit steps, then ``os._exit``, without the module
+teardown, which in a forked child touches, and so copies, every page the imports left (~400 MB, ~1.7 s of
+CPU a run). The child starts from the state a fresh interpreter has once these modules are imported. What
+differs from a fresh interpreter is the import itself: tests of start-up behaviour (``-h`` without torch,
+the modules a tool imports, output before the first line) start one with ``subprocess.run``
+(tests/test_layers.py, which also checks that forked runs answer as a fresh interpreter does).
 
 Protocol, one JSON line each way: request ``{"argv", "cwd", "env", "stdout", "stderr"}``; replies
 ``{"pid": N}`` when the child is started, then ``{"exit": CODE}`` when it has ended.
