@@ -23,8 +23,12 @@ README = (ROOT / 'README.md').read_text()
 
 
 # Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
-# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+# pytest-xdist worker (`make test` distributes with --dist loadgroup). Two parts that share no expensive
+# fixture with the rest add a group of their own, so that they may run on the other worker: xdist joins a
+# test's group names, so that they run as the groups 'ecosystem_mim' and 'ecosystem_own_data'.
 pytestmark = pytest.mark.xdist_group('ecosystem')
+MIM_GROUP = pytest.mark.xdist_group('mim')  # the wheel and the editable install: only the mim tests use them
+OWN_DATA_GROUP = pytest.mark.xdist_group('own_data')  # trainings on data of their own
 
 
 def shapes_options(task: str, shapes_root: Path) -> dict:
@@ -481,6 +485,7 @@ def _backbone_of(state: dict) -> dict:
     return {k.removeprefix('backbone.'): v for k, v in state.items() if k.startswith('backbone.')}
 
 
+@OWN_DATA_GROUP
 @pytest.mark.slow
 @pytest.mark.parametrize('task', list(OWN_DATA))
 def test_own_data_example_trains_from_the_authors_imagenet_weights(
@@ -531,6 +536,7 @@ def usage_section(title: str) -> str:
     return (ROOT / 'docs' / 'usage.md').read_text().split(f'\n## {title}\n', 1)[1].split('\n## ', 1)[0]
 
 
+@OWN_DATA_GROUP
 def test_own_classifier_command_of_the_usage_page_trains_on_folders_drawn_by_pil(tmp_path):
     """docs/usage.md's command that points the classifier at one's own folders and backbone file, as
     written but for the paths (and a 2-iteration schedule with lr 0): pictures written here by PIL in
@@ -583,6 +589,7 @@ def usage_config_snippets() -> list[str]:
     return re.findall(r'```python\n(.*?)```', usage_section('Your own data'), re.S)
 
 
+@OWN_DATA_GROUP
 @pytest.mark.parametrize('index,task', [(0, 'detection'), (1, 'segmentation')])
 def test_own_data_from_the_authors_coco_ade20k_release_reinitialises_the_heads(index, task, shapes_root, tmp_path):
     """docs/usage.md's config that starts from the authors' M1.1 COCO / ADE20K release, as written but for
@@ -738,6 +745,7 @@ def run_mim(install: Path, *args, cwd: Path, check: bool = True):
     return proc
 
 
+@MIM_GROUP
 def test_package_installs_in_mims_layout(mim_install):
     mim_root = mim_install / 'repvit_mm' / '.mim'
     assert (mim_root / 'model-index.yml').is_file() and not (mim_root / 'model-index.yml').is_symlink()
@@ -749,6 +757,7 @@ def test_package_installs_in_mims_layout(mim_install):
     assert (ROOT / 'repvit_mm' / '.mim' / 'configs' / 'classification' / 'metafile.yml').is_file()
 
 
+@MIM_GROUP
 @pytest.mark.slow
 def test_mim_finds_the_editable_install(mim_editable, tmp_path):
     """After the README's set-up (tools/install.sh: an editable install), mim finds the model index and the
@@ -762,6 +771,7 @@ def test_mim_finds_the_editable_install(mim_editable, tmp_path):
     assert found == str(ROOT / 'repvit_mm' / '__init__.py')
 
 
+@MIM_GROUP
 @pytest.mark.slow
 @pytest.mark.parametrize('install', ['mim_install', 'mim_editable'])
 def test_mim_search_download_train_test(install, request, shapes_root, release_m0_9, tmp_path):
