@@ -47,17 +47,6 @@ def _restore_default_scope_of_module():
     yield from _forget_new_scopes()
 
 
-@pytest.fixture
-def fresh_loggers():
-    """mmengine's loggers keep the stream they were made with: one made in an earlier in-process tool run
-    would log into that run's closed capture stream. For tests that run tools in-process."""
-    from mmengine.logging import MMLogger
-
-    MMLogger._instance_dict.clear()
-    yield
-    MMLogger._instance_dict.clear()
-
-
 @pytest.fixture(scope='module')
 def tiny_shapes(tmp_path_factory) -> Path:
     """The smallest Shapes dataset with every format and split (a few images each)."""

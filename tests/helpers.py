@@ -1,10 +1,15 @@
-"""Helpers the tests share: paths, running the tools as a user would, the one-line error check, BN noise."""
+"""Helpers the tests share: paths, running the tools as a user would, the one-line error check, BN noise.
+
+A test runs a tool one way: ``run_tool('train.py', *args, cwd=..., check=..., timeout=...)``, which is
+``python tools/train.py ARGS`` in a process of its own (forked from ``tests/tool_zygote.py``) and returns
+its exit code, stdout and stderr; bad input is checked with ``assert_one_line_error``. Only tests of
+interpreter start-up (tests/test_layers.py) start a new interpreter themselves. docs/development.md has
+the details.
+"""
 
 from __future__ import annotations
 
 import atexit
-import importlib
-import importlib.util
 import json
 import os
 import select
@@ -55,24 +60,15 @@ def tool_env() -> dict:
 
 
 def run_tool(
-    script: str,
-    *args,
-    cwd: Path | None = None,
-    check: bool = True,
-    timeout: int = 900,
-    launcher: list[str] | None = None,
-    fresh: bool = False,
+    script: str, *args, cwd: Path | None = None, check: bool = True, timeout: int = 900
 ) -> subprocess.CompletedProcess:
-    """Run ``tools/<script>`` in its own process, as a user would; returns the finished process.
+    """Run ``python tools/<script> ARGS`` in its own process, as a user would; returns the finished process
+    (stdout and stderr as text). With ``check``, a non-zero exit fails the test with the tool's output.
 
     The process is forked from this worker's tool zygote (``tests/tool_zygote.py``: the stack already
-    imported, ~5 s of CPU saved per run); ``fresh=True`` (tests of start-up: imports, output before the
-    first line) or a ``launcher`` (e.g. torchrun) start a new interpreter instead."""
-    cmd = [*(launcher or [sys.executable]), str(ROOT / 'tools' / script), *map(str, args)]
-    if fresh or launcher:
-        proc = subprocess.run(cmd, cwd=cwd or ROOT, env=tool_env(), capture_output=True, text=True, timeout=timeout)
-    else:
-        proc = _ZYGOTE.run(cmd, cwd or ROOT, timeout)
+    imported, ~5 s of CPU saved per run); it is otherwise the process ``python tools/<script>`` would be."""
+    cmd = [sys.executable, str(ROOT / 'tools' / script), *map(str, args)]
+    proc = _ZYGOTE.run(cmd, cwd or ROOT, timeout)
     if check and proc.returncode != 0:
         raise AssertionError(
             f'{" ".join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}'
@@ -139,7 +135,8 @@ def assert_one_line_error(proc: subprocess.CompletedProcess, *fragments: str) ->
     """A user error: non-zero exit, a single ``error: ...`` line naming the problem, no traceback."""
     assert proc.returncode != 0, proc.stdout
     assert 'Traceback' not in proc.stderr, proc.stderr
-    # no noise before the error (import-time notices show only where the tool ran with fresh=True)
+    # no noise before the error (import-time notices would show in a fresh interpreter's start-up, see
+    # tests/test_startup.py)
     assert 'pkg_resources is deprecated' not in proc.stderr, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
     assert len(lines) == 1, proc.stderr
@@ -179,35 +176,19 @@ def randomize_bn_(model, seed: int = 0):
     return model
 
 
-TOOLS = ROOT / 'tools'
-_LOADED_TOOLS: dict = {}
+def random_checkpoint(config: Path, path: Path) -> Path:
+    """The config's model, randomly initialised (no pretrained backbone), saved as tools/train.py saves it:
+    ``{'state_dict': ..., 'meta': {'dataset_meta': ...}}`` with the classes of its training set."""
+    import torch
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, DefaultScope
 
-
-def load_tool(name: str):
-    """``tools/<name>.py`` as a module, to call its ``main(argv)`` in-process (faster than a subprocess, same
-    code); ``tools/`` goes on ``sys.path`` as it is for a script, for the shared ``tools/cli.py``."""
-    if str(TOOLS) not in sys.path:
-        sys.path.insert(0, str(TOOLS))
-    if name == 'cli':  # the module the tools themselves import (one UsageError class)
-        return importlib.import_module('cli')
-    if name not in _LOADED_TOOLS:
-        spec = importlib.util.spec_from_file_location(f'_tool_{name.replace("/", "_")}', TOOLS / f'{name}.py')
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-        spec.loader.exec_module(module)
-        _LOADED_TOOLS[name] = module
-    return _LOADED_TOOLS[name]
-
-
-def call_tool(capsys, name: str, *argv) -> subprocess.CompletedProcess:
-    """Run a tool in-process as ``python tools/<name>.py ARGV`` would (its errors through ``run_cli``), and
-    return what it printed."""
-    run_cli = load_tool('cli').run_cli
-    capsys.readouterr()
-    code = 0
-    try:
-        run_cli(lambda: load_tool(name).main([str(a) for a in argv]))
-    except SystemExit as exit_:
-        code = exit_.code
-    out, err = capsys.readouterr()
-    return subprocess.CompletedProcess(args=[name, *argv], returncode=code, stdout=out, stderr=err)
+    cfg = Config.fromfile(str(config))
+    if 'init_cfg' in cfg.model.get('backbone', {}):
+        cfg.model.backbone.init_cfg = None
+    with DefaultScope.overwrite_default_scope(cfg.default_scope):
+        model = MODELS.build(cfg.model)
+    dataset = cfg.train_dataloader.dataset
+    meta = dict(dataset.get('metainfo') or {'classes': dataset.classes})
+    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': meta}}, path)
+    return path

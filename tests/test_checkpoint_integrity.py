@@ -8,13 +8,12 @@ import logging
 import os
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-from helpers import CONFIGS, ROOT, assert_one_line_error, load_tool, randomize_bn_, run_tool, tool_env
+from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool, tool_env
 from test_convert import timm_to_official
 
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
@@ -412,16 +411,11 @@ def test_authors_dense_releases_load_convert_and_match(task, tmp_path):
 
 
 def test_convert_checks_the_arch_of_a_dense_release(tmp_path):
-    _load_tool = partial(load_tool, 'convert_checkpoint')
-
-    from repvit_mm.utils import UserInputError
-
     release, _ = _authors_release(tmp_path, DET_CFG, 'repvit_m0_9_coco.pth', {'CLASSES': SHAPES_CLASSES})
-    with pytest.raises(UserInputError) as info:
-        _load_tool().main([str(release), str(tmp_path / 'out.pth'), '--arch', 'm1_1'])
-    assert "fits arch 'm0_9'" in str(info.value) and str(release) in str(info.value)
-    with pytest.raises(UserInputError, match='not in the --format ade20k layout'):
-        _load_tool().main([str(release), str(tmp_path / 'out.pth'), '--arch', 'm0_9', '--format', 'ade20k'])
+    proc = run_tool('convert_checkpoint.py', release, tmp_path / 'out.pth', '--arch', 'm1_1', check=False)
+    assert_one_line_error(proc, "fits arch 'm0_9'", str(release))
+    argv = (release, tmp_path / 'out.pth', '--arch', 'm0_9', '--format', 'ade20k')
+    assert_one_line_error(run_tool('convert_checkpoint.py', *argv, check=False), 'not in the --format ade20k layout')
     assert not (tmp_path / 'out.pth').exists()
 
 

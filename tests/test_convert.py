@@ -10,13 +10,12 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from helpers import CHANNELS, load_tool, randomize_bn_
+from helpers import CHANNELS, randomize_bn_
 from mmpretrain.registry import MODELS
 from timm.layers import SqueezeExcite as TimmSE
 
 import repvit_mm.models  # noqa: F401  (registration)
 from repvit_mm.models import CheckpointMismatchError, RepViT, convert_checkpoint, convert_official, convert_timm
-from repvit_mm.utils.errors import UserInputError
 
 TIMM_ARCHS = sorted(n[len('repvit_') :] for n in timm.list_models('repvit_*'))
 
@@ -361,26 +360,17 @@ def test_cli_round_trip_and_refusals(tmp_path):
     assert_one_line_error(proc, 'exists', '--force')
     assert os.stat(dst).st_mtime_ns == stamp
 
-    # In-process (the same main()): a wrong arch names the problem and writes nothing; --force overwrites
-    # (here from timm's .safetensors of the same weights: identical result).
-    tool = _load_tool()
+    # A wrong arch names the problem and writes nothing; --force overwrites (here from timm's .safetensors of
+    # the same weights: identical result).
     other = tmp_path / 'wrong.pth'
-    with pytest.raises(ValueError) as info:
-        tool.main([str(src), str(other), '--arch', 'm1_1'])
-    for fragment in ("arch 'm1_1'", "fits arch 'm0_9'", 'wrong shapes', str(src)):
-        assert fragment in str(info.value)
+    proc = run_tool('convert_checkpoint.py', src, other, '--arch', 'm1_1', check=False)
+    assert_one_line_error(proc, "arch 'm1_1'", "fits arch 'm0_9'", 'wrong shapes', str(src))
     assert not other.exists() and not any(p.name.startswith('.') for p in tmp_path.iterdir())
-    with pytest.raises(UserInputError, match='already exists'):
-        tool.main([str(src), str(dst), '--arch', 'm0_9'])
     from safetensors.torch import save_file
 
     timm_src = tmp_path / 'model.safetensors'  # how timm weights come from the HF hub
     save_file({k: v.contiguous() for k, v in tm.state_dict().items()}, str(timm_src))
-    tool.main([str(timm_src), str(dst), '--arch', 'm0_9', '--format', 'timm', '--force'])
+    run_tool('convert_checkpoint.py', timm_src, dst, '--arch', 'm0_9', '--format', 'timm', '--force')
     again = torch.load(dst, weights_only=True)
     assert again['meta']['source_format'] == 'timm'
     assert all(torch.equal(again['state_dict'][k], v) for k, v in saved['state_dict'].items())
-
-
-def _load_tool():
-    return load_tool('convert_checkpoint')

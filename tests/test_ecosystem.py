@@ -11,7 +11,7 @@ from urllib.parse import urlparse
 
 import pytest
 import torch
-from helpers import CONFIGS, ROOT, assert_one_line_error, load_tool, randomize_bn_, run_tool
+from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
 
 from repvit_mm.utils.errors import UserInputError
 
@@ -23,8 +23,12 @@ README = (ROOT / 'README.md').read_text()
 
 
 # Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
-# pytest-xdist worker (`make test` distributes with --dist loadgroup).
+# pytest-xdist worker (`make test` distributes with --dist loadgroup). Two parts that share no expensive
+# fixture with the rest add a group of their own, so that they may run on the other worker: xdist joins a
+# test's group names, so that they run as the groups 'ecosystem_mim' and 'ecosystem_own_data'.
 pytestmark = pytest.mark.xdist_group('ecosystem')
+MIM_GROUP = pytest.mark.xdist_group('mim')  # the wheel and the editable install: only the mim tests use them
+OWN_DATA_GROUP = pytest.mark.xdist_group('own_data')  # trainings on data of their own
 
 
 def shapes_options(task: str, shapes_root: Path) -> dict:
@@ -284,19 +288,15 @@ NEW_TOOLS = (
 
 @pytest.mark.parametrize('tool', NEW_TOOLS)
 def test_tool_answers_help_and_is_documented(tool):
-    proc = run_tool(tool, '-h', fresh=True)  # a new interpreter: nothing printed before the usage
+    proc = run_tool(tool, '-h')  # (a fresh interpreter's start-up: tests/test_layers.py)
     assert proc.stdout.startswith('usage:') and proc.stderr == ''
     assert f'tools/{tool}' in (ROOT / 'docs' / 'usage.md').read_text()
 
 
-def _tool_main(tool: str):
-    """``main`` of a tools/ script, called in-process (faster than a subprocess, same code)."""
-    return load_tool(tool.removesuffix('.py')).main
-
-
-def test_print_config_shows_merged_config_and_checks_options(capsys):
-    _tool_main('analysis_tools/print_config.py')([str(SEG_CONFIG), '--cfg-options', 'model.decode_head.num_classes=7'])
-    out = capsys.readouterr().out
+def test_print_config_shows_merged_config_and_checks_options():
+    out = run_tool(
+        'analysis_tools/print_config.py', SEG_CONFIG, '--cfg-options', 'model.decode_head.num_classes=7'
+    ).stdout
     assert "type='mmpretrain.RepViT'" in out and 'num_classes=7' in out and 'PolyLR' in out
     proc = run_tool(
         'analysis_tools/print_config.py', SEG_CONFIG, '--cfg-options', 'model.bakbone.arch=m1_1', check=False
@@ -341,16 +341,14 @@ def trained_log(shapes_root, tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
-def test_analyze_logs_plots_curves_and_training_time(trained_log, tmp_path, capsys):
+def test_analyze_logs_plots_curves_and_training_time(trained_log, tmp_path):
     from PIL import Image
 
     out = tmp_path / 'curves.png'
-    _tool_main('analysis_tools/analyze_logs.py')(
-        ['plot_curve', str(trained_log.parents[1]), '--keys', 'loss', 'lr', 'accuracy/top1', '--out', str(out)]
-    )
+    tool = 'analysis_tools/analyze_logs.py'
+    run_tool(tool, 'plot_curve', trained_log.parents[1], '--keys', 'loss', 'lr', 'accuracy/top1', '--out', out)
     assert Image.open(out).size == (1350, 350)  # three panels
-    _tool_main('analysis_tools/analyze_logs.py')(['cal_train_time', str(trained_log)])
-    line = capsys.readouterr().out.splitlines()[-1]
+    line = run_tool(tool, 'cal_train_time', trained_log).stdout.splitlines()[-1]
     assert re.search(r'4 iterations, \d+\.\d+ s/iter', line), line
     proc = run_tool(
         'analysis_tools/analyze_logs.py',
@@ -487,6 +485,7 @@ def _backbone_of(state: dict) -> dict:
     return {k.removeprefix('backbone.'): v for k, v in state.items() if k.startswith('backbone.')}
 
 
+@OWN_DATA_GROUP
 @pytest.mark.slow
 @pytest.mark.parametrize('task', list(OWN_DATA))
 def test_own_data_example_trains_from_the_authors_imagenet_weights(
@@ -537,6 +536,7 @@ def usage_section(title: str) -> str:
     return (ROOT / 'docs' / 'usage.md').read_text().split(f'\n## {title}\n', 1)[1].split('\n## ', 1)[0]
 
 
+@OWN_DATA_GROUP
 def test_own_classifier_command_of_the_usage_page_trains_on_folders_drawn_by_pil(tmp_path):
     """docs/usage.md's command that points the classifier at one's own folders and backbone file, as
     written but for the paths (and a 2-iteration schedule with lr 0): pictures written here by PIL in
@@ -589,6 +589,7 @@ def usage_config_snippets() -> list[str]:
     return re.findall(r'```python\n(.*?)```', usage_section('Your own data'), re.S)
 
 
+@OWN_DATA_GROUP
 @pytest.mark.parametrize('index,task', [(0, 'detection'), (1, 'segmentation')])
 def test_own_data_from_the_authors_coco_ade20k_release_reinitialises_the_heads(index, task, shapes_root, tmp_path):
     """docs/usage.md's config that starts from the authors' M1.1 COCO / ADE20K release, as written but for
@@ -744,6 +745,7 @@ def run_mim(install: Path, *args, cwd: Path, check: bool = True):
     return proc
 
 
+@MIM_GROUP
 def test_package_installs_in_mims_layout(mim_install):
     mim_root = mim_install / 'repvit_mm' / '.mim'
     assert (mim_root / 'model-index.yml').is_file() and not (mim_root / 'model-index.yml').is_symlink()
@@ -755,6 +757,7 @@ def test_package_installs_in_mims_layout(mim_install):
     assert (ROOT / 'repvit_mm' / '.mim' / 'configs' / 'classification' / 'metafile.yml').is_file()
 
 
+@MIM_GROUP
 @pytest.mark.slow
 def test_mim_finds_the_editable_install(mim_editable, tmp_path):
     """After the README's set-up (tools/install.sh: an editable install), mim finds the model index and the
@@ -768,6 +771,7 @@ def test_mim_finds_the_editable_install(mim_editable, tmp_path):
     assert found == str(ROOT / 'repvit_mm' / '__init__.py')
 
 
+@MIM_GROUP
 @pytest.mark.slow
 @pytest.mark.parametrize('install', ['mim_install', 'mim_editable'])
 def test_mim_search_download_train_test(install, request, shapes_root, release_m0_9, tmp_path):

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pickle
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONFIGS, assert_one_line_error, run_tool
+from helpers import CONFIGS, ROOT, assert_one_line_error, run_tool, tool_env
 
 SHAPES_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 
@@ -206,16 +207,17 @@ def test_test_tool_deploy_gives_same_accuracy(trained, shapes_root):
 def test_two_cpu_processes_train_with_gloo(shapes_root, tmp_path):
     work = tmp_path / 'ddp'
     launcher = [sys.executable, '-m', 'torch.distributed.run', '--nproc_per_node=2', '--master_port=29531']
-    proc = run_tool(
-        'train.py',
-        SHAPES_CFG,
-        '--launcher',
-        'pytorch',
-        '--work-dir',
-        work,
-        *shapes_options(shapes_root, 2),
-        launcher=launcher,
+    # torchrun starts its own interpreters (a forked tool run cannot be launched by it)
+    proc = subprocess.run(
+        [*launcher, str(ROOT / 'tools' / 'train.py'), SHAPES_CFG, '--launcher', 'pytorch', '--work-dir', work]
+        + [str(a) for a in shapes_options(shapes_root, 2)],
+        cwd=ROOT,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
+    assert proc.returncode == 0, proc.stderr[-6000:]
     log = proc.stdout + proc.stderr
     assert 'Distributed training: True' in log and 'CPUDistributedDataParallel' in log, log[-3000:]
     assert proc.stdout.count(f'work dir: {work}') == 2  # both ranks finished training
@@ -255,8 +257,14 @@ def test_unreadable_checkpoint_is_one_line_and_overwrites_nothing(tmp_path):
     work = tmp_path / 'work'
     work.mkdir()
     (work / 'keep.txt').write_text('precious')
-    # a new interpreter: no import-time noise (e.g. pkg_resources' notice) before the error line either
-    proc = run_tool('test.py', SHAPES_CFG, bad, '--work-dir', work, check=False, fresh=True)
+    # a fresh interpreter: no import-time noise (e.g. pkg_resources' notice) before the error line either
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / 'tools' / 'test.py'), SHAPES_CFG, bad, '--work-dir', work],
+        cwd=ROOT,
+        env=tool_env(),
+        capture_output=True,
+        text=True,
+    )
     assert_one_line_error(proc, 'broken.pth')
     assert sorted(p.name for p in work.iterdir()) == ['keep.txt']
     assert (work / 'keep.txt').read_text() == 'precious'
@@ -290,10 +298,10 @@ def test_missing_pretrained_backbone_stops_before_the_runner(shapes_root, tmp_pa
     assert not (tmp_path / 'work').exists()
 
 
-def test_amp_swaps_in_the_mixed_precision_wrapper(monkeypatch):
+def test_amp_swaps_in_the_mixed_precision_wrapper(shapes_root, tmp_path, monkeypatch):
     from mmengine.config import Config
 
-    from repvit_mm.apis import prepare_train_cfg
+    from repvit_mm.apis import load_config, prepare_train_cfg
     from repvit_mm.utils import UserInputError
 
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
@@ -301,12 +309,11 @@ def test_amp_swaps_in_the_mixed_precision_wrapper(monkeypatch):
         prepare_train_cfg(Config.fromfile(str(SHAPES_CFG)), amp=True)
     from mmengine.logging import MMLogger
 
-    from repvit_mm.apis.runner import _use_amp
-
     MMLogger.get_current_instance()  # made now: creating a logger on a fake GPU machine would look for the GPU
     monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)  # as on a GPU machine
+    data = shapes_options(shapes_root, 2)[1:4]  # the data roots
     for wrapper, expected in (('OptimWrapper', 'AmpOptimWrapper'), ('AGCOptimWrapper', 'AmpAGCOptimWrapper')):
-        cfg = Config.fromfile(str(SHAPES_CFG))
-        cfg.optim_wrapper.type = wrapper
-        _use_amp(cfg)
+        options = dict(item.split('=', 1) for item in data)
+        cfg = load_config(str(SHAPES_CFG), {**options, 'optim_wrapper.type': wrapper})
+        cfg = prepare_train_cfg(cfg, work_dir=str(tmp_path / wrapper), amp=True)
         assert cfg.optim_wrapper.type == expected and cfg.optim_wrapper.loss_scale == 'dynamic'

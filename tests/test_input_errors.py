@@ -1,24 +1,21 @@
 """Bad data and config input ends in one ``error:`` line naming the file or key, before anything is written.
 
-Most cases run the tools in-process (``tools/<tool>.py``'s ``main(argv)`` under ``run_cli``, output captured
-with capsys): the same code path as the command line without an interpreter start per case. A few run as
-real subprocesses to show the command line itself behaves the same.
+The tools run as a user runs them (``helpers.run_tool``); the checks they call, where a test needs their
+details, through the library's public functions.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import shutil
 import socket
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS, assert_one_line_error, call_tool, load_tool, run_tool
+from helpers import CONFIGS, assert_one_line_error, random_checkpoint, run_tool
 from mmengine.config import Config
 from PIL import Image
 
@@ -28,49 +25,9 @@ SEG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'
 IN1K = CONFIGS / 'classification' / 'repvit-m0.9_8xb256-300e_in1k.py'
 TASKS = {'classification': (CLS, 'mmpretrain'), 'detection': (DET, 'mmdet'), 'segmentation': (SEG, 'mmseg')}
 
-# ----------------------------------------------------------------------------------------------- helpers
-_CONFIG_CACHE: dict = {}
-
-
 # Its module- and session-scoped fixtures (trained models, written files) are made once: the module runs on one
 # pytest-xdist worker (`make test` distributes with --dist loadgroup).
 pytestmark = pytest.mark.xdist_group('input_errors')
-
-
-def tool(name: str):
-    """``tools/<name>.py`` as a module (its ``main(argv)``)."""
-    return load_tool(name)
-
-
-def call(capsys, name: str, *argv) -> subprocess.CompletedProcess:
-    """Run a tool in-process as ``python tools/<name>.py ARGV`` would, and return what it printed."""
-    return call_tool(capsys, name, *argv)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_loggers():
-    """mmengine's loggers keep the stream they were made with: a Runner started in-process by an earlier test
-    would log into that test's closed capture stream (a '--- Logging error ---' traceback on stderr)."""
-    from mmengine.logging import MMLogger
-
-    MMLogger._instance_dict.clear()
-    yield
-    MMLogger._instance_dict.clear()
-
-
-@pytest.fixture
-def cached_configs(monkeypatch):
-    """Parse each config file once per test session (``Config.fromfile`` takes seconds for mmdet/mmseg
-    configs); every call still gets its own copy to merge options into."""
-    original = Config.fromfile
-
-    def fromfile(filename, *args, **kwargs):
-        key = (str(filename), repr(args), repr(sorted(kwargs.items())))
-        if key not in _CONFIG_CACHE:
-            _CONFIG_CACHE[key] = original(filename, *args, **kwargs)
-        return copy.deepcopy(_CONFIG_CACHE[key])
-
-    monkeypatch.setattr(Config, 'fromfile', staticmethod(fromfile))
 
 
 @pytest.fixture(scope='module')
@@ -111,26 +68,10 @@ def data_options(task: str, root: Path) -> list[str]:
     return options + ['train_cfg.max_iters=1', 'train_cfg.val_interval=1', 'default_hooks.checkpoint.interval=1']
 
 
-def random_checkpoint(task: str, path: Path) -> Path:
-    """The task's Shapes model, randomly initialised, saved as ``{'state_dict': ..., 'meta': ...}``."""
-    from mmengine.registry import MODELS, DefaultScope
-
-    config, scope = TASKS[task]
-    cfg = Config.fromfile(config)
-    if 'init_cfg' in cfg.model.get('backbone', {}):
-        cfg.model.backbone.init_cfg = None
-    with DefaultScope.overwrite_default_scope(scope):
-        model = MODELS.build(cfg.model)
-    dataset = cfg.train_dataloader.dataset
-    meta = dict(dataset.get('metainfo') or {'classes': dataset.classes})
-    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': meta}}, path)
-    return path
-
-
 @pytest.fixture(scope='module')
 def checkpoints(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp('random_checkpoints')
-    return {task: random_checkpoint(task, folder / f'{task}.pth') for task in TASKS}
+    return {task: random_checkpoint(config, folder / f'{task}.pth') for task, (config, _) in TASKS.items()}
 
 
 # --------------------------------------------------------------------------------------- --cfg-options
@@ -152,31 +93,53 @@ MISTYPED = {
 }
 
 
-@pytest.mark.parametrize('name', ['train', 'test'])
 @pytest.mark.parametrize('task', list(TASKS))
-def test_mistyped_key_is_one_line_with_the_closest_names(task, name, capsys, cached_configs, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+def test_mistyped_key_is_one_line_with_the_closest_names(task, tmp_path):
+    import ast
+
+    from repvit_mm.utils import UserInputError
+    from repvit_mm.utils.config import check_cfg_options
+
     config = TASKS[task][0]
-    checkpoint = [tmp_path / 'any.pth'] if name == 'test' else []
-    for path in checkpoint:  # a file is there (the key is checked before the file is read)
-        path.touch()
+    cfg = Config.fromfile(str(config))
+    # every mistake through the check both tools call on their --cfg-options (the error line is its message)
     for option, suggestion in MISTYPED.items():
-        proc = call(capsys, name, config, *checkpoint, '--work-dir', tmp_path / 'work', '--cfg-options', option)
+        key, _, text = option.partition('=')
+        try:
+            value = ast.literal_eval(text)
+        except ValueError:
+            value = text
+        with pytest.raises(UserInputError) as caught:
+            check_cfg_options(cfg, {key: value})
+        assert f"'{key}'" in str(caught.value) and suggestion in str(caught.value), str(caught.value)
+    # and through each tool's command line: one line, nothing created
+    checkpoint = tmp_path / 'any.pth'
+    checkpoint.touch()  # a file is there (the key is checked before the file is read)
+    options = list(MISTYPED.items())
+    index = list(TASKS).index(task)
+    for name, args, (option, suggestion) in (
+        ('train', [], options[index]),
+        ('test', [checkpoint], options[-1 - index]),
+    ):
+        argv = (config, *args, '--work-dir', tmp_path / 'work', '--cfg-options', option)
+        proc = run_tool(f'{name}.py', *argv, cwd=tmp_path, check=False)
         assert_one_line_error(proc, f"'{option.split('=')[0]}'", suggestion)
     assert not (tmp_path / 'work').exists() and not (tmp_path / 'work_dirs').exists()
 
 
-def test_unknown_arch_and_a_string_for_a_dict_are_one_line(capsys, cached_configs, tmp_path):
-    proc = call(capsys, 'train', DET, '--work-dir', tmp_path / 'w', '--cfg-options', 'model.backbone.arch=m0_8')
+def test_unknown_arch_and_a_string_for_a_dict_are_one_line(tmp_path):
+    proc = run_tool(
+        'train.py', DET, '--work-dir', tmp_path / 'w', '--cfg-options', 'model.backbone.arch=m0_8', check=False
+    )
     assert_one_line_error(proc, 'model.backbone.arch=m0_8', "unknown RepViT arch 'm0_8'", 'm0_9')
-    proc = call(
-        capsys, 'train', CLS, '--work-dir', tmp_path / 'w', '--cfg-options', 'auto_scale_lr=256'
+    proc = run_tool(
+        'train.py', CLS, '--work-dir', tmp_path / 'w', '--cfg-options', 'auto_scale_lr=256', check=False
     )  # (auto_scale_lr=dict(base_batch_size=256) is a dict: accepted, see tests/test_options.py)
     assert_one_line_error(proc, 'auto_scale_lr', 'auto_scale_lr.base_batch_size=256')
     assert not (tmp_path / 'w').exists()
 
 
-def test_valid_keys_pass_including_new_runner_sections(cached_configs):
+def test_valid_keys_pass_including_new_runner_sections():
     from repvit_mm.apis import load_config
 
     cfg = load_config(
@@ -261,16 +224,22 @@ def test_mistyped_keys_from_the_command_line(tmp_path):
 
 
 # --------------------------------------------------------------------------------------------- schedule length
-def test_overriding_max_iters_warns_once_that_the_lr_schedule_still_ends_at_the_old_length(
-    small_shapes, capsys, tmp_path
-):
+def test_overriding_max_iters_warns_once_that_the_lr_schedule_still_ends_at_the_old_length(small_shapes, tmp_path):
     """The Shapes classifier decays its lr to iteration 400 (``param_scheduler.1.end=400``): trained for 2
     iterations through tools/train.py, one ``warning:`` line names that end and the new length, and the
     run goes on. Moving the end with it, or not changing the length, prints nothing."""
     data = [f'{s}_dataloader.dataset.data_root={small_shapes / "imagenet"}' for s in ('train', 'val', 'test')]
     short = ['train_dataloader.batch_size=2', 'train_cfg.val_interval=2', 'default_hooks.checkpoint.interval=2']
-    proc = call(
-        capsys, 'train', CLS, '--work-dir', tmp_path / 'w', '--cfg-options', *data, *short, 'train_cfg.max_iters=2'
+    proc = run_tool(
+        'train.py',
+        CLS,
+        '--work-dir',
+        tmp_path / 'w',
+        '--cfg-options',
+        *data,
+        *short,
+        'train_cfg.max_iters=2',
+        check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     warnings = [line for line in proc.stderr.splitlines() if line.startswith('warning:')]
@@ -279,9 +248,9 @@ def test_overriding_max_iters_warns_once_that_the_lr_schedule_still_ends_at_the_
     assert 'param_scheduler.0' not in warnings[0]  # the warm-up ends at 20, not at the loop's end
     assert (tmp_path / 'w' / 'iter_2.pth').is_file()
     for options in (['train_cfg.max_iters=800', 'param_scheduler.1.end=800'], ['train_cfg.max_iters=400'], []):
-        proc = call(capsys, 'analysis_tools/print_config', CLS, '--cfg-options', *data, *options)
+        proc = run_tool('analysis_tools/print_config.py', CLS, '--cfg-options', *data, *options, check=False)
         assert proc.returncode == 0 and 'warning:' not in proc.stderr + proc.stdout, (options, proc.stderr)
-    proc = call(capsys, 'analysis_tools/print_config', CLS, '--cfg-options', 'train_cfg.max_iters=800')
+    proc = run_tool('analysis_tools/print_config.py', CLS, '--cfg-options', 'train_cfg.max_iters=800', check=False)
     assert [line for line in proc.stderr.splitlines() if line.startswith('warning:')] == [
         'warning: train_cfg.max_iters=800, but the lr schedule still ends at the old max_iters=400 '
         '(param_scheduler.1.end=400); set the ends (and milestones) for 800 with --cfg-options'
@@ -309,10 +278,9 @@ def test_auto_scale_lr_on_a_shapes_config_scales_the_lr(small_shapes, tmp_path):
     assert optim_wrapper.param_groups[0]['lr'] == pytest.approx(2e-3 * 8 / 32)
 
 
-def test_auto_scale_lr_without_base_batch_size_says_how_to_add_it(capsys, cached_configs, tmp_path):
-    proc = call(
-        capsys,
-        'train',
+def test_auto_scale_lr_without_base_batch_size_says_how_to_add_it(tmp_path):
+    proc = run_tool(
+        'train.py',
         CLS,
         '--auto-scale-lr',
         '--work-dir',
@@ -320,6 +288,7 @@ def test_auto_scale_lr_without_base_batch_size_says_how_to_add_it(capsys, cached
         '--cfg-options',
         'auto_scale_lr.enable=False',
         'auto_scale_lr.base_batch_size=None',
+        check=False,
     )
     assert_one_line_error(proc, '--auto-scale-lr', 'auto_scale_lr.base_batch_size=N')
 
@@ -383,7 +352,7 @@ def test_config_loads_images_checked_and_passes_its_own_key_check(config):
 
 
 @pytest.mark.parametrize('task', list(TASKS))
-def test_corrupt_image_at_test_time_is_one_line(task, data, checkpoints, capsys, tmp_path):
+def test_corrupt_image_at_test_time_is_one_line(task, data, checkpoints, tmp_path):
     images = {
         'classification': data / 'imagenet' / 'val',
         'detection': data / 'coco' / 'val2017',
@@ -391,15 +360,15 @@ def test_corrupt_image_at_test_time_is_one_line(task, data, checkpoints, capsys,
     }[task]
     bad = sorted(p for p in images.rglob('*') if p.is_file())[0]
     bad.write_bytes(b'')
-    proc = call(
-        capsys,
-        'test',
+    proc = run_tool(
+        'test.py',
         TASKS[task][0],
         checkpoints[task],
         '--work-dir',
         tmp_path / 'w',
         '--cfg-options',
         *data_options(task, data),
+        check=False,
     )
     assert_one_line_error(proc, 'corrupt image file', str(bad), 'empty file')
     # segmentation: caught by the pre-flight (headers) before the Runner starts; the others while loading,
@@ -409,33 +378,40 @@ def test_corrupt_image_at_test_time_is_one_line(task, data, checkpoints, capsys,
 
 @pytest.mark.slow
 @pytest.mark.parametrize('task', ['classification', 'detection'])
-def test_corrupt_image_at_train_time_is_one_line_also_from_a_worker(task, data, capsys, tmp_path):
+def test_corrupt_image_at_train_time_is_one_line_also_from_a_worker(task, data, tmp_path):
     images = {'classification': data / 'imagenet' / 'train', 'detection': data / 'coco' / 'train2017'}[task]
     for image in images.rglob('*.*'):
         image.write_bytes(b'\xff\xd8 not a JPEG')
-    proc = call(
-        capsys,
-        'train',
+    proc = run_tool(
+        'train.py',
         TASKS[task][0],
         '--work-dir',
         tmp_path / 'w',
         '--cfg-options',
         *data_options(task, data),
         'train_dataloader.num_workers=1',
+        check=False,
     )
     assert_one_line_error(proc, 'corrupt image file', str(images), 'not a decodable image')
     assert not (tmp_path / 'w').exists()  # the run's work dir goes again: it holds no checkpoint
 
 
 # --------------------------------------------------------------------------------------------- segmentation
-def test_annotation_of_another_size_names_both_files_at_train_and_test(data, checkpoints, capsys, tmp_path):
+def test_annotation_of_another_size_names_both_files_at_train_and_test(data, checkpoints, tmp_path):
     for split, name, args in (('training', 'train', ()), ('validation', 'test', (checkpoints['segmentation'],))):
         annotation = sorted((data / 'ade20k' / 'annotations' / split).glob('*.png'))[0]
         labels = np.asarray(Image.open(annotation))
         Image.fromarray(labels[:-8]).save(annotation)
         image = data / 'ade20k' / 'images' / split / annotation.with_suffix('.jpg').name
-        proc = call(
-            capsys, name, SEG, *args, '--work-dir', tmp_path / 'w', '--cfg-options', *data_options('segmentation', data)
+        proc = run_tool(
+            f'{name}.py',
+            SEG,
+            *args,
+            '--work-dir',
+            tmp_path / 'w',
+            '--cfg-options',
+            *data_options('segmentation', data),
+            check=False,
         )
         assert_one_line_error(proc, str(annotation), str(image), '128x120', '128x128')
         assert not (tmp_path / 'w').exists()
@@ -458,55 +434,6 @@ def test_checked_load_annotations_compares_with_the_image_when_loading(tmp_path)
     (tmp_path / 'b.png').write_bytes(b'')
     with pytest.raises(UserInputError, match=r'corrupt annotation file: .*b.png \(empty file\)'):
         CheckedLoadAnnotations(num_classes=4)(dict(results, seg_map_path=str(tmp_path / 'b.png')))
-
-
-# --------------------------------------------------------------------------------------------- inferencers
-@pytest.fixture(scope='module')
-def demo_image(small_shapes) -> str:
-    return str(sorted((small_shapes / 'coco' / 'val2017').glob('*.jpg'))[0])
-
-
-def test_mmpretrain_inferencer_on_shapes_and_imagenet_configs(checkpoints, demo_image, tmp_path):
-    from mmpretrain import ImageClassificationInferencer
-
-    result = ImageClassificationInferencer(str(CLS), pretrained=str(checkpoints['classification']), device='cpu')(
-        demo_image
-    )[0]
-    assert result['pred_class'] in ('circle', 'square', 'triangle') and result['pred_scores'].shape == (3,)
-    in1k = random_imagenet_checkpoint(tmp_path / 'in1k.pth')
-    result = ImageClassificationInferencer(str(IN1K), pretrained=str(in1k), device='cpu')(demo_image)[0]
-    assert 0 <= result['pred_label'] < 1000 and result['pred_scores'].shape == (1000,)
-
-
-def random_imagenet_checkpoint(path: Path) -> Path:
-    from mmengine.registry import MODELS, DefaultScope
-
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        model = MODELS.build(Config.fromfile(IN1K).model)
-    torch.save({'state_dict': model.state_dict()}, path)
-    return path
-
-
-def test_mmdet_inferencers_on_the_detection_config(checkpoints, demo_image):
-    from mmdet.apis import DetInferencer, inference_detector, init_detector
-
-    result = DetInferencer(model=str(DET), weights=str(checkpoints['detection']), device='cpu')(demo_image)
-    assert len(result['predictions']) == 1 and 'bboxes' in result['predictions'][0]
-    cfg = Config.fromfile(DET)
-    cfg.model.backbone.init_cfg = None
-    sample = inference_detector(init_detector(cfg, str(checkpoints['detection']), device='cpu'), demo_image)
-    assert sample.pred_instances.bboxes.shape[-1] == 4
-
-
-def test_mmseg_inferencers_on_the_segmentation_config(checkpoints, demo_image):
-    from mmseg.apis import MMSegInferencer, inference_model, init_model
-
-    result = MMSegInferencer(model=str(SEG), weights=str(checkpoints['segmentation']), device='cpu')(demo_image)
-    assert result['predictions'].shape == (128, 128)
-    cfg = Config.fromfile(SEG)
-    cfg.model.backbone.init_cfg = None
-    sample = inference_model(init_model(cfg, str(checkpoints['segmentation']), device='cpu'), demo_image)
-    assert tuple(sample.pred_sem_seg.data.shape[-2:]) == (128, 128)
 
 
 # --------------------------------------------------------------------------------------------- COCO boxes
@@ -534,26 +461,26 @@ def test_invalid_coco_boxes_are_one_warning_or_an_error_with_strict_data(data, c
     assert '3 of' in warnings[0] and ', '.join(map(str, ids)) in warnings[0]
     assert 'non-positive size: 1' in warnings[0] and 'outside the image: 1' in warnings[0]
     assert 'empty polygon: 1' in warnings[0]
-    proc = call(
-        capsys,
-        'train',
+    proc = run_tool(
+        'train.py',
         DET,
         '--strict-data',
         '--work-dir',
         tmp_path / 'w',
         '--cfg-options',
         *data_options('detection', data),
+        check=False,
     )
     assert_one_line_error(proc, 'instances_train2017.json', '3 of', str(ids[0]), 'strict')
-    proc = call(
-        capsys,
-        'train',
+    proc = run_tool(
+        'train.py',
         DET,
         '--work-dir',
         tmp_path / 'w',
         '--cfg-options',
         *data_options('detection', data),
         'strict_data=True',
+        check=False,
     )
     assert_one_line_error(proc, 'instances_train2017.json', '3 of')
     assert not (tmp_path / 'w').exists()
@@ -564,15 +491,14 @@ TORCHRUN_ENV = ('RANK', 'LOCAL_RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT'
 SLURM_ENV = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST', 'SLURM_LOCALID')
 
 
-def test_launcher_without_its_environment_is_one_line(small_shapes, capsys, cached_configs, tmp_path, monkeypatch):
+def test_launcher_without_its_environment_is_one_line(small_shapes, tmp_path, monkeypatch):
     for name in TORCHRUN_ENV + SLURM_ENV:
         monkeypatch.delenv(name, raising=False)
     options = ['--cfg-options', *data_options('classification', small_shapes)]
-    proc = call(capsys, 'train', CLS, '--launcher', 'pytorch', '--work-dir', tmp_path / 'w', *options)
+    proc = run_tool('train.py', CLS, '--launcher', 'pytorch', '--work-dir', tmp_path / 'w', *options, check=False)
     assert_one_line_error(proc, '--launcher pytorch', 'RANK', 'torchrun', 'tools/dist_train.sh')
-    proc = call(
-        capsys,
-        'train',
+    proc = run_tool(
+        'train.py',
         SEG,
         '--launcher',
         'slurm',
@@ -580,6 +506,7 @@ def test_launcher_without_its_environment_is_one_line(small_shapes, capsys, cach
         tmp_path / 'w',
         '--cfg-options',
         *data_options('segmentation', small_shapes),
+        check=False,
     )
     assert_one_line_error(proc, '--launcher slurm', 'SLURM_PROCID', 'srun')
     assert not (tmp_path / 'w').exists()
@@ -625,9 +552,8 @@ def test_slurm_launcher_trains_on_a_cpu_node(small_shapes, tmp_path, monkeypatch
 
 # --------------------------------------------------------------------------------------------- Shapes data
 @pytest.mark.parametrize('task', list(TASKS))
-def test_missing_shapes_data_says_how_to_make_it(task, capsys, cached_configs, tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    proc = call(capsys, 'train', TASKS[task][0])
+def test_missing_shapes_data_says_how_to_make_it(task, tmp_path):
+    proc = run_tool('train.py', TASKS[task][0], cwd=tmp_path, check=False)
     assert_one_line_error(proc, 'not found', 'python tools/make_shapes.py data/shapes')
     assert not (tmp_path / 'work_dirs').exists()
     assert os.listdir(tmp_path) == []

@@ -1,13 +1,18 @@
-"""The package's layers (docs/architecture.md): imports point downward only, and importing is cheap."""
+"""The package's layers (docs/architecture.md): imports point downward only, and importing is cheap.
+
+Also the tests about interpreter start-up itself (what a fresh ``python tools/x.py -h`` imports and prints,
+the tool runs of the tests answering as a fresh interpreter does): only these start new interpreters with
+``subprocess.run``; every other test runs a tool with ``helpers.run_tool``."""
 
 from __future__ import annotations
 
 import ast
+import re
 import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, THREADS, load_tool, run_tool, tool_env
+from helpers import ROOT, THREADS, run_tool, tool_env
 
 PACKAGE = ROOT / 'repvit_mm'
 
@@ -92,6 +97,7 @@ def test_every_subpackage_has_a_layer():
 
 
 def _modules_after(code: str) -> set[str]:
+    # a fresh interpreter: what importing loads is the subject
     out = subprocess.run(
         [sys.executable, '-c', f'{code}\nimport sys; print(" ".join(sys.modules))'],
         cwd=ROOT,
@@ -162,6 +168,7 @@ def _imported(stderr: str) -> set[str]:
 @pytest.mark.parametrize('tool', sorted(TOOL_BAD_ARGS))
 def test_tool_help_and_bad_input_import_no_torch(tool, tmp_path):
     for args, code in ((['-h'], 0), (TOOL_BAD_ARGS[tool], 2)):
+        # a fresh interpreter: what the tool imports and prints at start-up is the subject
         proc = subprocess.run(
             [sys.executable, '-X', 'importtime', str(ROOT / 'tools' / tool), *args],
             cwd=tmp_path,
@@ -173,18 +180,46 @@ def test_tool_help_and_bad_input_import_no_torch(tool, tmp_path):
         assert proc.returncode == code, proc.stderr[-2000:]
         loaded = _imported(proc.stderr)
         assert not {'torch', 'mmengine', 'repvit_mm'} & loaded, (tool, args, {'torch', 'mmengine'} & loaded)
+        noise = [line for line in proc.stderr.splitlines() if not line.startswith(('import time:', 'error:'))]
+        if not code:  # the usage and nothing before it (no import-time notice)
+            assert proc.stdout.startswith('usage:') and noise == [], (proc.stdout[:200], noise)
         if code:
             errors = [line for line in proc.stderr.splitlines() if line.startswith('error:')]
             assert len(errors) == 1 and 'Traceback' not in proc.stderr, proc.stderr[-2000:]
 
 
+PROBE = """import atexit, sys, threading, time
+atexit.register(lambda: print('atexit ran', flush=True))
+threading.Thread(target=lambda: (time.sleep(0.2), print('thread done', flush=True))).start()
+print('out', sys.argv[1:]); print('err', file=sys.stderr)
+if sys.argv[1] == 'raise': raise ValueError('boom')
+if sys.argv[1] == 'interrupt': raise KeyboardInterrupt
+sys.exit(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1])
+"""
+
+
 def test_forked_tool_runs_answer_as_a_new_interpreter(tmp_path):
     """``run_tool`` forks its runs from a process with the stack imported (tests/tool_zygote.py); a run
-    answers as ``python tools/...`` does: exit code, stdout, stderr, in the working directory of the call."""
-    for args in (['-h'], ['missing.py', 'ckpt.pth', 'out.pth']):
-        forked = run_tool('fuse.py', *args, cwd=tmp_path, check=False)
-        fresh = run_tool('fuse.py', *args, cwd=tmp_path, check=False, fresh=True)
+    answers as ``python tools/...`` does: exit code, stdout, stderr (a traceback, a message), threads waited
+    for and atexit handlers run, in the working directory of the call."""
+    (tmp_path / 'probe.py').write_text(PROBE)
+    runs = [('fuse.py', '-h'), ('fuse.py', 'missing.py', 'ckpt.pth', 'out.pth')]
+    runs += [(str(tmp_path / 'probe.py'), arg) for arg in ('0', '3', 'a message', 'raise', 'interrupt')]
+    for script, *args in runs:
+        forked = run_tool(script, *args, cwd=tmp_path, check=False)
+        # a fresh interpreter: what a forked run is compared with
+        fresh = subprocess.run(
+            [sys.executable, str(ROOT / 'tools' / script), *args],
+            cwd=tmp_path,
+            env=tool_env(),
+            capture_output=True,
+            text=True,
+        )
         assert (forked.returncode, forked.stdout, forked.stderr) == (fresh.returncode, fresh.stdout, fresh.stderr)
+        if script.endswith('probe.py'):
+            assert forked.stdout.endswith('thread done\natexit ran\n'), forked.stdout
+    assert forked.returncode == -2 and forked.stderr.endswith('KeyboardInterrupt\n')
+    forked = run_tool('fuse.py', 'missing.py', 'ckpt.pth', 'out.pth', cwd=tmp_path, check=False)
     assert forked.returncode == 2 and forked.stderr.startswith('error:') and 'missing.py' in forked.stderr
     # relative paths resolve against the call's directory: there the config exists, the checkpoint not
     (tmp_path / 'here.py').write_text('')
@@ -215,6 +250,11 @@ def test_tool_literals_match_the_library():
     from repvit_mm.deploy.render import TASK_CHOICES
     from repvit_mm.models import RepViT
 
-    assert load_tool('make_shapes').FORMATS == tuple(SHAPES_FORMATS)
-    assert load_tool('demo').TASKS == tuple(TASK_CHOICES)
-    assert load_tool('convert_checkpoint').ARCHS == tuple(RepViT.arch_zoo)
+    def usage(tool: str) -> str:
+        return ' '.join(run_tool(tool, '-h').stdout.split())  # argparse wraps lines at the terminal's width
+
+    assert re.search(r'--formats \{(.*?)\}', usage('make_shapes.py')).group(1).split(',') == list(SHAPES_FORMATS)
+    assert re.search(r'--task \{(.*?)\}', usage('demo.py')).group(1).split(',') == list(TASK_CHOICES)
+    assert re.search(r'RepViT arch: (.*?) \(', usage('convert_checkpoint.py')).group(1).split(', ') == list(
+        RepViT.arch_zoo
+    )

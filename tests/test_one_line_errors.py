@@ -1,6 +1,6 @@
 """Failures a newcomer meets end in one ``error:`` line, before anything is created.
 
-Through the tools' command lines (in-process, ``tools/<tool>.py``'s ``main`` under ``run_cli``) and the
+Through the tools' command lines (``helpers.run_tool``) and the
 upstream inferencers: a checkpoint URL that cannot be downloaded, a config file naming an unknown backbone,
 values that cannot work (a zero batch size or interval, a word for the learning rate), outputs that cannot be
 written, a file that is no checkpoint, an empty image, a 1x1 image.
@@ -18,16 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS, assert_one_line_error, call_tool
+from helpers import CONFIGS, assert_one_line_error, run_tool
 from PIL import Image
 
 CLS = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 SEG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'
 #: Nothing listens on port 9 (discard) of the loopback: the connection is refused at once, no internet needed.
 UNREACHABLE = 'http://127.0.0.1:9/repvit-mm-unreachable.pth'
-
-
-pytestmark = pytest.mark.usefixtures('fresh_loggers')  # these tests run tools in-process
 
 
 @pytest.fixture(scope='module')
@@ -82,7 +79,7 @@ def data_options(root: Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------ checkpoint URLs
-def test_an_unreachable_checkpoint_url_is_one_line_naming_it(tiny_shapes, torch_home, capsys, tmp_path):
+def test_an_unreachable_checkpoint_url_is_one_line_naming_it(tiny_shapes, torch_home, tmp_path):
     image = next((tiny_shapes / 'imagenet' / 'val').rglob('*.JPEG'))
     work = tmp_path / 'work'
     runs = {
@@ -104,7 +101,7 @@ def test_an_unreachable_checkpoint_url_is_one_line_naming_it(tiny_shapes, torch_
         ),
     )
     for tool, argv in [*runs.items(), resume, init_cfg]:
-        proc = call_tool(capsys, tool, *argv)
+        proc = run_tool(f'{tool}.py', *argv, check=False)
         assert_one_line_error(proc, f'cannot download checkpoint {UNREACHABLE}', 'Connection refused')
     assert not work.exists() and not (tmp_path / 'demo.png').exists() and not (tmp_path / 'fused.pth').exists()
 
@@ -117,12 +114,12 @@ class _NotFound(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_a_checkpoint_url_answering_404_is_one_line(torch_home, capsys, tmp_path):
+def test_a_checkpoint_url_answering_404_is_one_line(torch_home, tmp_path):
     server = http.server.HTTPServer(('127.0.0.1', 0), _NotFound)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f'http://127.0.0.1:{server.server_address[1]}/gone.pth'
     try:
-        proc = call_tool(capsys, 'fuse', CLS, url, tmp_path / 'fused.pth')
+        proc = run_tool('fuse.py', CLS, url, tmp_path / 'fused.pth', check=False)
     finally:
         server.shutdown()
     assert_one_line_error(proc, url, 'HTTP 404')
@@ -137,10 +134,10 @@ def test_a_checkpoint_url_answering_404_is_one_line(torch_home, capsys, tmp_path
         ("backbone=dict(type='RepVit')", ['model.backbone.type', "'RepVit'", "'RepViT'"]),
     ],
 )
-def test_an_unknown_backbone_in_a_config_file_is_one_line_without_a_work_dir(override, fragments, capsys, tmp_path):
+def test_an_unknown_backbone_in_a_config_file_is_one_line_without_a_work_dir(override, fragments, tmp_path):
     config = tmp_path / 'my_config.py'
     config.write_text(f"_base_ = ['{CLS}']\nmodel = dict({override})\n")
-    proc = call_tool(capsys, 'train', config, '--work-dir', tmp_path / 'work')
+    proc = run_tool('train.py', config, '--work-dir', tmp_path / 'work', check=False)
     assert_one_line_error(proc, str(config), *fragments)
     assert not (tmp_path / 'work').exists()
 
@@ -158,39 +155,43 @@ def test_an_unknown_backbone_in_a_config_file_is_one_line_without_a_work_dir(ove
         ('model.head.num_classes=2', ['model.head.num_classes=2', '3 classes', 'model.head.num_classes=3']),
     ],
 )
-def test_values_that_cannot_work_are_refused_before_anything_starts(option, fragments, tiny_shapes, capsys, tmp_path):
+def test_values_that_cannot_work_are_refused_before_anything_starts(option, fragments, tiny_shapes, tmp_path):
     work = tmp_path / 'work'
-    proc = call_tool(capsys, 'train', CLS, '--work-dir', work, '--cfg-options', *data_options(tiny_shapes), option)
+    proc = run_tool(
+        'train.py', CLS, '--work-dir', work, '--cfg-options', *data_options(tiny_shapes), option, check=False
+    )
     assert_one_line_error(proc, *fragments)
     assert not work.exists()
 
 
-def test_a_work_dir_that_cannot_be_written_is_one_line(read_only_dir, tiny_shapes, checkpoint, capsys):
+def test_a_work_dir_that_cannot_be_written_is_one_line(read_only_dir, tiny_shapes, checkpoint):
     work = read_only_dir / 'work'
-    proc = call_tool(capsys, 'train', CLS, '--work-dir', work, '--cfg-options', *data_options(tiny_shapes))
+    proc = run_tool('train.py', CLS, '--work-dir', work, '--cfg-options', *data_options(tiny_shapes), check=False)
     assert_one_line_error(proc, f'work dir {work}', 'cannot write')
-    proc = call_tool(capsys, 'test', CLS, checkpoint, '--work-dir', work, '--cfg-options', *data_options(tiny_shapes))
+    proc = run_tool(
+        'test.py', CLS, checkpoint, '--work-dir', work, '--cfg-options', *data_options(tiny_shapes), check=False
+    )
     assert_one_line_error(proc, f'work dir {work}', 'cannot write')
 
 
 def test_test_out_that_cannot_be_written_is_refused_before_the_evaluation(
-    read_only_dir, tiny_shapes, checkpoint, capsys, tmp_path
+    read_only_dir, tiny_shapes, checkpoint, tmp_path
 ):
     out = read_only_dir / 'results.pkl'
     work = tmp_path / 'work'
     argv = (CLS, checkpoint, '--work-dir', work, '--out', out, '--cfg-options', *data_options(tiny_shapes))
-    proc = call_tool(capsys, 'test', *argv)
+    proc = run_tool('test.py', *argv, check=False)
     assert_one_line_error(proc, f'--out {out}', 'cannot write')
     assert 'metrics' not in proc.stdout and not work.exists()
 
 
 # ------------------------------------------------------------------------------------ files
-def test_random_bytes_as_a_checkpoint_do_not_advise_weights_only_false(tiny_shapes, capsys, tmp_path):
+def test_random_bytes_as_a_checkpoint_do_not_advise_weights_only_false(tiny_shapes, tmp_path):
     rng = random.Random(0)
     for index in range(4):
         bad = tmp_path / f'random{index}.pth'
         bad.write_bytes(bytes(rng.randrange(256) for _ in range(4096)))
-        proc = call_tool(capsys, 'test', CLS, bad, '--work-dir', tmp_path / 'work')
+        proc = run_tool('test.py', CLS, bad, '--work-dir', tmp_path / 'work', check=False)
         assert_one_line_error(proc, str(bad), 'checkpoint')
         assert 'weights_only' not in proc.stderr
     assert not (tmp_path / 'work').exists()

@@ -12,13 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONFIGS, assert_one_line_error, call_tool, load_tool, run_tool
+from helpers import CONFIGS, assert_one_line_error, run_tool
 
 CLS = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
 SEG = CONFIGS / 'segmentation' / 'fpn_repvit-m0.9_shapes.py'
-
-
-pytestmark = pytest.mark.usefixtures('fresh_loggers')  # these tests run tools in-process
 
 
 @pytest.fixture(scope='module')
@@ -49,11 +46,6 @@ def cls_options(root: Path) -> dict:
     }
 
 
-def cli_options(*items: str) -> dict:
-    """The options as ``tools/*.py --cfg-options ITEMS`` parse them."""
-    return load_tool('cli').cfg_options(list(items))
-
-
 def build(config: Path, options: dict, work_dir: Path):
     from repvit_mm.apis import build_runner, load_config, prepare_train_cfg
 
@@ -67,17 +59,15 @@ def test_options_the_config_lacks_take_effect_in_the_runner(tiny_shapes, backbon
 
     options = {
         **cls_options(tiny_shapes),
-        **cli_options(
-            'optim_wrapper.clip_grad.max_norm=1.0',
-            'model.backbone.init_cfg.type=Pretrained',
-            f'model.backbone.init_cfg.checkpoint={backbone_file}',
-            'default_hooks.early_stopping.type=EarlyStoppingHook',
-            'default_hooks.early_stopping.monitor=accuracy/top1',
-            'default_hooks.early_stopping.rule=greater',
-            'model.head.loss.type=LabelSmoothLoss',
-            'model.head.loss.label_smooth_val=0.1',
-            'auto_scale_lr.base_batch_size=64',
-        ),
+        'optim_wrapper.clip_grad.max_norm': 1.0,
+        'model.backbone.init_cfg.type': 'Pretrained',
+        'model.backbone.init_cfg.checkpoint': str(backbone_file),
+        'default_hooks.early_stopping.type': 'EarlyStoppingHook',
+        'default_hooks.early_stopping.monitor': 'accuracy/top1',
+        'default_hooks.early_stopping.rule': 'greater',
+        'model.head.loss.type': 'LabelSmoothLoss',
+        'model.head.loss.label_smooth_val': 0.1,
+        'auto_scale_lr.base_batch_size': 64,
     }
     runner = build(CLS, options, tmp_path / 'work')
     optim_wrapper = runner.build_optim_wrapper(runner.optim_wrapper)
@@ -95,10 +85,21 @@ def test_options_the_config_lacks_take_effect_in_the_runner(tiny_shapes, backbon
 
 
 def test_a_dict_value_on_the_command_line_is_the_same_as_its_fields(tiny_shapes, backbone_file, tmp_path):
-    parsed = cli_options(f'model.backbone.init_cfg=dict(type=Pretrained, checkpoint={backbone_file}, prefix=)')
-    assert parsed == {'model.backbone.init_cfg': {'type': 'Pretrained', 'checkpoint': str(backbone_file), 'prefix': ''}}
-    nested = cli_options('optim_wrapper=dict(clip_grad=dict(max_norm=2,norm_type=1),accumulative_counts=1)')
-    assert nested == {'optim_wrapper': {'clip_grad': {'max_norm': 2, 'norm_type': 1}, 'accumulative_counts': 1}}
+    def merged(
+        *options: str,
+    ) -> str:  # the config the command line gives, as tools/analysis_tools/print_config.py shows it
+        return run_tool('analysis_tools/print_config.py', CLS, '--cfg-options', *options).stdout
+
+    as_dict = merged(f'model.backbone.init_cfg=dict(type=Pretrained, checkpoint={backbone_file}, prefix=)')
+    flat = ''.join(as_dict.split())  # (long lines are wrapped)
+    assert f"checkpoint='{backbone_file}'" in flat and "prefix=''" in flat and "type='Pretrained'" in flat
+    fields = ('type=Pretrained', f'checkpoint={backbone_file}', 'prefix=')
+    assert as_dict == merged(*(f'model.backbone.init_cfg.{field}' for field in fields))
+    as_dict = merged('optim_wrapper=dict(clip_grad=dict(max_norm=2,norm_type=1),accumulative_counts=1)')
+    fields = ('clip_grad.max_norm=2', 'clip_grad.norm_type=1', 'accumulative_counts=1')
+    assert as_dict == merged(*(f'optim_wrapper.{field}' for field in fields))
+    assert 'clip_grad=dict(max_norm=2, norm_type=1)' in as_dict
+    nested = {'optim_wrapper': {'clip_grad': {'max_norm': 2, 'norm_type': 1}, 'accumulative_counts': 1}}
     from repvit_mm.apis import load_config
 
     cfg = load_config(str(CLS), {**cls_options(tiny_shapes), **nested})
@@ -122,13 +123,13 @@ def test_segmentation_options_from_mmsegs_docs_are_accepted():
 
     cfg = load_config(
         str(SEG),
-        cli_options(
-            'model.decode_head.loss_decode.loss_weight=0.4',
-            'optim_wrapper.clip_grad.max_norm=35',
-            'optim_wrapper.clip_grad.norm_type=2',
-            'default_hooks.checkpoint.max_keep_ckpts=1',
-            'auto_scale_lr.base_batch_size=16',
-        ),
+        {
+            'model.decode_head.loss_decode.loss_weight': 0.4,
+            'optim_wrapper.clip_grad.max_norm': 35,
+            'optim_wrapper.clip_grad.norm_type': 2,
+            'default_hooks.checkpoint.max_keep_ckpts': 1,
+            'auto_scale_lr.base_batch_size': 16,
+        },
     )
     assert cfg.model.decode_head.loss_decode.loss_weight == 0.4
     assert cfg.optim_wrapper.clip_grad == {'max_norm': 35, 'norm_type': 2}
@@ -184,10 +185,11 @@ REFUSED = {
 
 
 @pytest.mark.parametrize('option', list(REFUSED))
-def test_a_mistaken_option_is_one_line_before_a_work_dir(option, capsys, tmp_path):
+def test_a_mistaken_option_is_one_line_before_a_work_dir(option, tmp_path):
     (tmp_path / 'any.pth').touch()  # test.py: the options are checked before the checkpoint is read
     for tool, checkpoint in (('train', []), ('test', [tmp_path / 'any.pth'])):
-        proc = call_tool(capsys, tool, CLS, *checkpoint, '--work-dir', tmp_path / 'work', '--cfg-options', option)
+        argv = (CLS, *checkpoint, '--work-dir', tmp_path / 'work', '--cfg-options', option)
+        proc = run_tool(f'{tool}.py', *argv, check=False)
         assert_one_line_error(proc, *REFUSED[option])
     assert not (tmp_path / 'work').exists()
 

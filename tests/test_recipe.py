@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import CONFIGS, load_tool, short_classifier_run
+from helpers import CONFIGS, assert_one_line_error, run_tool, short_classifier_run
 from mmengine.config import Config
 from mmengine.hooks import Hook
 from mmengine.model import BaseModel
@@ -289,21 +289,22 @@ def test_resume_from_a_run_saved_with_one_group_per_parameter(shapes_root, tmp_p
     assert lrs[:2] == warmup and lrs[2] > warmup[1], (warmup, lrs)  # the warm-up goes on, not over again
 
 
-def test_no_amp_and_amp_options():
-    from repvit_mm.apis.runner import _use_fp32
+def test_no_amp_and_amp_options(tmp_path):
+    from repvit_mm.engine.precision import fp32_optim_wrapper
 
-    cfg = Config.fromfile(str(CLS / 'repvit-m0.9_8xb256-distill-300e_in1k.py'))
-    _use_fp32(cfg)  # what prepare_train_cfg(amp=False), i.e. tools/train.py --no-amp, does
-    assert cfg.optim_wrapper.type == 'AGCOptimWrapper'
-    assert not {'loss_scale', 'dtype'} & set(cfg.optim_wrapper)
-    assert cfg.optim_wrapper.clip_grad.clip_factor == 0.02 and cfg.optim_wrapper.optimizer.lr == 4e-3
+    config = CLS / 'repvit-m0.9_8xb256-distill-300e_in1k.py'
+    # what prepare_train_cfg(amp=False), i.e. tools/train.py --no-amp, does
+    wrapper = fp32_optim_wrapper(Config.fromfile(str(config)).optim_wrapper)
+    assert wrapper['type'] == 'AGCOptimWrapper'
+    assert not {'loss_scale', 'dtype'} & set(wrapper)
+    assert wrapper['clip_grad']['clip_factor'] == 0.02 and wrapper['optimizer']['lr'] == 4e-3
 
-    tool = load_tool('train')
-    assert tool.parse_args(['c.py']).amp is None  # as the config says
-    assert tool.parse_args(['c.py', '--amp']).amp is True
-    assert tool.parse_args(['c.py', '--no-amp']).amp is False
-    with pytest.raises(SystemExit):
-        tool.parse_args(['c.py', '--amp', '--no-amp'])
+    proc = run_tool('train.py', config, '--amp', '--no-amp', check=False)
+    assert proc.returncode == 2 and 'not allowed with argument' in proc.stderr, proc.stderr
+    if not torch.cuda.is_available():  # --amp reaches prepare_train_cfg(amp=True), which needs a GPU
+        proc = run_tool('train.py', config, '--amp', '--work-dir', tmp_path / 'w', check=False)
+        assert_one_line_error(proc, '--amp needs a CUDA GPU')
+    assert not (tmp_path / 'w').exists()
 
 
 def _amp_agc_wrapper(monkeypatch, model: nn.Module, scale: float):

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_one_line_error, load_tool, run_tool
+from helpers import assert_one_line_error, run_tool
 from PIL import Image
 
 from repvit_mm.datasets import shapes
@@ -168,23 +167,10 @@ def test_cli_writes_then_refuses_to_overwrite(tmp_path: Path) -> None:
     assert_one_line_error(refused, str(tmp_path / 'coco'), '--force')
 
 
-def test_cli_force_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    cli = load_tool('make_shapes')  # in-process: the interpreter start-up is paid once, above
-    run_cli = load_tool('cli').run_cli
-
-    def exit_code(*args: str) -> int:
-        def main() -> None:  # as `python tools/make_shapes.py ARGS` would run it
-            cli.main(list(args))
-            sys.exit(0)
-
-        with pytest.raises(SystemExit) as exit_info:
-            run_cli(main)
-        return exit_info.value.code
-
+def test_cli_force_and_bad_input(tmp_path: Path) -> None:
     small = ['--formats', 'imagenet', '--num-train', '1', '--num-val', '1', '--size', '32']
-    assert exit_code(str(tmp_path), *small) == 0
-    assert exit_code(str(tmp_path), *small, '--seed', '3', '--force') == 0
-    capsys.readouterr()
+    run_tool('make_shapes.py', tmp_path, *small)
+    run_tool('make_shapes.py', tmp_path, *small, '--seed', '3', '--force')
     for bad, fragment in (
         (['--num-train', '0'], 'num_train'),
         (['--size', '8'], 'image_size'),
@@ -192,9 +178,11 @@ def test_cli_force_and_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) 
         (['--formats', 'mnist'], 'mnist'),
         (['--num-val', 'two'], 'two'),
     ):
-        assert exit_code(str(tmp_path / 'new'), *bad) != 0
-        error = capsys.readouterr().err
-        assert error.startswith('error: ') and error.count('\n') == 1 and fragment in error, error
+        proc = run_tool('make_shapes.py', tmp_path / 'new', *bad, check=False)
+        assert proc.returncode != 0
+        assert proc.stderr.startswith('error: ') and proc.stderr.count('\n') == 1 and fragment in proc.stderr, (
+            proc.stderr
+        )
     assert not (tmp_path / 'new').exists()
 
 
