@@ -35,11 +35,16 @@ def _leaf_dataset(dataset: dict) -> dict:
 
 
 def calibration_batches(
-    cfg: Config, count: int, shape: tuple[int, int], preprocessor: torch.nn.Module | None = None
+    cfg: Config,
+    count: int,
+    shape: tuple[int, int],
+    preprocessor: torch.nn.Module | None = None,
+    pad: bool = False,
 ) -> Iterator[np.ndarray]:
     """``count`` normalised images ``(1, 3, H, W)`` (float32) of ``cfg``'s training set, spread evenly over
     it, through the test pipeline and the model's data preprocessor (``preprocessor``, default: that of
-    the config's model), at ``shape``."""
+    the config's model), at ``shape``: resized to it, or with ``pad`` (a detector's fixed input) padded
+    bottom and right with zeros as the exported detector is fed (a larger image is resized)."""
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import DATASETS, init_default_scope
 
@@ -65,7 +70,9 @@ def calibration_batches(
     for index in picks:
         with torch.no_grad():
             inputs = preprocessor(pseudo_collate([dataset[int(index)]]), False)['inputs'].float()
-        if tuple(inputs.shape[2:]) != tuple(shape):
+        if pad and inputs.shape[2] <= shape[0] and inputs.shape[3] <= shape[1]:
+            inputs = torch.nn.functional.pad(inputs, (0, shape[1] - inputs.shape[3], 0, shape[0] - inputs.shape[2]))
+        elif tuple(inputs.shape[2:]) != tuple(shape):
             inputs = torch.nn.functional.interpolate(inputs, size=shape, mode='bilinear', align_corners=False)
         yield inputs.numpy()
 
@@ -86,9 +93,12 @@ def quantize_qdq(
     out: str | os.PathLike,
     batches: list[np.ndarray],
     exclude_nodes: tuple[str, ...] = (),
+    only_prefixes: tuple[str, ...] = (),
 ) -> None:
     """ONNX Runtime's static quantization of ``float_model`` to ``out`` with this module's settings,
-    calibrated on ``batches`` (inputs of ``input``)."""
+    calibrated on ``batches`` (inputs of ``input``). ``only_prefixes``: quantize only the nodes whose names
+    start with one of these (e.g. ``/backbone/``; ONNX Runtime's ``nodes_to_quantize``), default all."""
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -97,6 +107,9 @@ def quantize_qdq(
         # shape inference and graph clean-up first, as ONNX Runtime's quantization docs advise (the biases
         # become initializers, so that they are quantized to int32 with their convolution)
         quant_pre_process(str(float_model), str(prepared), skip_symbolic_shape=True)
+        only = None  # names after the clean-up, which may fuse nodes
+        if only_prefixes:
+            only = [n.name for n in onnx.load(str(prepared)).graph.node if n.name.startswith(only_prefixes)]
         quantize_static(
             str(prepared),
             str(out),
@@ -107,6 +120,7 @@ def quantize_qdq(
             activation_type=QuantType.QUInt8,
             calibrate_method=CalibrationMethod.MinMax,
             nodes_to_exclude=list(exclude_nodes),
+            nodes_to_quantize=only,
         )
     finally:
         prepared.unlink(missing_ok=True)
