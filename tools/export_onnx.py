@@ -2,7 +2,7 @@
 
     python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--shape H W] [--backbone-only]
                                 [--output logits|labels] [--int8 [--calibration-images N]
-                                [--int8-exclude NODE ...] [--int8-scope features|all]] [--opset N]
+                                [--int8-exclude NODE ...] [--int8-scope features|all-but-rpn|all]] [--opset N]
                                 [--exporter torchscript|dynamo]
                                 [--plain-se] [--cfg-options k=v ...] [--force]
 
@@ -13,7 +13,8 @@ metadata). A segmentor exports backbone + neck + decode head + the resize to the
 fixed size in; boxes, scores, labels and 28x28 masks of a fixed number of detections out) or its backbone
 (``--backbone-only``). The file is checked with ONNX Runtime against the PyTorch model and written only if
 they agree. ``--int8`` then quantizes it statically for ONNX Runtime, calibrated on N training images; of
-a whole detector, the backbone and FPN (``--int8-scope all``: the RPN, box and mask heads too).
+a whole detector, the backbone, FPN and RoI box and mask heads (``--int8-scope``: ``features`` the
+backbone and FPN only, ``all`` the RPN head too); RoIAlign, NMS and the box decoding stay float.
 """
 
 from cli import (
@@ -54,9 +55,10 @@ def parse_args(argv=None):
     )
     parser.add_argument(
         '--int8-scope',
-        choices=['features', 'all'],
+        choices=['features', 'all-but-rpn', 'all'],
         default=None,
-        help='--int8 of a whole detector: quantize the backbone and FPN (default features) or the heads too (all)',
+        help='--int8 of a whole detector: quantize the backbone and FPN (features), also the RoI box and mask '
+        'heads (all-but-rpn, the default) or also the RPN head (all)',
     )
     parser.add_argument(
         '--opset', type=int, default=None, help='ONNX opset (default 17 with the torchscript exporter, 18 with dynamo)'

@@ -39,6 +39,7 @@ __all__ = [
     'is_two_stage_mask_rcnn',
     'quantize_detector',
     'INT8_SCOPES',
+    'DEFAULT_INT8_SCOPE',
 ]
 
 #: Output names of the exported detector, in order.
@@ -220,12 +221,16 @@ class DetectorFeatures(nn.Module):
 
 
 #: ``--int8-scope`` of a whole detector -> the ONNX node-name prefixes quantized (the TorchScript exporter
-#: names nodes after the modules that run them). ``features``: backbone + FPN; ``all``: also the RPN head,
-#: the RoI box head and the mask head (RoIAlign, NMS and the box decoding stay float in both).
+#: names nodes after the modules that run them). ``features``: backbone + FPN; ``all-but-rpn``: also the
+#: RoI box head and the mask head; ``all``: the RPN head too. RoIAlign, NMS and the box decoding stay float.
 INT8_SCOPES = {
     'features': ('/backbone/', '/neck/'),
+    'all-but-rpn': ('/backbone/', '/neck/', '/bbox_head/', '/mask_head/'),
     'all': ('/backbone/', '/neck/', '/rpn_head/', '/bbox_head/', '/mask_head/'),
 }
+#: The default: on the Shapes detector the RoI heads quantize as well as backbone + FPN (box AP -0.4 either
+#: way) and the RPN head does not (box AP -2.6 with it; docs/deployment.md).
+DEFAULT_INT8_SCOPE = 'all-but-rpn'
 
 
 def quantize_detector(
@@ -235,7 +240,7 @@ def quantize_detector(
     shape: tuple[int, int],
     calibration_images: int,
     *,
-    scope: str = 'features',
+    scope: str = DEFAULT_INT8_SCOPE,
     exclude_nodes: tuple[str, ...] = (),
     preprocessor: nn.Module | None = None,
     min_iou: float = 0.5,

@@ -201,8 +201,9 @@ def export_onnx(
     ``int8``: then quantize the checked float model statically (QDQ, per-channel weights) on
     ``calibration_images`` images of the config's training set
     (:func:`repvit_mm.deploy.quantize.quantize_int8`), keeping ``exclude_nodes`` in float; ``out`` is
-    the INT8 model. A whole detector quantizes the nodes of ``int8_scope`` (default ``features``: backbone
-    and FPN; ``all``: the heads too; :data:`~repvit_mm.deploy.detector_onnx.INT8_SCOPES`).
+    the INT8 model. A whole detector quantizes the nodes of ``int8_scope`` (default ``all-but-rpn``:
+    backbone, FPN and the RoI box and mask heads; ``features``: backbone and FPN; ``all``: the RPN head
+    too; :data:`~repvit_mm.deploy.detector_onnx.INT8_SCOPES`).
 
     Returns:
         ``{'out', 'outputs': {name: shape}, 'max_abs_diff' or 'label_agreement', 'exporter', 'opset',
@@ -223,9 +224,7 @@ def export_onnx(
         raise UserInputError(f'--int8-scope {int8_scope}: only for a whole detector with --int8')
     shape = shape or default_export_shape(loaded, backbone_only)
     if loaded.task == 'detection' and not backbone_only:
-        int8_options = dict(
-            calibration_images=calibration_images, exclude_nodes=exclude_nodes, scope=int8_scope or 'features'
-        )
+        int8_options = dict(calibration_images=calibration_images, exclude_nodes=exclude_nodes, scope=int8_scope)
         return _export_detector(
             loaded, out_path, shape, opset, exporter, blocked_layout, int8_options if int8 else None
         )
@@ -308,8 +307,17 @@ def _export_detector(
     random image against the unfused PyTorch model (:func:`~repvit_mm.deploy.detector_onnx.match_detections`:
     every detection matched by one of the same label with IoU >= 0.99); with ``int8`` (keyword arguments of
     :func:`~repvit_mm.deploy.detector_onnx.quantize_detector`) then quantized."""
-    from .detector_onnx import INT8_SCOPES, DetectorFeatures, DetectorOutput, match_detections, quantize_detector
+    from .detector_onnx import (
+        DEFAULT_INT8_SCOPE,
+        INT8_SCOPES,
+        DetectorFeatures,
+        DetectorOutput,
+        match_detections,
+        quantize_detector,
+    )
 
+    if int8:
+        int8 = {**int8, 'scope': int8['scope'] or DEFAULT_INT8_SCOPE}
     if int8 and int8['scope'] not in INT8_SCOPES:
         raise UserInputError(f'--int8-scope {int8["scope"]}: choose one of {", ".join(INT8_SCOPES)}')
     if any(s % 32 for s in shape):  # FPN adds upsampled maps: every stride up to 32 must divide the size
