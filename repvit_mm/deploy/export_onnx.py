@@ -217,7 +217,9 @@ def export_onnx(
     if output != 'logits' and (loaded.task != 'segmentation' or backbone_only):
         raise UserInputError(f'--output {output}: only a whole segmentor outputs a label map')
     if int8 and backbone_only:
-        raise UserInputError('--int8 quantizes a classifier or a whole segmentor, not --backbone-only features')
+        raise UserInputError(
+            '--int8 quantizes a classifier, a whole segmentor or a whole detector, not --backbone-only features'
+        )
     if int8 and calibration_images < 1:
         raise UserInputError(f'--calibration-images must be at least 1, got {calibration_images}')
     if int8_scope is not None and (loaded.task != 'detection' or backbone_only or not int8):
