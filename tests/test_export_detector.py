@@ -174,10 +174,14 @@ def test_test_tool_evaluates_onnx_detector_as_the_checkpoint(det_onnx, det_ckpt,
     assert mask_ious and np.mean(mask_ious) >= 0.95 and np.min(mask_ious) >= 0.8
 
 
-def test_detector_export_refuses_int8_and_sizes_off_stride(det_ckpt, work):
+def test_detector_export_refuses_bad_int8_options_and_sizes_off_stride(det_ckpt, work):
     out = work / 'refused.onnx'
     for args, fragments in (
-        (('--int8',), ('--int8', 'detector')),
+        (('--int8-scope', 'all'), ('--int8-scope', 'need --int8')),
+        (('--int8', '--int8-scope', 'heads'), ('--int8-scope', 'heads')),
+        (('--int8', '--int8-exclude', '/nope'), ('--int8-exclude', '/nope')),
+        # the config's own data_root (data/shapes/coco/) is not there: nothing to calibrate on
+        (('--int8',), (str(DET_CFG), 'training set')),
         (('--shape', '100', '100'), ('--shape 100 100', 'multiples of 32')),
     ):
         proc = run_tool('export_onnx.py', DET_CFG, det_ckpt, out, *args, check=False)
@@ -202,3 +206,154 @@ def test_test_tool_refuses_images_larger_than_the_exported_detector(det_ckpt, sh
         check=False,
     )
     assert_one_line_error(proc, str(small), 'up to 64x64', 'gives 128x128', 'larger --shape')
+
+
+# ----------------------------------------------------------------------------------------- INT8
+def _int8_weight_layers(path: Path) -> list[str]:
+    """Names of the layers (Conv, Gemm, ...) whose weights come out of a DequantizeLinear."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    dequantized = {o for n in graph.node if n.op_type == 'DequantizeLinear' for o in n.output}
+    layers = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul')
+    return [n.name for n in graph.node if n.op_type in layers and len(n.input) > 1 and n.input[1] in dequantized]
+
+
+INT8_SCOPES = {  # --int8-scope -> the modules whose layers get int8 weights
+    'all-but-rpn': {'backbone', 'neck', 'bbox_head', 'mask_head'},  # the default
+    'features': {'backbone', 'neck'},
+    'all': {'backbone', 'neck', 'rpn_head', 'bbox_head', 'mask_head'},
+}
+
+
+@pytest.mark.parametrize('scope', list(INT8_SCOPES))
+def test_int8_detector_quantizes_its_scope_and_keeps_the_rest_float(scope, det_ckpt, shapes_root, work):
+    """``--int8``: the layers of the scope get int8 weights (QDQ, per channel), the others stay float
+    (by default the RPN head); RoIAlign and NMS stay; the file runs like the float one."""
+    import onnx
+
+    from repvit_mm.deploy.export_onnx import ort_session
+
+    out = work / f'det_int8_{scope}.onnx'
+    args = ['--int8', '--calibration-images', '4'] + (['--int8-scope', scope] if scope != 'all-but-rpn' else [])
+    data = f'train_dataloader.dataset.data_root={shapes_root / "coco"}/'
+    proc = run_tool('export_onnx.py', DET_CFG, det_ckpt, out, *args, '--cfg-options', data)
+    found = re.search(
+        rf'int8 \({scope}: (\d+) layers with int8 weights\): calibrated on 4 training images; (\d+) of the float '
+        r"model's (\d+) detections on them matched by int8 ones \(same label, IoU >= 0.5; int8 gave (\d+)\)",
+        proc.stdout,
+    )
+    assert found, proc.stdout
+    layers = _int8_weight_layers(out)
+    assert len(layers) == int(found.group(1))
+    assert int(found.group(3)) == 4 * 20  # random weights: every image gives max_per_img detections
+    assert {name.split('/')[1] for name in layers} == INT8_SCOPES[scope]
+    assert sum(name.startswith('/neck/') for name in layers) == 8  # 4 lateral + 4 FPN convolutions
+    proto = onnx.load(str(out))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {'RoiAlign', 'TopK', 'QuantizeLinear', 'DequantizeLinear'} <= ops
+    props = {p.key: p.value for p in proto.metadata_props}
+    assert props['repvit_mm.task'] == 'detection' and json.loads(props['repvit_mm.classes']) == DET_CLASSES
+    assert 'backbone, neck' in props['repvit_mm.int8']
+    image = np.random.default_rng(0).standard_normal((1, 3, 128, 128)).astype(np.float32)
+    boxes, scores, labels, masks = ort_session(out).run(None, {'input': image})
+    assert boxes.shape == (20, 4) and masks.shape == (20, 28, 28) and labels.dtype == np.int64
+
+
+@pytest.mark.slow
+def test_test_tool_evaluates_the_int8_detector(det_ckpt, shapes_root, work):
+    """tools/test.py on the INT8 file: the checkpoint's COCO metric keys, every image evaluated."""
+    root = shapes_root / 'coco'
+    out = work / 'det_int8_eval.onnx'
+    data = [
+        '--cfg-options',
+        f'train_dataloader.dataset.data_root={root}/',
+        f'test_dataloader.dataset.data_root={root}/',
+        f'test_evaluator.ann_file={root}/annotations/instances_val2017.json',
+    ]
+    run_tool('export_onnx.py', DET_CFG, det_ckpt, out, '--int8', '--calibration-images', '4', *data)
+    pred = work / 'pred_int8.pkl'
+    proc = run_tool('test.py', DET_CFG, out, '--work-dir', work / 'test_int8', '--out', pred, *data)
+    metrics = json.loads(re.search(r'^metrics: (.*)$', proc.stdout, re.M).group(1))
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= set(metrics)
+    assert all(-1 <= v <= 1 for v in metrics.values())
+    results = pickle.loads(pred.read_bytes())
+    val = json.loads((root / 'annotations' / 'instances_val2017.json').read_text())
+    assert len(results) == len(val['images'])
+
+
+# ----------------------------------------------------------------------------------------- Core ML
+DENSE_OUTPUTS = [f'{kind}_p{level}' for kind in ('fpn', 'rpn_cls', 'rpn_reg') for level in range(2, 7)]
+
+
+def test_coreml_detector_exports_fpn_and_rpn_outputs(det_ckpt, work):
+    """The detector's Core ML file: image input 128x128 (normalisation inside), outputs the FPN maps and the
+    RPN head's objectness and box deltas per level, named and shaped as mmdet's forward gives them."""
+    import coremltools as ct
+
+    out = work / 'det.mlpackage'
+    proc = run_tool('export_coreml.py', DET_CFG, det_ckpt, out, '--precision', 'float32')
+    assert 'input: image 128x128; outputs: fpn_p2 [1, 128, 32, 32],' in proc.stdout
+    assert 'rpn_cls_p2 [1, 3, 32, 32]' in proc.stdout and 'rpn_reg_p6 [1, 12, 2, 2]' in proc.stdout
+    model = ct.models.MLModel(str(out), skip_model_load=True)
+    spec = model.get_spec()
+    assert spec.WhichOneof('Type') == 'mlProgram'
+    (image,) = spec.description.input
+    assert image.name == 'image' and image.type.WhichOneof('Type') == 'imageType'
+    assert (image.type.imageType.height, image.type.imageType.width) == (128, 128)
+    outputs = {o.name: list(o.type.multiArrayType.shape) for o in spec.description.output}
+    assert list(outputs) == DENSE_OUTPUTS
+    for level in range(2, 7):
+        side = 128 >> level
+        assert outputs[f'fpn_p{level}'] == [1, 128, side, side]
+        assert outputs[f'rpn_cls_p{level}'] == [1, 3, side, side]  # 3 anchors (ratios), sigmoid objectness
+        assert outputs[f'rpn_reg_p{level}'] == [1, 12, side, side]
+    assert json.loads(model.user_defined_metadata['repvit_mm.classes']) == DET_CLASSES
+
+
+def test_coreml_detector_traced_module_matches_mmdet_forward(det_ckpt, shapes_root):
+    """What export_coreml converts (the fused DetectorDense with 1/std folded into the stem, traced, fed
+    pixels minus the mean) against mmdet's own backbone -> neck -> rpn_head of the unfused checkpoint."""
+    import mmcv
+
+    from repvit_mm.deploy import load_model
+    from repvit_mm.deploy.detector_onnx import DetectorDense
+    from repvit_mm.deploy.export_coreml import fold_input_std
+    from repvit_mm.deploy.model import normalization
+
+    fused = load_model(DET_CFG, det_ckpt, fuse=True)
+    mean, std, rgb = normalization(fused.cfg)
+    module = fold_input_std(DetectorDense(fused.model), std, (128, 128))
+    image = sorted((shapes_root / 'coco' / 'val2017').glob('*.jpg'))[0]
+    pixels = torch.from_numpy(mmcv.imread(str(image), channel_order='rgb' if rgb else 'bgr').copy())
+    pixels = pixels.permute(2, 0, 1)[None].float()
+    centred = pixels - torch.tensor(mean).view(1, 3, 1, 1)
+    with torch.no_grad():
+        got = torch.jit.trace(module, centred)(centred)
+        model = load_model(DET_CFG, det_ckpt).model
+        feats = model.neck(model.backbone(centred / torch.tensor(std).view(1, 3, 1, 1)))
+        cls_scores, bbox_preds = model.rpn_head(feats)
+    expected = (*feats, *cls_scores, *bbox_preds)
+    assert len(got) == len(expected) == len(DENSE_OUTPUTS)
+    for name, g, e in zip(DENSE_OUTPUTS, got, expected, strict=True):
+        assert g.shape == e.shape, name
+        assert torch.allclose(g, e, atol=1e-3 * max(1.0, float(e.abs().max()))), name
+
+
+def test_coreml_detector_predicts_as_pytorch(det_ckpt, work):
+    from repvit_mm.deploy.export_coreml import can_predict
+
+    ok, why = can_predict()
+    if not ok:
+        pytest.skip(why)
+    from repvit_mm.deploy import export_coreml
+
+    info = export_coreml(DET_CFG, det_ckpt, work / 'det_fp32.mlpackage', precision='float32')
+    assert info['max_abs_diff'] < 1e-2
+
+
+def test_coreml_detector_refuses_a_size_off_stride(det_ckpt, work):
+    out = work / 'det_100.mlpackage'
+    proc = run_tool('export_coreml.py', DET_CFG, det_ckpt, out, '--shape', '100', '100', check=False)
+    assert_one_line_error(proc, '--shape 100 100', 'multiples of 32')
+    assert not out.exists()

@@ -1,13 +1,14 @@
-"""Export a checkpoint's fused classifier, whole segmentor or backbone to a Core ML ML Program (.mlpackage).
+"""Export a fused classifier, whole segmentor, detector (up to its RPN head) or backbone to Core ML (.mlpackage).
 
     python tools/export_coreml.py CONFIG CHECKPOINT OUT.mlpackage [--shape H W] [--backbone-only]
                                   [--precision float16|float32] [--force]
 
 Input: an image of a fixed size (normalisation built in; default the classifier's test crop, the
-segmentor's training crop). Classifiers output class probabilities (with the class labels when known);
-segmentors the label map ``labels`` (1, H, W) (class names in the metadata); ``--backbone-only``
-outputs the feature maps feat0..feat3 (strides 4 to 32). Converting works on Linux; predictions (and the
-check against PyTorch) need macOS.
+segmentor's training crop, the detector's test size). Classifiers output class probabilities (with the
+class labels when known); segmentors the label map ``labels`` (1, H, W) (class names in the metadata);
+a Mask R-CNN its FPN maps and RPN head outputs per level (``fpn_p2..``, ``rpn_cls_p2..``,
+``rpn_reg_p2..``); ``--backbone-only`` outputs the feature maps feat0..feat3 (strides 4 to 32).
+Converting works on Linux; predictions (and the check against PyTorch) need macOS.
 """
 
 from cli import ArgumentParser, add_export_arguments, existing_file, export_shape, run_cli

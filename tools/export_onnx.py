@@ -2,7 +2,8 @@
 
     python tools/export_onnx.py CONFIG CHECKPOINT OUT.onnx [--shape H W] [--backbone-only]
                                 [--output logits|labels] [--int8 [--calibration-images N]
-                                [--int8-exclude NODE ...]] [--opset N] [--exporter torchscript|dynamo]
+                                [--int8-exclude NODE ...] [--int8-scope features|all-but-rpn|all]] [--opset N]
+                                [--exporter torchscript|dynamo]
                                 [--plain-se] [--cfg-options k=v ...] [--force]
 
 The batch axis is dynamic; height and width are fixed (default: the classifier's test crop, the
@@ -11,7 +12,9 @@ metadata). A segmentor exports backbone + neck + decode head + the resize to the
 (``--output logits``) or the label map (``--output labels``). A Mask R-CNN exports whole (one image of a
 fixed size in; boxes, scores, labels and 28x28 masks of a fixed number of detections out) or its backbone
 (``--backbone-only``). The file is checked with ONNX Runtime against the PyTorch model and written only if
-they agree. ``--int8`` then quantizes it statically for ONNX Runtime, calibrated on N training images.
+they agree. ``--int8`` then quantizes it statically for ONNX Runtime, calibrated on N training images; of
+a whole detector, the backbone, FPN and RoI box and mask heads (``--int8-scope``: ``features`` the
+backbone and FPN only, ``all`` the RPN head too); RoIAlign, NMS and the box decoding stay float.
 """
 
 from cli import (
@@ -51,6 +54,13 @@ def parse_args(argv=None):
         '--int8-exclude', nargs='+', default=(), metavar='NODE', help='--int8: ONNX node names to keep in float'
     )
     parser.add_argument(
+        '--int8-scope',
+        choices=['features', 'all-but-rpn', 'all'],
+        default=None,
+        help='--int8 of a whole detector: quantize the backbone and FPN (features), also the RoI box and mask '
+        'heads (all-but-rpn, the default) or also the RPN head (all)',
+    )
+    parser.add_argument(
         '--opset', type=int, default=None, help='ONNX opset (default 17 with the torchscript exporter, 18 with dynamo)'
     )
     parser.add_argument(
@@ -71,8 +81,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not args.int8 and (args.calibration_images is not None or args.int8_exclude):
-        raise UsageError('--calibration-images and --int8-exclude need --int8')
+    if not args.int8 and (args.calibration_images is not None or args.int8_exclude or args.int8_scope):
+        raise UsageError('--calibration-images, --int8-exclude and --int8-scope need --int8')
     if args.calibration_images is not None and args.calibration_images < 1:
         raise UsageError(f'--calibration-images must be at least 1, got {args.calibration_images}')
     existing_file(args.config, 'config file')
@@ -97,6 +107,7 @@ def main(argv=None):
         int8=args.int8,
         calibration_images=64 if args.calibration_images is None else args.calibration_images,
         exclude_nodes=tuple(args.int8_exclude),
+        int8_scope=args.int8_scope,
     )
     h, w = info['shape']
     det = info.get('detections')  # a whole detector: one image in, a fixed number of detections out
@@ -118,9 +129,17 @@ def main(argv=None):
         )
     else:
         print(f'onnxruntime vs pytorch max abs diff: {info["max_abs_diff"]:.3g} (batch {info["check_batch"]})')
-    if 'int8' in info:
-        q = info['int8']
-        excluded = f', kept in float: {", ".join(q["excluded"])}' if q['excluded'] else ''
+    q = info.get('int8')
+    excluded = f', kept in float: {", ".join(q["excluded"])}' if q and q['excluded'] else ''
+    if q and det:
+        d = q['detections']
+        print(
+            f'int8 ({q["scope"]}: {len(q["quantized_nodes"])} layers with int8 weights): calibrated on '
+            f"{q['calibration_images']} training images; {d['matched']} of the float model's {d['expected']} "
+            f'detections on them matched by int8 ones (same label, IoU >= {d["min_iou"]}; int8 gave '
+            f'{d["got"]}){excluded}'
+        )
+    elif q:
         print(
             f'int8: calibrated on {q["calibration_images"]} training images; int8 vs float agree on '
             f'{q["agreement"]:.2%} of their {q["agreement_of"]}{excluded}'

@@ -32,10 +32,14 @@ from ..utils.errors import UserInputError
 __all__ = [
     'DetectorOutput',
     'DetectorFeatures',
+    'DetectorDense',
     'delta2bbox',
     'match_detections',
     'DETECTOR_OUTPUTS',
     'is_two_stage_mask_rcnn',
+    'quantize_detector',
+    'INT8_SCOPES',
+    'DEFAULT_INT8_SCOPE',
 ]
 
 #: Output names of the exported detector, in order.
@@ -214,6 +218,110 @@ class DetectorFeatures(nn.Module):
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         return tuple(self.detector.extract_feat(x))
+
+
+#: ``--int8-scope`` of a whole detector -> the ONNX node-name prefixes quantized (the TorchScript exporter
+#: names nodes after the modules that run them). ``features``: backbone + FPN; ``all-but-rpn``: also the
+#: RoI box head and the mask head; ``all``: the RPN head too. RoIAlign, NMS and the box decoding stay float.
+INT8_SCOPES = {
+    'features': ('/backbone/', '/neck/'),
+    'all-but-rpn': ('/backbone/', '/neck/', '/bbox_head/', '/mask_head/'),
+    'all': ('/backbone/', '/neck/', '/rpn_head/', '/bbox_head/', '/mask_head/'),
+}
+#: The default: on the Shapes detector the RoI heads quantize as well as backbone + FPN (box AP -0.4 either
+#: way) and the RPN head does not (box AP -2.6 with it; docs/deployment.md).
+DEFAULT_INT8_SCOPE = 'all-but-rpn'
+
+
+def quantize_detector(
+    cfg,
+    float_model,
+    out,
+    shape: tuple[int, int],
+    calibration_images: int,
+    *,
+    scope: str = DEFAULT_INT8_SCOPE,
+    exclude_nodes: tuple[str, ...] = (),
+    preprocessor: nn.Module | None = None,
+    min_iou: float = 0.5,
+) -> dict:
+    """Static INT8 quantization (:mod:`~repvit_mm.deploy.quantize`'s settings) of an exported whole
+    detector ``float_model`` to ``out``, only the nodes of ``scope`` (:data:`INT8_SCOPES`), calibrated on
+    ``calibration_images`` training images padded to ``shape`` as the file is fed.
+
+    Returns ``{'calibration_images', 'excluded', 'scope', 'quantized_nodes', 'detections'}``: the last is
+    :func:`match_detections` of the INT8 model's detections (above the config's ``score_thr``) against the
+    float model's on the calibration images, summed (same label, box IoU >= ``min_iou``)."""
+    import onnx
+
+    from .export_onnx import ort_session
+    from .quantize import calibration_batches, quantize_qdq
+
+    if scope not in INT8_SCOPES:
+        raise UserInputError(f'--int8-scope {scope}: choose one of {", ".join(INT8_SCOPES)}')
+    prefixes = INT8_SCOPES[scope]
+    names = {n.name for n in onnx.load(str(float_model)).graph.node}
+    unknown = [n for n in exclude_nodes if n not in names]
+    if unknown:
+        raise UserInputError(f'--int8-exclude: no node named {", ".join(unknown)} in the exported graph')
+    batches = list(calibration_batches(cfg, calibration_images, shape, preprocessor, pad=True))
+    quantize_qdq(float_model, out, batches, exclude_nodes, only_prefixes=prefixes)
+    proto, source = onnx.load(str(out)), onnx.load(str(float_model), load_external_data=False)
+    dequantized = {o for n in proto.graph.node if n.op_type == 'DequantizeLinear' for o in n.output}
+    quantized = [  # the layers whose weights are int8
+        n.name
+        for n in proto.graph.node
+        if n.op_type in ('Conv', 'ConvTranspose', 'Gemm', 'MatMul') and len(n.input) > 1 and n.input[1] in dequantized
+    ]
+    del proto.metadata_props[:]  # the float file's metadata (mean, std, classes), and what was done here
+    proto.metadata_props.extend(source.metadata_props)
+    for key, value in {
+        'repvit_mm.int8': f'QDQ, per-channel int8 weights, uint8 activations, {len(batches)} calibration '
+        f'images; quantized: {", ".join(p.strip("/") for p in prefixes)}',
+        'repvit_mm.int8_excluded': ','.join(exclude_nodes),
+    }.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(out))
+    float_session, int8_session = ort_session(float_model), ort_session(out)
+    total = {'expected': 0, 'got': 0, 'matched': 0}
+    for batch in batches:
+        a, b = (s.run(list(DETECTOR_OUTPUTS), {'input': batch}) for s in (float_session, int8_session))
+        match = match_detections(a, b, min_iou=min_iou)
+        for key in total:
+            total[key] += match[key]
+    return {
+        'calibration_images': len(batches),
+        'excluded': list(exclude_nodes),
+        'scope': scope,
+        'quantized_nodes': quantized,
+        'detections': {**total, 'min_iou': min_iou},
+    }
+
+
+class DetectorDense(nn.Module):
+    """The dense part of a two-stage detector -- backbone, FPN and RPN head -- as one tensor-in/tuple-out
+    module (its Core ML export): a normalised image -> the FPN maps, then the RPN head's objectness logits
+    and box deltas per level, named by :attr:`names` (``fpn_p2..``, ``rpn_cls_p2..``, ``rpn_reg_p2..``,
+    ``pN`` the level of stride ``2**N``). Decoding the proposals (anchors, NMS), RoIAlign and the RoI heads
+    are left to the caller."""
+
+    def __init__(self, detector: nn.Module) -> None:
+        super().__init__()
+        if getattr(detector, 'rpn_head', None) is None or not getattr(detector, 'with_neck', False):
+            raise UserInputError(
+                f'{type(detector).__name__}: only a detector with a neck and an RPN head exports its dense part '
+                'here; pass --backbone-only'
+            )
+        self.detector = detector
+        strides = [s[0] if isinstance(s, (tuple, list)) else s for s in detector.rpn_head.prior_generator.strides]
+        levels = [f'p{round(math.log2(s))}' for s in strides]
+        self.names = [f'{kind}_{lvl}' for kind in ('fpn', 'rpn_cls', 'rpn_reg') for lvl in levels]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        feats = self.detector.extract_feat(x)
+        cls_scores, bbox_preds = self.detector.rpn_head(feats)
+        return (*feats, *cls_scores, *bbox_preds)
 
 
 def match_detections(expected, got, min_iou: float = 0.99, min_score: float = 0.0) -> dict:

@@ -9,7 +9,10 @@ exactly the normalised one.
 Classifiers output class probabilities (softmax), as a labelled classifier when the class names are known
 (from the checkpoint or the config); segmentors output the label map ``labels`` ``(1, H, W)`` at the
 input size (backbone, neck, decode head, resize to a constant size, argmax; the class names in the
-model's metadata ``repvit_mm.classes``); ``backbone_only`` outputs the multi-scale feature maps
+model's metadata ``repvit_mm.classes``); a two-stage detector outputs its dense part
+(:class:`~repvit_mm.deploy.detector_onnx.DetectorDense`: the FPN maps ``fpn_p2..`` and the RPN head's
+objectness logits ``rpn_cls_p2..`` and box deltas ``rpn_reg_p2..`` per level; anchors, proposal NMS,
+RoIAlign and the RoI heads are not in the model); ``backbone_only`` outputs the multi-scale feature maps
 ``feat0..feat3`` (strides 4, 8, 16, 32). Conversion runs anywhere coremltools does (Linux included);
 running predictions needs macOS.
 """
@@ -130,8 +133,16 @@ def export_coreml(
     mean, std, rgb = normalization(loaded.cfg)
     shape = shape or default_export_shape(loaded, backbone_only)
     segmentor = loaded.task == 'segmentation' and not backbone_only
+    detector = loaded.task == 'detection' and not backbone_only
     classes = None if backbone_only else class_names(loaded.cfg, loaded.meta)
-    module = tensor_model(loaded, backbone_only, softmax=not backbone_only, shape=shape, output='labels')
+    if detector:
+        from .detector_onnx import DetectorDense
+
+        if any(s % 32 for s in shape):  # FPN adds upsampled maps: every stride up to 32 must divide the size
+            raise UserInputError(f'--shape {shape[0]} {shape[1]}: a detector needs multiples of 32')
+        module = DetectorDense(loaded.model).eval()
+    else:
+        module = tensor_model(loaded, backbone_only, softmax=not backbone_only, shape=shape, output='labels')
     check_export_memory(module, shape, 1, f'converting {loaded.cfg.filename}')
     folded = fold_input_std(module, std, shape)
 
@@ -144,6 +155,8 @@ def export_coreml(
             sample = module((example - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1))
     if segmentor:
         names = ['labels']
+    elif detector:
+        names = module.names
     else:
         names = ['probs'] if isinstance(sample, torch.Tensor) else [f'feat{i}' for i in range(len(sample))]
     image = ct.ImageType(
@@ -158,7 +171,7 @@ def export_coreml(
         convert_to='mlprogram',
         compute_precision=ct.precision.FLOAT16 if precision == 'float16' else ct.precision.FLOAT32,
     )
-    if classes and not segmentor:
+    if classes and not segmentor and not detector:
         kwargs['classifier_config'] = ct.ClassifierConfig(classes)
     else:
         kwargs['outputs'] = [ct.TensorType(name=n) for n in names]
@@ -174,7 +187,9 @@ def export_coreml(
 
     arch = loaded.cfg.model.get('backbone', {}).get('arch', '?')
     mlmodel.short_description = (
-        f'RepViT-{arch} {"backbone features" if backbone_only else loaded.task} (repvit-mm, fused)'
+        f'RepViT-{arch} '
+        f'{"backbone features" if backbone_only else "detector: FPN + RPN head" if detector else loaded.task} '
+        '(repvit-mm, fused)'
     )
     mlmodel.input_description['image'] = (
         f'{"RGB" if rgb else "BGR"} image, {shape[1]}x{shape[0]}; normalisation is part of the model'
@@ -190,6 +205,12 @@ def export_coreml(
     )
     if segmentor:
         mlmodel.output_description['labels'] = f'class index per pixel, {shape[0]}x{shape[1]}'
+    if detector:
+        what = {'fpn': 'FPN feature map', 'rpn_cls': 'RPN objectness logits', 'rpn_reg': 'RPN box deltas'}
+        for name in names:
+            kind, level = name.rsplit('_', 1)
+            mlmodel.output_description[name] = f'{what[kind]}, level {level} (stride {2 ** int(level[1:])})'
+    if segmentor or detector:
         if classes:
             mlmodel.user_defined_metadata['repvit_mm.classes'] = json.dumps(classes)
 
@@ -209,7 +230,7 @@ def export_coreml(
         pred = np.asarray(mlmodel.predict({'image': _pil_image(example, rgb)})['labels'])
         result['label_agreement'] = float((pred == sample.numpy()).mean())
     elif ok:
-        result['max_abs_diff'] = _prediction_diff(mlmodel, example, sample, names, classes, rgb)
+        result['max_abs_diff'] = _prediction_diff(mlmodel, example, sample, names, None if detector else classes, rgb)
     else:
         result['prediction_check'] = f'skipped: {why}'
     with atomic_output(out_path) as tmp:

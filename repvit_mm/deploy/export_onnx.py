@@ -183,6 +183,7 @@ def export_onnx(
     int8: bool = False,
     calibration_images: int = 64,
     exclude_nodes: tuple[str, ...] = (),
+    int8_scope: str | None = None,
 ) -> dict[str, Any]:
     """Fuse the checkpoint's model, export it to ``out`` and check it with ONNX Runtime.
 
@@ -200,7 +201,9 @@ def export_onnx(
     ``int8``: then quantize the checked float model statically (QDQ, per-channel weights) on
     ``calibration_images`` images of the config's training set
     (:func:`repvit_mm.deploy.quantize.quantize_int8`), keeping ``exclude_nodes`` in float; ``out`` is
-    the INT8 model.
+    the INT8 model. A whole detector quantizes the nodes of ``int8_scope`` (default ``all-but-rpn``:
+    backbone, FPN and the RoI box and mask heads; ``features``: backbone and FPN; ``all``: the RPN head
+    too; :data:`~repvit_mm.deploy.detector_onnx.INT8_SCOPES`).
 
     Returns:
         ``{'out', 'outputs': {name: shape}, 'max_abs_diff' or 'label_agreement', 'exporter', 'opset',
@@ -214,12 +217,19 @@ def export_onnx(
     if output != 'logits' and (loaded.task != 'segmentation' or backbone_only):
         raise UserInputError(f'--output {output}: only a whole segmentor outputs a label map')
     if int8 and backbone_only:
-        raise UserInputError('--int8 quantizes a classifier or a whole segmentor, not --backbone-only features')
+        raise UserInputError(
+            '--int8 quantizes a classifier, a whole segmentor or a whole detector, not --backbone-only features'
+        )
     if int8 and calibration_images < 1:
         raise UserInputError(f'--calibration-images must be at least 1, got {calibration_images}')
+    if int8_scope is not None and (loaded.task != 'detection' or backbone_only or not int8):
+        raise UserInputError(f'--int8-scope {int8_scope}: only for a whole detector with --int8')
     shape = shape or default_export_shape(loaded, backbone_only)
     if loaded.task == 'detection' and not backbone_only:
-        return _export_detector(loaded, out_path, shape, opset, exporter, blocked_layout, int8)
+        int8_options = dict(calibration_images=calibration_images, exclude_nodes=exclude_nodes, scope=int8_scope)
+        return _export_detector(
+            loaded, out_path, shape, opset, exporter, blocked_layout, int8_options if int8 else None
+        )
     reference = tensor_model(loaded, backbone_only, shape=shape, output=output)
     check_export_memory(reference, shape, max(check_batch, 1), f'exporting {loaded.cfg.filename}')
     module = tensor_model(fused_copy(loaded), backbone_only, shape=shape, output=output)
@@ -293,15 +303,25 @@ def _export_detector(
     opset: int,
     exporter: str,
     blocked_layout: bool,
-    int8: bool,
+    int8: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The whole Mask R-CNN (:class:`~repvit_mm.deploy.detector_onnx.DetectorOutput`), batch 1, checked on a
     random image against the unfused PyTorch model (:func:`~repvit_mm.deploy.detector_onnx.match_detections`:
-    every detection matched by one of the same label with IoU >= 0.99)."""
-    from .detector_onnx import DetectorFeatures, DetectorOutput, match_detections
+    every detection matched by one of the same label with IoU >= 0.99); with ``int8`` (keyword arguments of
+    :func:`~repvit_mm.deploy.detector_onnx.quantize_detector`) then quantized."""
+    from .detector_onnx import (
+        DEFAULT_INT8_SCOPE,
+        INT8_SCOPES,
+        DetectorFeatures,
+        DetectorOutput,
+        match_detections,
+        quantize_detector,
+    )
 
     if int8:
-        raise UserInputError('--int8 quantizes a classifier or a whole segmentor, not a detector')
+        int8 = {**int8, 'scope': int8['scope'] or DEFAULT_INT8_SCOPE}
+    if int8 and int8['scope'] not in INT8_SCOPES:
+        raise UserInputError(f'--int8-scope {int8["scope"]}: choose one of {", ".join(INT8_SCOPES)}')
     if any(s % 32 for s in shape):  # FPN adds upsampled maps: every stride up to 32 must divide the size
         raise UserInputError(f'--shape {shape[0]} {shape[1]}: a detector needs multiples of 32')
     check_export_memory(DetectorFeatures(loaded.model), shape, 1, f'exporting {loaded.cfg.filename}')
@@ -327,6 +347,16 @@ def _export_detector(
                 f'ONNX Runtime matches {match["matched"]} of the {match["expected"]} PyTorch detections '
                 f'(same label, IoU >= 0.99); {out_path} not written'
             )
+        result: dict[str, Any] = {}
+        if int8:
+            float_path = tmp.with_name(tmp.name + '.fp32.onnx')
+            os.replace(tmp, float_path)
+            try:
+                result['int8'] = quantize_detector(
+                    loaded.cfg, float_path, tmp, shape, preprocessor=loaded.model.data_preprocessor, **int8
+                )
+            finally:
+                float_path.unlink(missing_ok=True)
     return {
         'out': str(out_path),
         'outputs': {n: list(g.shape) for n, g in zip(names, got, strict=True)},
@@ -335,4 +365,5 @@ def _export_detector(
         'check_batch': 1,
         'shape': list(shape),
         'detections': match,
+        **result,
     }

@@ -53,11 +53,16 @@ def _leaf_dataset(dataset: dict) -> dict:
 
 
 def calibration_batches(
-    cfg: Config, count: int, shape: tuple[int, int], preprocessor: torch.nn.Module | None = None
+    cfg: Config,
+    count: int,
+    shape: tuple[int, int],
+    preprocessor: torch.nn.Module | None = None,
+    pad: bool = False,
 ) -> Iterator[np.ndarray]:
     """``count`` normalised images ``(1, 3, H, W)`` (float32) of ``cfg``'s training set, spread evenly over
     it, through the test pipeline and the model's data preprocessor (``preprocessor``, default: that of
-    the config's model), at ``shape``."""
+    the config's model), at ``shape``: resized to it, or with ``pad`` (a detector's fixed input) padded
+    bottom and right with zeros as the exported detector is fed (a larger image is resized)."""
     from mmengine.dataset import pseudo_collate
     from mmengine.registry import DATASETS, init_default_scope
 
@@ -83,7 +88,9 @@ def calibration_batches(
     for index in picks:
         with torch.no_grad():
             inputs = preprocessor(pseudo_collate([dataset[int(index)]]), False)['inputs'].float()
-        if tuple(inputs.shape[2:]) != tuple(shape):
+        if pad and inputs.shape[2] <= shape[0] and inputs.shape[3] <= shape[1]:
+            inputs = torch.nn.functional.pad(inputs, (0, shape[1] - inputs.shape[3], 0, shape[0] - inputs.shape[2]))
+        elif tuple(inputs.shape[2:]) != tuple(shape):
             inputs = torch.nn.functional.interpolate(inputs, size=shape, mode='bilinear', align_corners=False)
         yield inputs.numpy()
 
@@ -123,11 +130,14 @@ def quantize_qdq(
     exclude_nodes: tuple[str, ...] = (),
     *,
     fuse_gelu: bool = True,
+    only_prefixes: tuple[str, ...] = (),
 ) -> None:
     """ONNX Runtime's static quantization of ``float_model`` to ``out`` with this module's settings,
     calibrated on ``batches`` (inputs of ``input``). The nodes that write the graph's outputs are kept in
     float besides ``exclude_nodes``; ``fuse_gelu=False`` keeps GELU as standard ONNX arithmetic (a file
-    other runtimes read, slower under ONNX Runtime; see the module docstring)."""
+    other runtimes read, slower under ONNX Runtime; see the module docstring). ``only_prefixes``: quantize
+    only the nodes whose names start with one of these (e.g. ``/backbone/``; ONNX Runtime's
+    ``nodes_to_quantize``, which it intersects with the quantized op types), default all."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -142,6 +152,8 @@ def quantize_qdq(
             onnx.save(model, str(prepared))
         writers = {output: node.name for node in model.graph.node for output in node.output}
         last = [writers[o.name] for o in model.graph.output if o.name in writers]
+        # names after the clean-up, which may fuse nodes
+        only = [n.name for n in model.graph.node if n.name.startswith(only_prefixes)] if only_prefixes else None
         quantize_static(
             str(prepared),
             str(out),
@@ -153,6 +165,7 @@ def quantize_qdq(
             calibrate_method=CalibrationMethod.MinMax,
             op_types_to_quantize=list(QUANTIZED_OPS),
             nodes_to_exclude=list(dict.fromkeys([*exclude_nodes, *last])),
+            nodes_to_quantize=only,
         )
     finally:
         prepared.unlink(missing_ok=True)
