@@ -426,7 +426,7 @@ def test_missing_data_root_is_one_line(shapes_root, teacher_ckpt, tmp_path):
 
 
 def test_image_folder_without_class_folders_is_reported(tmp_path):
-    from repvit_mm.classification.checks import check_image_folder_dataset
+    from repvit_mm.classification.data_checks import check_image_folder_dataset
     from repvit_mm.utils import UserInputError
 
     (tmp_path / 'train').mkdir()

@@ -227,7 +227,7 @@ def test_an_annotation_list_whose_labels_contradict_the_folder_names_is_refused(
 def test_matching_folders_and_lists_pass(tmp_path, shapes_root):
     from mmengine.config import Config
 
-    from repvit_mm.classification.checks import check_image_folder_dataset
+    from repvit_mm.classification.data_checks import check_image_folder_dataset
 
     root = class_folders(tmp_path / 'data', SHAPES)
     dataset = dict(type='CustomDataset', data_root=str(root), data_prefix='train', ann_file='', classes=tuple(SHAPES))
