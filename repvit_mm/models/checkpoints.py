@@ -1,12 +1,8 @@
 """One way from a checkpoint into a model: read -> unwrap -> detect the layout -> convert -> fit -> load.
 
-Every route that puts weights into a model with a RepViT inside ends here: the tools, ``load_from``,
-``--resume``, ``init_cfg=dict(type='Pretrained')``, the distillation teacher, the deploy tools and -- through
-:mod:`.mmengine_loading` -- mmengine's ``load_checkpoint``, mmdet's ``init_detector``, mmseg's ``init_model``
-and the mmpretrain inferencers. A checkpoint fits every key and shape, or raises one
-:class:`CheckpointMismatchError`: never a silent partial load. The one sanctioned partial load is
-fine-tuning to another number of classes (``finetune=True``): head tensors of another shape keep their
-initialisation, and one log line names those heads.
+Every route that puts weights into a model with a RepViT inside ends here (the tools, mmengine's loading
+through :mod:`.mmengine_loading`, the deploy tools). A checkpoint fits every key and shape or raises one
+:class:`CheckpointMismatchError`; the one sanctioned partial load is fine-tuning to another number of classes.
 """
 
 from __future__ import annotations
@@ -30,21 +26,8 @@ from .convert import FORMATS, LAYOUTS, detect_layout, to_repvit_mm
 from .heads.repvit_head import RepViTClsHead
 from .reparam import switch_to_deploy
 
-__all__ = [
-    'HEAD_PREFIXES',
-    'Checkpoint',
-    'Fit',
-    'CheckpointMismatchError',
-    'read_checkpoint',
-    'as_checkpoint',
-    'fit_checkpoint',
-    'load_checkpoint_into',
-    'allow_head_reinit',
-    'finetuning',
-    'convert_checkpoint',
-    'convert_official',
-    'convert_timm',
-]
+__all__ = ['HEAD_PREFIXES', 'Checkpoint', 'Fit', 'CheckpointMismatchError', 'read_checkpoint', 'as_checkpoint']
+__all__ += ['fit_checkpoint', 'load_checkpoint_into', 'allow_head_reinit', 'finetuning', 'convert_checkpoint']
 
 #: Modules whose tensors depend on the number of classes: what fine-tuning may re-initialise.
 HEAD_PREFIXES = ('head.', 'roi_head.bbox_head.', 'roi_head.mask_head.', 'decode_head.', 'auxiliary_head.')
@@ -65,9 +48,7 @@ _finetuning: contextvars.ContextVar[bool] = contextvars.ContextVar('repvit_mm_fi
 
 @contextlib.contextmanager
 def allow_head_reinit(enabled: bool = True) -> Iterator[None]:
-    """Inside this block, loads through mmengine (``load_from``) may leave mis-shaped class-dependent head
-    tensors at their initialisation (fine-tuning to another number of classes). Resuming and testing
-    never do."""
+    """Inside this block, mmengine's loads (``load_from``) may leave mis-shaped head tensors at their initialisation."""
     token = _finetuning.set(enabled)
     try:
         yield
@@ -80,11 +61,9 @@ def finetuning() -> bool:
     return _finetuning.get()
 
 
-# ----------------------------------------------------------------------------------------- read, unwrap
 @dataclass
 class Checkpoint:
-    """A checkpoint in memory: where it was read from, its tensors (``state_dict`` / ``model`` unwrapped,
-    ``module.`` stripped), its ``meta``, the layout of its keys, and the object as loaded (``raw``)."""
+    """A checkpoint in memory: source, tensors (unwrapped, ``module.`` stripped), ``meta``, layout, ``raw`` object."""
 
     source: str
     state: dict[str, torch.Tensor]
@@ -94,8 +73,7 @@ class Checkpoint:
 
     @property
     def is_training_checkpoint(self) -> bool:
-        """Whether mmengine's ``Runner.resume`` can continue from it (``meta.epoch``, ``meta.iter`` and a
-        ``message_hub``, as tools/train.py writes them)."""
+        """Whether ``Runner.resume`` can continue from it (``meta.epoch``, ``meta.iter`` and ``message_hub``)."""
         return {'epoch', 'iter'} <= set(self.meta) and 'message_hub' in self.raw
 
     @property
@@ -103,22 +81,14 @@ class Checkpoint:
         """mmengine's ``meta.dataset_meta``, or the ``meta.CLASSES`` (and ``PALETTE``) of mmdet 2 / mmseg 0."""
         if isinstance(self.meta.get('dataset_meta'), Mapping):
             return dict(self.meta['dataset_meta'])
-        if self.meta.get('CLASSES'):
-            found = {'classes': tuple(self.meta['CLASSES'])}
-            if self.meta.get('PALETTE'):
-                found['palette'] = [tuple(c) for c in self.meta['PALETTE']]
-            return found
-        return {}
+        found = {'classes': tuple(self.meta['CLASSES'])} if self.meta.get('CLASSES') else {}
+        if found and self.meta.get('PALETTE'):
+            found['palette'] = [tuple(c) for c in self.meta['PALETTE']]
+        return found
 
 
 def read_checkpoint(filename: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint safely (weights-only, any scheme: path, ``https://``, ``torchvision://``, ...).
-
-    Raises:
-        FileNotFoundError: there is no such file.
-        UnsafeCheckpointError: the file is refused as unsafe, or is no readable checkpoint.
-        UserInputError: it holds no tensors.
-    """
+    """Read a checkpoint weights-only, any scheme (path, ``https://``, ``torchvision://``, ...)."""
     name = str(filename)
     try:
         raw = CheckpointLoader.load_checkpoint(name, map_location='cpu', logger='current')
@@ -130,8 +100,7 @@ def read_checkpoint(filename: str | os.PathLike) -> Checkpoint:
 
 
 def as_checkpoint(obj, source: str = 'checkpoint') -> Checkpoint:
-    """Unwrap a loaded checkpoint (``{'state_dict': ...}``, ``{'model': ...}``, EMA weights alone, or a
-    bare state dict) and detect its layout."""
+    """Unwrap a loaded checkpoint (``state_dict``, ``model``, EMA weights or a bare state dict); detect its layout."""
     if isinstance(obj, Checkpoint):
         return obj
     if not isinstance(obj, Mapping):
@@ -150,11 +119,9 @@ def as_checkpoint(obj, source: str = 'checkpoint') -> Checkpoint:
     return Checkpoint(source, tensors, dict(meta), detect_layout(tensors), obj)
 
 
-# ----------------------------------------------------------------------------------------- fit, load
 @dataclass
 class Fit:
-    """What :func:`fit_checkpoint` found: the state dict to load strictly, whether the model was
-    reparameterized for it (a fused checkpoint), and the heads left at their initialisation."""
+    """What :func:`fit_checkpoint` found: the state to load strictly, fused or not, the heads left as initialised."""
 
     state: OrderedDict
     fused: bool = False
@@ -190,8 +157,7 @@ def _fitting_archs(ckpt: Checkpoint) -> list[str]:
 
 
 def _select(state: dict, prefix: str | None, model: nn.Module, source: str) -> dict:
-    """The part of ``state`` under ``prefix`` (``init_cfg=dict(prefix='backbone.')``), prefix removed; a
-    bare backbone given a whole-model checkpoint takes its ``backbone.*`` keys."""
+    """``state`` under ``prefix``, prefix removed (a bare backbone takes a whole model's ``backbone.*``)."""
     if prefix is None and isinstance(model, RepViT) and any(k.startswith('backbone.') for k in state):
         prefix = 'backbone.'
     if not prefix:
@@ -207,8 +173,7 @@ def _select(state: dict, prefix: str | None, model: nn.Module, source: str) -> d
 
 
 def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found) -> CheckpointMismatchError:
-    """The one mismatch report: the file, its layout, the model and the arch the backbone fits, then the count
-    and first keys of each kind."""
+    """The one mismatch report: file, layout, model, the arch the backbone fits, then each kind's count and keys."""
     missing, unexpected, mismatched = found
     what = type(model).__name__
     if backbone is not None:
@@ -217,11 +182,8 @@ def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found
         fits = [a for a in _fitting_archs(ckpt) if a != arch]
         what += f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
     layout = '' if ckpt.layout == 'repvit-mm' or backbone is None else f' ({LAYOUTS[ckpt.layout]})'
-    kinds = {
-        'missing keys': missing,
-        'unexpected keys': unexpected,
-        'keys with wrong shapes': [f'{k} {a} vs {b} in the model' for k, a, b in mismatched],
-    }
+    wrong = [f'{k} {a} vs {b} in the model' for k, a, b in mismatched]
+    kinds = {'missing keys': missing, 'unexpected keys': unexpected, 'keys with wrong shapes': wrong}
     keys = '; '.join(
         f'{len(ks)} {kind} [{", ".join(ks[:_SHOW])}{f", ... ({len(ks) - _SHOW} more)" if len(ks) > _SHOW else ""}]'
         for kind, ks in kinds.items()
@@ -237,26 +199,14 @@ def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found
 
 
 def fit_checkpoint(
-    model: nn.Module,
-    checkpoint,
-    *,
-    prefix: str | None = None,
-    finetune: bool = False,
-    accept_fused: bool = False,
-    fused_hint: str = '',
+    model: nn.Module, checkpoint, *, prefix=None, finetune=False, accept_fused=False, fused_hint=''
 ) -> Fit:
-    """Convert ``checkpoint`` for ``model`` and check every key and shape; load nothing.
+    """Convert ``checkpoint`` (a :class:`Checkpoint` or dict) for ``model``, check every key and shape; load nothing.
 
-    Args:
-        model: the receiving model (a whole classifier / detector / segmentor, or a bare backbone).
-        checkpoint: a :class:`Checkpoint` or a loaded checkpoint dict.
-        prefix: take only the keys under this prefix (``init_cfg=dict(prefix='backbone.')``).
-        finetune: head tensors (:data:`HEAD_PREFIXES`) whose shapes differ keep the model's own values.
-        accept_fused: a fused (deploy) checkpoint reparameterizes ``model`` in place and returns
-            ``Fit(fused=True)``; otherwise it is refused, with ``fused_hint`` saying what to do instead.
-
-    Raises:
-        CheckpointMismatchError: the checkpoint does not fit.
+    ``prefix``: take only the keys under it. ``finetune``: head tensors (:data:`HEAD_PREFIXES`) of another shape
+    keep the model's values. ``accept_fused``: a fused checkpoint reparameterizes ``model`` in place
+    (``Fit.fused``); otherwise it is refused, with ``fused_hint`` saying what to do. Raises
+    :class:`CheckpointMismatchError`.
     """
     ckpt = as_checkpoint(checkpoint)
     at, backbone = next(((n, m) for n, m in model.named_modules() if isinstance(m, RepViT)), ('', None))
@@ -292,8 +242,7 @@ def fit_checkpoint(
 
 
 def load_checkpoint_into(model: nn.Module, checkpoint, *, logger='current', **options) -> Fit:
-    """:func:`fit_checkpoint` (``options``: its keyword arguments), then load the result strictly.
-    ``checkpoint`` may also be a file name or URL."""
+    """:func:`fit_checkpoint` of ``checkpoint`` (also a file name or URL), then load it strictly."""
     ckpt = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else as_checkpoint(checkpoint)
     fit = fit_checkpoint(model, ckpt, **options)
     model.load_state_dict(fit.state, strict=True)
@@ -306,10 +255,8 @@ def load_checkpoint_into(model: nn.Module, checkpoint, *, logger='current', **op
     return fit
 
 
-# ----------------------------------------------------------------------------------------- conversion
 class _Reference(nn.Module):
-    """What :func:`convert_checkpoint` checks weights against: RepViT ``arch`` and, if the (converted)
-    ``state`` has ``head.*`` keys, a :class:`RepViTClsHead` with its number of classes."""
+    """RepViT ``arch`` and, if ``state`` has ``head.*`` keys, a head like its own: what conversion checks against."""
 
     def __init__(self, arch, state: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
@@ -325,15 +272,12 @@ class _Reference(nn.Module):
 
 
 def convert_checkpoint(checkpoint, arch, format: str = 'auto') -> OrderedDict:  # noqa: A002
-    """A checkpoint's weights (:class:`Checkpoint`, loaded dict or bare state dict) in our layout, with its
-    RepViT backbone and classifier head checked against ``arch`` (zoo name or settings dict), every key and
-    shape. ``format``: ``'auto'`` (from the keys) or one of :data:`~.convert.FORMATS`. The neck and heads of
-    the authors' COCO / ADE20K releases keep their mmdet / mmseg names (checked when loaded into a config's
-    model); a repvit-mm checkpoint is only checked (a fused one too).
+    """A checkpoint's weights in our layout, its backbone and classifier head checked against ``arch``.
 
-    Raises:
-        CheckpointMismatchError: the weights do not fit ``arch`` (names the arch they fit, if any).
-        UserInputError: unknown format, or no RepViT checkpoint.
+    ``format``: ``'auto'`` (from the keys) or one of :data:`~.convert.FORMATS`. The neck and heads of the
+    authors' COCO / ADE20K releases keep their names (checked when loaded into a model); a repvit-mm
+    checkpoint (a fused one too) is only checked. Raises :class:`CheckpointMismatchError` (naming the archs
+    the weights fit) or :class:`UserInputError` (unknown format, no RepViT checkpoint).
     """
     ckpt = as_checkpoint(checkpoint)
     if format != 'auto':
@@ -359,13 +303,3 @@ def convert_checkpoint(checkpoint, arch, format: str = 'auto') -> OrderedDict:  
     out = fit_checkpoint(reference, ckpt, accept_fused=True).state
     out.update(rest)
     return out
-
-
-def convert_official(checkpoint, arch) -> OrderedDict:
-    """:func:`convert_checkpoint` of an authors' ImageNet release (``{'model': sd}`` or the bare ``sd``)."""
-    return convert_checkpoint(checkpoint, arch, format='official')
-
-
-def convert_timm(state_dict, arch) -> OrderedDict:
-    """:func:`convert_checkpoint` of a timm ``repvit_*`` state dict (``repvit_m0_9`` -> ``arch='m0_9'``)."""
-    return convert_checkpoint(state_dict, arch, format='timm')

@@ -1,21 +1,17 @@
-"""Checkpoint layouts: which one a state dict is in (:func:`detect_layout`) and its keys in ours
-(:func:`to_repvit_mm`). Pure key renaming; :mod:`.checkpoints` checks the result against a model.
+"""Checkpoint layouts: which one a state dict is in (:func:`detect_layout`), its keys in ours (:func:`to_repvit_mm`).
 
-- **authors-classification** (github THU-MIG/RepViT, ``{'model': state_dict}``): ``features.0`` is the stem
-  (``features.0.0`` / ``features.0.2`` ConvBN), then one entry per row of the authors' ``cfgs`` table in
-  order. A row with stride 1 is a regular block (``token_mixer.0`` RepVGGDW, ``token_mixer.1`` SE,
-  ``channel_mixer.m.0/2`` FFN); a stride-2 row is the reduction part of our downsampling block
-  (``token_mixer.0`` depthwise s2, ``token_mixer.2`` 1x1, ``channel_mixer.m.0/2`` FFN), and the row before
-  it is that block's ``pre_block``. The classifier is ``classifier.classifier{,_dist}.{bn,l}``.
-- **authors-coco / authors-ade20k / authors-backbone**: the authors' Mask R-CNN (mmdet 2.28) and Semantic
-  FPN (mmseg 0.30) releases. Their ``backbone.features.<n>`` is the classification release's
-  ``features.<n>``; the neck and heads keep their names and shapes in mmdet 3.3 / mmseg 1.2 (whose own
-  model indexes serve mmdet 2 / mmseg 0.x files), so they pass unchanged.
+- **authors-classification** (THU-MIG/RepViT, ``{'model': state_dict}``): ``features.0`` is the stem, then one
+  entry per row of the authors' ``cfgs`` table. A stride-1 row is a block (``token_mixer.0`` RepVGGDW, ``.1`` SE,
+  ``channel_mixer.m.0/2`` FFN); a stride-2 row is the reduction part of our downsampling block, and the row
+  before it that block's ``pre_block``. The classifier is ``classifier.classifier{,_dist}.{bn,l}``.
+- **authors-coco / -ade20k / -backbone**: the Mask R-CNN (mmdet 2.28) and Semantic FPN (mmseg 0.30) releases:
+  ``backbone.features.<n>`` as above; the neck and heads have the same names in mmdet 3.3 / mmseg 1.2.
 - **timm** (``repvit_*``): our names with ``c`` for ``conv``, ``l`` for ``linear``, no ``backbone.``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -27,7 +23,9 @@ __all__ = ['LAYOUTS', 'FORMATS', 'TASK_OF_LAYOUT', 'detect_layout', 'to_repvit_m
 
 StateDict = dict[str, torch.Tensor]
 
-#: The layouts :func:`detect_layout` tells apart: ``(format name, task, how messages name it)``.
+#: The layouts :func:`detect_layout` tells apart: ``(format name, task, how messages name it)``; hence
+#: LAYOUTS (layout -> its name in messages), FORMATS (``convert_checkpoint(format=...)`` -> layout) and
+#: TASK_OF_LAYOUT (release layout -> its task).
 _TABLE = {
     'authors-classification': ('official', 'classification', "authors' ImageNet release (features.*, classifier.*)"),
     'authors-coco': ('coco', 'detection', "authors' COCO Mask R-CNN release (mmdet 2.28, backbone.features.*)"),
@@ -40,11 +38,8 @@ _TABLE = {
     'timm': ('timm', 'classification', 'timm repvit_* state dict (stem.*, stages.*)'),
     'repvit-mm': ('mm', None, 'repvit-mm checkpoint'),
 }
-#: layout -> how messages name it
 LAYOUTS = {layout: text for layout, (_, _, text) in _TABLE.items()}
-#: ``convert_checkpoint(format=...)`` / ``tools/convert_checkpoint.py --format`` name -> layout
 FORMATS = {fmt: layout for layout, (fmt, _, _) in _TABLE.items() if fmt}
-#: release layout -> its task
 TASK_OF_LAYOUT = {layout: task for layout, (_, task, _) in _TABLE.items() if task}
 
 
@@ -107,8 +102,7 @@ _TIMM_HEAD = (
 
 
 def official_feature_layout(arch) -> list[tuple[str, str]]:
-    """``(our module prefix, kind)`` of the authors' ``features.1 ..`` entries in order; kind is
-    ``'block'`` or ``'reduce'`` (the stride-2 row)."""
+    """``(our module prefix, 'block' or 'reduce')`` of the authors' ``features.1 ..`` entries in order."""
     layout = []
     for i, depth in enumerate(RepViT.get_arch_settings(arch)['depths']):
         if i > 0:
@@ -142,23 +136,16 @@ def _timm_key(key: str) -> str | None:
 
 
 def to_repvit_mm(state: Mapping[str, torch.Tensor], layout: str, arch) -> tuple[StateDict, list[str]]:
-    """``(state dict in our keys, source keys that map to nothing)`` of a ``layout`` state dict for RepViT
-    ``arch`` (zoo name or settings dict: the authors' ``features.<n>`` numbering depends on it)."""
+    """``(state in our keys, keys that map to nothing)`` of a ``layout`` state dict for RepViT ``arch``."""
     if layout == 'repvit-mm':
         return dict(state), []
-    if layout == 'timm':
-        rename = _timm_key
-    else:
-        official = official_feature_layout(arch)
-        rename = lambda key: _official_key(key, official)  # noqa: E731
+    rename = _timm_key if layout == 'timm' else functools.partial(_official_key, layout=official_feature_layout(arch))
     dense = layout != 'authors-classification' and layout.startswith('authors-')
     out: StateDict = OrderedDict()
     unmapped = []
     for key, value in state.items():
-        if dense and not key.startswith('backbone.'):
-            out[key] = value  # neck and heads: the same names in mmdet 3.3 / mmseg 1.2
-            continue
-        new = rename(key[len('backbone.') :] if dense else key)
+        # the neck and heads of the COCO / ADE20K releases keep their names
+        new = key if dense and not key.startswith('backbone.') else rename(key[len('backbone.') :] if dense else key)
         if new is None:
             unmapped.append(key)
         else:
