@@ -1,19 +1,17 @@
 """One way from a checkpoint into a model: read -> unwrap -> detect the layout -> convert -> fit -> load.
 
-Every route that puts weights into a model with a RepViT inside ends here (the tools, mmengine's loading
-through :mod:`.mmengine_loading`, the deploy tools). A checkpoint fits every key and shape or raises one
-:class:`CheckpointMismatchError`; the one sanctioned partial load is fine-tuning to another number of classes.
+Every route into a model with a RepViT inside ends here (the tools; mmengine's via :mod:`.mmengine_loading`). A
+checkpoint fits every key and shape or raises :class:`CheckpointMismatchError` (fine-tuning may skip heads).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from mmengine.logging import print_log
@@ -31,19 +29,17 @@ __all__ += ['fit_checkpoint', 'load_checkpoint_into', 'allow_head_reinit', 'fine
 
 #: Modules whose tensors depend on the number of classes: what fine-tuning may re-initialise.
 HEAD_PREFIXES = ('head.', 'roi_head.bbox_head.', 'roi_head.mask_head.', 'decode_head.', 'auxiliary_head.')
-_SHOW = 12  # keys listed per kind in a mismatch message
+_WRAPPERS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')  # where checkpoints keep their weights
+_finetuning: contextvars.ContextVar[bool] = contextvars.ContextVar('repvit_mm_finetuning', default=False)
+finetuning = _finetuning.get  # finetuning(): whether allow_head_reinit is in effect
 
 
 class CheckpointMismatchError(UserInputError):
-    """The checkpoint does not fit the model; ``missing``, ``unexpected`` and ``mismatched``
-    (``(key, checkpoint shape, model shape)``) hold every offending key."""
+    """The checkpoint does not fit the model: ``missing``, ``unexpected``, ``mismatched`` (key, its shapes)."""
 
     def __init__(self, message: str, missing=(), unexpected=(), mismatched: Sequence[tuple[str, tuple, tuple]] = ()):
         super().__init__(message)
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
-
-
-_finetuning: contextvars.ContextVar[bool] = contextvars.ContextVar('repvit_mm_finetuning', default=False)
 
 
 @contextlib.contextmanager
@@ -54,11 +50,6 @@ def allow_head_reinit(enabled: bool = True) -> Iterator[None]:
         yield
     finally:
         _finetuning.reset(token)
-
-
-def finetuning() -> bool:
-    """Whether :func:`allow_head_reinit` is in effect."""
-    return _finetuning.get()
 
 
 @dataclass
@@ -105,9 +96,7 @@ def as_checkpoint(obj, source: str = 'checkpoint') -> Checkpoint:
         return obj
     if not isinstance(obj, Mapping):
         raise UserInputError(f'{source}: expected a checkpoint dict, found {type(obj).__name__}')
-    state = next(
-        (obj[k] for k in ('state_dict', 'model', 'state_dict_ema', 'model_ema') if isinstance(obj.get(k), Mapping)), obj
-    )
+    state = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), obj)
     tensors = OrderedDict((k, v) for k, v in state.items() if isinstance(v, torch.Tensor))
     if not tensors:
         raise UserInputError(
@@ -137,23 +126,17 @@ def _compare(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor],
     return missing, unexpected, mismatched
 
 
-def _arch_fits(state: Mapping[str, torch.Tensor], arch, deploy: bool) -> bool:
-    """Whether ``state`` is exactly a RepViT ``arch`` (built on the meta device: keys and shapes only)."""
+def _arch_fits(state: Mapping[str, torch.Tensor], arch, deploys=(False, True)) -> bool:
+    """Whether ``state`` is exactly a RepViT ``arch`` built with one of ``deploys`` (meta device: keys and shapes)."""
     with torch.device('meta'):
-        return not any(_compare(state, RepViT(arch, deploy=deploy).state_dict()))
+        return any(not any(_compare(state, RepViT(arch, deploy=d).state_dict())) for d in deploys)
 
 
-def _fitting_archs(ckpt: Checkpoint) -> list[str]:
-    """The zoo archs whose RepViT (training or fused) the checkpoint's backbone fits."""
-    fits = []
-    for name in RepViT.arch_zoo:
-        state, unmapped = to_repvit_mm(ckpt.state, ckpt.layout, name)
-        backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')} or state
-        if not any(k.startswith(('backbone.', 'features.')) for k in unmapped) and any(
-            _arch_fits(backbone, name, deploy) for deploy in (False, True)
-        ):
-            fits.append(name)
-    return fits
+def _backbone_fits(ckpt: Checkpoint, arch: str) -> bool:
+    """Whether the checkpoint's backbone is a RepViT ``arch`` (training or fused)."""
+    state, unmapped = to_repvit_mm(ckpt.state, ckpt.layout, arch)
+    backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')} or state
+    return not any(k.startswith(('backbone.', 'features.')) for k in unmapped) and _arch_fits(backbone, arch)
 
 
 def _select(state: dict, prefix: str | None, model: nn.Module, source: str) -> dict:
@@ -179,13 +162,13 @@ def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found
     if backbone is not None:
         arch = next((n for n in RepViT.arch_zoo if RepViT.get_arch_settings(n) == backbone.arch_settings), 'custom')
         what = f'RepViT arch {arch!r}' if isinstance(model, _Reference) else f'{what} with RepViT arch {arch!r}'
-        fits = [a for a in _fitting_archs(ckpt) if a != arch]
+        fits = [a for a in RepViT.arch_zoo if a != arch and _backbone_fits(ckpt, a)]
         what += f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
     layout = '' if ckpt.layout == 'repvit-mm' or backbone is None else f' ({LAYOUTS[ckpt.layout]})'
     wrong = [f'{k} {a} vs {b} in the model' for k, a, b in mismatched]
     kinds = {'missing keys': missing, 'unexpected keys': unexpected, 'keys with wrong shapes': wrong}
     keys = '; '.join(
-        f'{len(ks)} {kind} [{", ".join(ks[:_SHOW])}{f", ... ({len(ks) - _SHOW} more)" if len(ks) > _SHOW else ""}]'
+        f'{len(ks)} {kind} [{", ".join(ks[:12])}{f", ... ({len(ks) - 12} more)" if len(ks) > 12 else ""}]'
         for kind, ks in kinds.items()
         if ks
     )
@@ -201,13 +184,10 @@ def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found
 def fit_checkpoint(
     model: nn.Module, checkpoint, *, prefix=None, finetune=False, accept_fused=False, fused_hint=''
 ) -> Fit:
-    """Convert ``checkpoint`` (a :class:`Checkpoint` or dict) for ``model``, check every key and shape; load nothing.
+    """Convert ``checkpoint`` for ``model`` and check every key and shape (raising :class:`CheckpointMismatchError`).
 
-    ``prefix``: take only the keys under it. ``finetune``: head tensors (:data:`HEAD_PREFIXES`) of another shape
-    keep the model's values. ``accept_fused``: a fused checkpoint reparameterizes ``model`` in place
-    (``Fit.fused``); otherwise it is refused, with ``fused_hint`` saying what to do. Raises
-    :class:`CheckpointMismatchError`.
-    """
+    ``prefix``: take only the keys under it. ``finetune``: :data:`HEAD_PREFIXES` tensors of another shape keep the
+    model's. ``accept_fused``: a fused checkpoint reparameterizes ``model``, else ``fused_hint`` says what to do."""
     ckpt = as_checkpoint(checkpoint)
     at, backbone = next(((n, m) for n, m in model.named_modules() if isinstance(m, RepViT)), ('', None))
     # Layouts are RepViT's: any other model (a distillation teacher) takes the keys as they are.
@@ -220,7 +200,7 @@ def fit_checkpoint(
     fused = False
     if any(found) and backbone is not None and not backbone.deploy:
         part = {k[len(at) + 1 :]: v for k, v in state.items() if k.startswith(at + '.')} if at else state
-        if _arch_fits(part, backbone.arch_settings, deploy=True):
+        if _arch_fits(part, backbone.arch_settings, deploys=(True,)):
             if not accept_fused:
                 raise CheckpointMismatchError(
                     f'{ckpt.source} is a fused (deploy) checkpoint: it fits the reparameterized model only'
@@ -247,11 +227,8 @@ def load_checkpoint_into(model: nn.Module, checkpoint, *, logger='current', **op
     fit = fit_checkpoint(model, ckpt, **options)
     model.load_state_dict(fit.state, strict=True)
     if fit.reinitialised:
-        print_log(
-            f'{ckpt.source}: heads re-initialised for another number of classes (shapes differ): '
-            f'{", ".join(fit.reinitialised)}',
-            logger=logger,
-        )
+        heads = ', '.join(fit.reinitialised)
+        print_log(f'{ckpt.source}: heads re-initialised for another number of classes (shapes differ): {heads}', logger)
     return fit
 
 
@@ -272,20 +249,16 @@ class _Reference(nn.Module):
 
 
 def convert_checkpoint(checkpoint, arch, format: str = 'auto') -> OrderedDict:  # noqa: A002
-    """A checkpoint's weights in our layout, its backbone and classifier head checked against ``arch``.
-
-    ``format``: ``'auto'`` (from the keys) or one of :data:`~.convert.FORMATS`. The neck and heads of the
-    authors' COCO / ADE20K releases keep their names (checked when loaded into a model); a repvit-mm
-    checkpoint (a fused one too) is only checked. Raises :class:`CheckpointMismatchError` (naming the archs
-    the weights fit) or :class:`UserInputError` (unknown format, no RepViT checkpoint).
-    """
+    """A checkpoint's weights in our layout, backbone and classifier head checked against ``arch`` (raising
+    :class:`CheckpointMismatchError`). ``format``: ``'auto'`` or one of :data:`~.convert.FORMATS`. The neck and
+    heads of the authors' COCO / ADE20K releases keep their names; a repvit-mm checkpoint is only checked."""
     ckpt = as_checkpoint(checkpoint)
     if format != 'auto':
         if format not in FORMATS:
             raise UserInputError(
                 f'unknown checkpoint format {format!r}; use {", ".join(map(repr, ["auto", *FORMATS]))}'
             )
-        ckpt = dataclasses.replace(ckpt, layout=FORMATS[format])
+        ckpt = replace(ckpt, layout=FORMATS[format])
     arch = normalize_arch_name(arch) if isinstance(arch, str) else arch
     if ckpt.layout == 'repvit-mm' and not any(k.startswith('backbone.') for k in ckpt.state):
         if not any(k.startswith(('stem.', 'stages.')) for k in ckpt.state):
@@ -293,13 +266,11 @@ def convert_checkpoint(checkpoint, arch, format: str = 'auto') -> OrderedDict:  
                 "not a RepViT checkpoint: expected authors' keys (features.*), timm keys "
                 f'(stem.*, stages.*) or repvit-mm keys (backbone.*), got {", ".join(list(ckpt.state)[:6])}'
             )
-        ckpt = dataclasses.replace(ckpt, layout='timm')  # a bare backbone of ours: timm's names, 'c' spelled out
+        ckpt = replace(ckpt, layout='timm')  # a bare backbone of ours: timm's names, 'c' spelled out
     # the neck and heads of the COCO / ADE20K releases: the same names in mmdet 3.3 / mmseg 1.2
     dense = ckpt.layout.startswith('authors-') and ckpt.layout != 'authors-classification'
     rest = {k: v for k, v in ckpt.state.items() if dense and not k.startswith('backbone.')}
-    ckpt = dataclasses.replace(ckpt, state={k: v for k, v in ckpt.state.items() if k not in rest})
+    ckpt = replace(ckpt, state={k: v for k, v in ckpt.state.items() if k not in rest})
     with torch.device('meta'):  # keys and shapes only
         reference = _Reference(arch, to_repvit_mm(ckpt.state, ckpt.layout, arch)[0])
-    out = fit_checkpoint(reference, ckpt, accept_fused=True).state
-    out.update(rest)
-    return out
+    return fit_checkpoint(reference, ckpt, accept_fused=True).state | rest

@@ -1,9 +1,8 @@
 """Route mmengine's checkpoint loading through :mod:`.checkpoints` (installed when repvit_mm is imported).
 
-Every mmengine route into a model (``load_from``, ``resume``, ``init_detector``, ``init_model``, the
-inferencers, ``PretrainedInit``) ends in ``mmengine.runner.checkpoint.load_state_dict``, which loads
-``strict=False``; :func:`install` replaces it (mmengine has no registry for it) and the ``Pretrained`` initializer.
-The file name rides in the state dict's ``_metadata`` (:func:`~repvit_mm.utils.safe_checkpoint.source_of`).
+Every mmengine route into a model (``load_from``, ``resume``, ``init_detector``, ``init_model``, the inferencers)
+ends in ``mmengine.runner.checkpoint.load_state_dict`` (``strict=False``): :func:`install` replaces it and the
+``Pretrained`` initializer (mmengine's, given a ``prefix``, reads ``state_dict`` checkpoints only).
 """
 
 from __future__ import annotations
@@ -23,15 +22,11 @@ __all__ = ['install', 'load_state_dict', 'RepViTPretrainedInit']
 _upstream_load_state_dict = mmengine_checkpoint.load_state_dict
 
 
-def _has_repvit(model) -> bool:
-    return any(isinstance(m, RepViT) for m in model.modules())
-
-
 def load_state_dict(module, state_dict, strict: bool = False, logger=None):
     """mmengine's ``load_state_dict``; models with a RepViT inside go through
     :func:`~.checkpoints.load_checkpoint_into` (``strict`` ignored, heads re-initialised in ``allow_head_reinit``)."""
     model = module.module if is_model_wrapper(module) else module
-    if not _has_repvit(model):
+    if not any(isinstance(m, RepViT) for m in model.modules()):
         return _upstream_load_state_dict(module, state_dict, strict, logger)
     load_checkpoint_into(
         model,
@@ -48,7 +43,7 @@ class RepViTPretrainedInit(PretrainedInit):
     heads of another shape), with any ``prefix``."""
 
     def __call__(self, module) -> None:
-        if not _has_repvit(module):
+        if not any(isinstance(m, RepViT) for m in module.modules()):
             return super().__call__(module)
         what = f'{self.prefix} in model' if self.prefix else 'model'
         print_log(f'load {what} from: {self.checkpoint}', logger='current')

@@ -1,11 +1,8 @@
 """Load checkpoints with ``torch.load(weights_only=True)``, whatever scheme names them.
 
-mmengine 0.10.7 pickles a few objects beyond tensors and plain containers into its checkpoints (the
-``message_hub``'s ``HistoryBuffer`` with numpy arrays): rather than switching ``weights_only`` off, which lets a
-file run code when loaded, we allow-list exactly those. :func:`install` registers, for every scheme of mmengine's
-``CheckpointLoader`` (files, ``https://``, ``torchvision://``, ...), mmengine's own loader with each
-``torch.load`` it or torch.hub makes done by :func:`safe_torch_load`. A refused file is one
-:class:`UnsafeCheckpointError`; what the loaders return carries the file's name (:func:`source_of`).
+mmengine checkpoints pickle a few objects beyond tensors: we allow-list exactly those rather than switch
+``weights_only`` off (which lets a file run code). :func:`install` registers mmengine's own loader of every scheme
+with each ``torch.load`` it (or torch.hub) makes done by :func:`safe_torch_load`.
 """
 
 from __future__ import annotations
@@ -30,8 +27,7 @@ from mmengine.runner import CheckpointLoader
 from .errors import UserInputError
 from .safe_config import name_config_texts, plain_str
 
-__all__ = ['UnsafeCheckpointError', 'MMENGINE_CHECKPOINT_GLOBALS', 'allow_mmengine_checkpoint_globals']
-__all__ += ['safe_torch_load', 'source_of', 'SCHEMES']
+__all__ = ['UnsafeCheckpointError', 'MMENGINE_CHECKPOINT_GLOBALS', 'safe_torch_load', 'source_of', 'SCHEMES']
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
@@ -54,7 +50,7 @@ def _history_buffer_statistic(owner, name: str):
 
 
 def _empty_bytes(*args) -> bytes:
-    """``builtins.bytes()`` only (an empty numpy array's data, protocol 2): the real one allocates ``bytes(10**12)``."""
+    """``builtins.bytes()`` only (an empty numpy array's data): the real one lets a file allocate ``bytes(10**12)``."""
     if args:
         raise pickle.UnpicklingError(f'GLOBAL builtins.bytes{args!r} (only bytes() is allowed)')
     return b''
@@ -72,15 +68,9 @@ MMENGINE_CHECKPOINT_GLOBALS: list = [
     argparse.Namespace,
 ]
 
-_GLOBAL_IN_MESSAGE = re.compile(r'GLOBAL ([\w.]+(?:\(.*?\))?)')
-
-
-def allow_mmengine_checkpoint_globals() -> None:
-    """Add :data:`MMENGINE_CHECKPOINT_GLOBALS` to torch's weights-only allow-list (idempotent)."""
-    torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
-
 
 _torch_load = torch.load  # what safe_torch_load calls while the scheme loaders stand in for torch.load
+_patching = threading.RLock()  # held while they do
 
 
 def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str | None = None):
@@ -94,7 +84,7 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
     try:
         return _torch_load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        refused = _refused_globals(filename) or _GLOBAL_IN_MESSAGE.findall(str(err))
+        refused = _refused_globals(filename) or re.findall(r'GLOBAL ([\w.]+(?:\(.*?\))?)', str(err))
         if not refused:  # torch's reason, without its advice to load with weights_only=False
             reason = str(err).split('WeightsUnpickler error:')[-1].split('Check the documentation of torch.load')[0]
             lines = [line.strip() for line in reason.splitlines() if line.strip() and 'weights_only' not in line]
@@ -123,20 +113,15 @@ def _refused_globals(file) -> list[str]:
 
 def _load_local(filename: str, map_location=None):
     """A local ``.pth`` (weights-only) or ``.safetensors`` file (how timm weights come from the HF hub)."""
-    if not filename.endswith('.safetensors'):
-        return safe_torch_load(filename, map_location)
     path = osp.expanduser(filename)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+    if not (filename.endswith('.safetensors') and osp.isfile(path)):
+        return safe_torch_load(filename, map_location)  # which reports a missing file
     from safetensors.torch import load_file
 
     try:
         return load_file(path, device='cpu')
     except Exception as err:  # noqa: BLE001 - any parse failure is a bad input file
         raise UnsafeCheckpointError(f'{path}: not a readable safetensors file ({err})') from None
-
-
-_patching = threading.RLock()
 
 
 def _safe(loader):
@@ -200,6 +185,6 @@ def _with_source(obj, name: str):
 
 def install() -> None:
     """Allow-list mmengine's globals and register the safe loader of every scheme (when repvit_mm is imported)."""
-    allow_mmengine_checkpoint_globals()
+    torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
     for prefixes, loader in SCHEMES.items():
         CheckpointLoader.register_scheme(prefixes=list(prefixes), loader=_safe(loader), force=True)
