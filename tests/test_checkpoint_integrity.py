@@ -317,7 +317,7 @@ def test_resume_checks_the_file_it_continues_from(cls_files, shapes_root, tmp_pa
 
 def test_authors_release_as_init_cfg_of_a_bare_backbone(tmp_path):
     """init_cfg=Pretrained with prefix='backbone.' reads the authors' ImageNet layout too."""
-    from repvit_mm.models import RepViT, convert_timm
+    from repvit_mm.models import RepViT, convert_checkpoint
 
     torch.manual_seed(0)
     net = randomize_bn_(timm.create_model('repvit_m0_9', pretrained=False))
@@ -325,7 +325,7 @@ def test_authors_release_as_init_cfg_of_a_bare_backbone(tmp_path):
     torch.save({'model': timm_to_official(net)}, path)
     backbone = RepViT('m0_9', init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     backbone.init_weights()
-    expected = convert_timm(net.state_dict(), 'm0_9')
+    expected = convert_checkpoint(net.state_dict(), 'm0_9', format='timm')
     for key, value in backbone.state_dict().items():
         assert torch.equal(value, expected[f'backbone.{key}']), key
 
@@ -338,7 +338,7 @@ def _authors_release(
     as ``backbone.features.<n>`` (written from timm's module tree), the neck and heads under the names
     mmdet 2.28 / mmseg 0.30 give them (the same as mmdet 3.3 / mmseg 1.2), ``meta`` with ``CLASSES``.
     Returns the file and our layout of the same weights."""
-    from repvit_mm.models import convert_timm
+    from repvit_mm.models import convert_checkpoint
 
     torch.manual_seed(0)
     net = randomize_bn_(timm.create_model(f'repvit_{arch}', pretrained=False, num_classes=0))
@@ -347,7 +347,7 @@ def _authors_release(
     authors.update((k, v) for k, v in heads.items() if not k.startswith('backbone.'))
     path = tmp_path / name
     torch.save({'meta': meta, 'state_dict': authors, 'optimizer': {'state': {}, 'param_groups': []}}, path)
-    ours = dict(convert_timm(net.state_dict(), arch))
+    ours = dict(convert_checkpoint(net.state_dict(), arch, format='timm'))
     ours.update((k, v) for k, v in heads.items() if not k.startswith('backbone.'))
     return path, ours
 

@@ -15,7 +15,7 @@ from mmpretrain.registry import MODELS
 from timm.layers import SqueezeExcite as TimmSE
 
 import repvit_mm.models  # noqa: F401  (registration)
-from repvit_mm.models import CheckpointMismatchError, RepViT, convert_checkpoint, convert_official, convert_timm
+from repvit_mm.models import CheckpointMismatchError, RepViT, convert_checkpoint
 
 TIMM_ARCHS = sorted(n[len('repvit_') :] for n in timm.list_models('repvit_*'))
 
@@ -104,12 +104,12 @@ def test_timm_and_official_parity(arch):
     assert ref.abs().max() > 0.01
 
     model = build_classifier(arch)
-    model.load_state_dict(convert_timm(tm.state_dict(), arch), strict=True)
+    model.load_state_dict(convert_checkpoint(tm.state_dict(), arch, format='timm'), strict=True)
     assert (logits(model, x) - ref).abs().max() < 1e-5
 
     official = {'model': timm_to_official(tm)}
     model2 = build_classifier(arch)
-    model2.load_state_dict(convert_official(official, arch), strict=True)
+    model2.load_state_dict(convert_checkpoint(official, arch, format='official'), strict=True)
     assert (logits(model2, x) - ref).abs().max() < 1e-5
     # auto-detection picks the right converter
     assert convert_checkpoint(official, arch).keys() == convert_checkpoint(tm.state_dict(), arch).keys()
@@ -240,7 +240,7 @@ def test_authors_structure_parity(arch):
     with torch.no_grad():
         ref = ref_model(x)
     model = build_classifier(arch, num_classes=10)
-    model.load_state_dict(convert_official({'model': ref_model.state_dict()}, arch), strict=True)
+    model.load_state_dict(convert_checkpoint({'model': ref_model.state_dict()}, arch, format='official'), strict=True)
     assert (logits(model, x) - ref).abs().max() < 1e-5
 
 
@@ -248,7 +248,7 @@ def test_authors_structure_parity(arch):
 def test_wrong_arch_lists_keys_and_suggests_the_right_one():
     tm = timm.create_model('repvit_m1_1', pretrained=False)
     with pytest.raises(CheckpointMismatchError) as info:
-        convert_timm(tm.state_dict(), 'm0_9')
+        convert_checkpoint(tm.state_dict(), 'm0_9', format='timm')
     err = info.value
     msg = str(err)
     assert "arch 'm0_9'" in msg and "fits arch 'm1_1'" in msg and 'wrong shapes' in msg
@@ -261,7 +261,7 @@ def test_legacy_vs_new_token_mixer_is_detected():
     """M1 (legacy) and M0.9 have equal widths/depths; the token-mixer keys tell them apart."""
     tm = timm.create_model('repvit_m0_9', pretrained=False)
     with pytest.raises(CheckpointMismatchError) as info:
-        convert_timm(tm.state_dict(), 'm1')
+        convert_checkpoint(tm.state_dict(), 'm1', format='timm')
     err = info.value
     assert 'backbone.stages.0.blocks.0.token_mixer.conv1.conv.weight' in err.missing
     assert 'backbone.stages.0.blocks.0.token_mixer.bn.weight' in err.unexpected
@@ -274,7 +274,7 @@ def test_missing_and_unknown_keys_are_listed():
     del official['features.5.channel_mixer.m.2.bn.weight']
     official['features.99.token_mixer.0.bn.weight'] = torch.zeros(3)
     with pytest.raises(CheckpointMismatchError) as info:
-        convert_official({'model': official}, 'm0_9')
+        convert_checkpoint({'model': official}, 'm0_9', format='official')
     err = info.value
     assert err.missing == ['backbone.stages.1.blocks.0.channel_mixer.conv2.bn.weight']
     assert err.unexpected == ['features.99.token_mixer.0.bn.weight']
@@ -304,7 +304,7 @@ def test_num_batches_tracked_optional_and_backbone_only():
     """Checkpoints without num_batches_tracked buffers or without a classifier convert too."""
     tm = timm.create_model('repvit_m0_9', pretrained=False, num_classes=0)
     state = {k: v for k, v in tm.state_dict().items() if not k.endswith('num_batches_tracked')}
-    out = convert_timm(state, 'm0_9')
+    out = convert_checkpoint(state, 'm0_9', format='timm')
     assert not any(k.startswith('head.') for k in out)
     backbone = RepViT('m0_9')
     backbone.load_state_dict({k[len('backbone.') :]: v for k, v in out.items()}, strict=True)
@@ -315,7 +315,7 @@ def test_pretrained_init_cfg_with_prefix(tmp_path):
     torch.manual_seed(0)
     tm = randomize_bn_(timm.create_model('repvit_m0_9', pretrained=False))
     path = tmp_path / 'm0_9.pth'
-    converted = convert_timm(tm.state_dict(), 'm0_9')
+    converted = convert_checkpoint(tm.state_dict(), 'm0_9', format='timm')
     torch.save({'state_dict': converted}, path)
     backbone = RepViT('m0_9', init_cfg=dict(type='Pretrained', checkpoint=str(path), prefix='backbone.'))
     backbone.init_weights()

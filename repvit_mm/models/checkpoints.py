@@ -1,23 +1,17 @@
 """One way from a checkpoint into a model: read -> unwrap -> detect the layout -> convert -> fit -> load.
 
-Every route that puts weights into a model with a RepViT inside ends here: the tools, ``load_from``,
-``--resume``, ``init_cfg=dict(type='Pretrained')``, the distillation teacher, the deploy tools and -- through
-:mod:`.mmengine_loading` -- mmengine's ``load_checkpoint``, mmdet's ``init_detector``, mmseg's ``init_model``
-and the mmpretrain inferencers. A checkpoint fits every key and shape, or raises one
-:class:`CheckpointMismatchError`: never a silent partial load. The one sanctioned partial load is
-fine-tuning to another number of classes (``finetune=True``): head tensors of another shape keep their
-initialisation, and one log line names those heads.
+Every route into a model with a RepViT inside ends here (the tools; mmengine's via :mod:`.mmengine_loading`). A
+checkpoint fits every key and shape or raises :class:`CheckpointMismatchError` (fine-tuning may skip heads).
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
-import dataclasses
 import os
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from mmengine.logging import print_log
@@ -30,44 +24,27 @@ from .convert import FORMATS, LAYOUTS, detect_layout, to_repvit_mm
 from .heads.repvit_head import RepViTClsHead
 from .reparam import switch_to_deploy
 
-__all__ = [
-    'HEAD_PREFIXES',
-    'Checkpoint',
-    'Fit',
-    'CheckpointMismatchError',
-    'read_checkpoint',
-    'as_checkpoint',
-    'fit_checkpoint',
-    'load_checkpoint_into',
-    'allow_head_reinit',
-    'finetuning',
-    'convert_checkpoint',
-    'convert_official',
-    'convert_timm',
-]
+__all__ = ['HEAD_PREFIXES', 'Checkpoint', 'Fit', 'CheckpointMismatchError', 'read_checkpoint', 'as_checkpoint']
+__all__ += ['fit_checkpoint', 'load_checkpoint_into', 'allow_head_reinit', 'finetuning', 'convert_checkpoint']
 
 #: Modules whose tensors depend on the number of classes: what fine-tuning may re-initialise.
 HEAD_PREFIXES = ('head.', 'roi_head.bbox_head.', 'roi_head.mask_head.', 'decode_head.', 'auxiliary_head.')
-_SHOW = 12  # keys listed per kind in a mismatch message
+_WRAPPERS = ('state_dict', 'model', 'state_dict_ema', 'model_ema')  # where checkpoints keep their weights
+_finetuning: contextvars.ContextVar[bool] = contextvars.ContextVar('repvit_mm_finetuning', default=False)
+finetuning = _finetuning.get  # finetuning(): whether allow_head_reinit is in effect
 
 
 class CheckpointMismatchError(UserInputError):
-    """The checkpoint does not fit the model; ``missing``, ``unexpected`` and ``mismatched``
-    (``(key, checkpoint shape, model shape)``) hold every offending key."""
+    """The checkpoint does not fit the model: ``missing``, ``unexpected``, ``mismatched`` (key, its shapes)."""
 
     def __init__(self, message: str, missing=(), unexpected=(), mismatched: Sequence[tuple[str, tuple, tuple]] = ()):
         super().__init__(message)
         self.missing, self.unexpected, self.mismatched = list(missing), list(unexpected), list(mismatched)
 
 
-_finetuning: contextvars.ContextVar[bool] = contextvars.ContextVar('repvit_mm_finetuning', default=False)
-
-
 @contextlib.contextmanager
 def allow_head_reinit(enabled: bool = True) -> Iterator[None]:
-    """Inside this block, loads through mmengine (``load_from``) may leave mis-shaped class-dependent head
-    tensors at their initialisation (fine-tuning to another number of classes). Resuming and testing
-    never do."""
+    """Inside this block, mmengine's loads (``load_from``) may leave mis-shaped head tensors at their initialisation."""
     token = _finetuning.set(enabled)
     try:
         yield
@@ -75,16 +52,9 @@ def allow_head_reinit(enabled: bool = True) -> Iterator[None]:
         _finetuning.reset(token)
 
 
-def finetuning() -> bool:
-    """Whether :func:`allow_head_reinit` is in effect."""
-    return _finetuning.get()
-
-
-# ----------------------------------------------------------------------------------------- read, unwrap
 @dataclass
 class Checkpoint:
-    """A checkpoint in memory: where it was read from, its tensors (``state_dict`` / ``model`` unwrapped,
-    ``module.`` stripped), its ``meta``, the layout of its keys, and the object as loaded (``raw``)."""
+    """A checkpoint in memory: source, tensors (unwrapped, ``module.`` stripped), ``meta``, layout, ``raw`` object."""
 
     source: str
     state: dict[str, torch.Tensor]
@@ -94,8 +64,7 @@ class Checkpoint:
 
     @property
     def is_training_checkpoint(self) -> bool:
-        """Whether mmengine's ``Runner.resume`` can continue from it (``meta.epoch``, ``meta.iter`` and a
-        ``message_hub``, as tools/train.py writes them)."""
+        """Whether ``Runner.resume`` can continue from it (``meta.epoch``, ``meta.iter`` and ``message_hub``)."""
         return {'epoch', 'iter'} <= set(self.meta) and 'message_hub' in self.raw
 
     @property
@@ -103,22 +72,14 @@ class Checkpoint:
         """mmengine's ``meta.dataset_meta``, or the ``meta.CLASSES`` (and ``PALETTE``) of mmdet 2 / mmseg 0."""
         if isinstance(self.meta.get('dataset_meta'), Mapping):
             return dict(self.meta['dataset_meta'])
-        if self.meta.get('CLASSES'):
-            found = {'classes': tuple(self.meta['CLASSES'])}
-            if self.meta.get('PALETTE'):
-                found['palette'] = [tuple(c) for c in self.meta['PALETTE']]
-            return found
-        return {}
+        found = {'classes': tuple(self.meta['CLASSES'])} if self.meta.get('CLASSES') else {}
+        if found and self.meta.get('PALETTE'):
+            found['palette'] = [tuple(c) for c in self.meta['PALETTE']]
+        return found
 
 
 def read_checkpoint(filename: str | os.PathLike) -> Checkpoint:
-    """Read a checkpoint safely (weights-only, any scheme: path, ``https://``, ``torchvision://``, ...).
-
-    Raises:
-        FileNotFoundError: there is no such file.
-        UnsafeCheckpointError: the file is refused as unsafe, or is no readable checkpoint.
-        UserInputError: it holds no tensors.
-    """
+    """Read a checkpoint weights-only, any scheme (path, ``https://``, ``torchvision://``, ...)."""
     name = str(filename)
     try:
         raw = CheckpointLoader.load_checkpoint(name, map_location='cpu', logger='current')
@@ -130,15 +91,12 @@ def read_checkpoint(filename: str | os.PathLike) -> Checkpoint:
 
 
 def as_checkpoint(obj, source: str = 'checkpoint') -> Checkpoint:
-    """Unwrap a loaded checkpoint (``{'state_dict': ...}``, ``{'model': ...}``, EMA weights alone, or a
-    bare state dict) and detect its layout."""
+    """Unwrap a loaded checkpoint (``state_dict``, ``model``, EMA weights or a bare state dict); detect its layout."""
     if isinstance(obj, Checkpoint):
         return obj
     if not isinstance(obj, Mapping):
         raise UserInputError(f'{source}: expected a checkpoint dict, found {type(obj).__name__}')
-    state = next(
-        (obj[k] for k in ('state_dict', 'model', 'state_dict_ema', 'model_ema') if isinstance(obj.get(k), Mapping)), obj
-    )
+    state = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), obj)
     tensors = OrderedDict((k, v) for k, v in state.items() if isinstance(v, torch.Tensor))
     if not tensors:
         raise UserInputError(
@@ -150,11 +108,9 @@ def as_checkpoint(obj, source: str = 'checkpoint') -> Checkpoint:
     return Checkpoint(source, tensors, dict(meta), detect_layout(tensors), obj)
 
 
-# ----------------------------------------------------------------------------------------- fit, load
 @dataclass
 class Fit:
-    """What :func:`fit_checkpoint` found: the state dict to load strictly, whether the model was
-    reparameterized for it (a fused checkpoint), and the heads left at their initialisation."""
+    """What :func:`fit_checkpoint` found: the state to load strictly, fused or not, the heads left as initialised."""
 
     state: OrderedDict
     fused: bool = False
@@ -170,28 +126,21 @@ def _compare(state: Mapping[str, torch.Tensor], own: Mapping[str, torch.Tensor],
     return missing, unexpected, mismatched
 
 
-def _arch_fits(state: Mapping[str, torch.Tensor], arch, deploy: bool) -> bool:
-    """Whether ``state`` is exactly a RepViT ``arch`` (built on the meta device: keys and shapes only)."""
+def _arch_fits(state: Mapping[str, torch.Tensor], arch, deploys=(False, True)) -> bool:
+    """Whether ``state`` is exactly a RepViT ``arch`` built with one of ``deploys`` (meta device: keys and shapes)."""
     with torch.device('meta'):
-        return not any(_compare(state, RepViT(arch, deploy=deploy).state_dict()))
+        return any(not any(_compare(state, RepViT(arch, deploy=d).state_dict())) for d in deploys)
 
 
-def _fitting_archs(ckpt: Checkpoint) -> list[str]:
-    """The zoo archs whose RepViT (training or fused) the checkpoint's backbone fits."""
-    fits = []
-    for name in RepViT.arch_zoo:
-        state, unmapped = to_repvit_mm(ckpt.state, ckpt.layout, name)
-        backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')} or state
-        if not any(k.startswith(('backbone.', 'features.')) for k in unmapped) and any(
-            _arch_fits(backbone, name, deploy) for deploy in (False, True)
-        ):
-            fits.append(name)
-    return fits
+def _backbone_fits(ckpt: Checkpoint, arch: str) -> bool:
+    """Whether the checkpoint's backbone is a RepViT ``arch`` (training or fused)."""
+    state, unmapped = to_repvit_mm(ckpt.state, ckpt.layout, arch)
+    backbone = {k[len('backbone.') :]: v for k, v in state.items() if k.startswith('backbone.')} or state
+    return not any(k.startswith(('backbone.', 'features.')) for k in unmapped) and _arch_fits(backbone, arch)
 
 
 def _select(state: dict, prefix: str | None, model: nn.Module, source: str) -> dict:
-    """The part of ``state`` under ``prefix`` (``init_cfg=dict(prefix='backbone.')``), prefix removed; a
-    bare backbone given a whole-model checkpoint takes its ``backbone.*`` keys."""
+    """``state`` under ``prefix``, prefix removed (a bare backbone takes a whole model's ``backbone.*``)."""
     if prefix is None and isinstance(model, RepViT) and any(k.startswith('backbone.') for k in state):
         prefix = 'backbone.'
     if not prefix:
@@ -207,23 +156,19 @@ def _select(state: dict, prefix: str | None, model: nn.Module, source: str) -> d
 
 
 def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found) -> CheckpointMismatchError:
-    """The one mismatch report: the file, its layout, the model and the arch the backbone fits, then the count
-    and first keys of each kind."""
+    """The one mismatch report: file, layout, model, the arch the backbone fits, then each kind's count and keys."""
     missing, unexpected, mismatched = found
     what = type(model).__name__
     if backbone is not None:
         arch = next((n for n in RepViT.arch_zoo if RepViT.get_arch_settings(n) == backbone.arch_settings), 'custom')
         what = f'RepViT arch {arch!r}' if isinstance(model, _Reference) else f'{what} with RepViT arch {arch!r}'
-        fits = [a for a in _fitting_archs(ckpt) if a != arch]
+        fits = [a for a in RepViT.arch_zoo if a != arch and _backbone_fits(ckpt, a)]
         what += f"; the checkpoint's backbone fits arch {' / '.join(map(repr, fits))}" if fits else ''
     layout = '' if ckpt.layout == 'repvit-mm' or backbone is None else f' ({LAYOUTS[ckpt.layout]})'
-    kinds = {
-        'missing keys': missing,
-        'unexpected keys': unexpected,
-        'keys with wrong shapes': [f'{k} {a} vs {b} in the model' for k, a, b in mismatched],
-    }
+    wrong = [f'{k} {a} vs {b} in the model' for k, a, b in mismatched]
+    kinds = {'missing keys': missing, 'unexpected keys': unexpected, 'keys with wrong shapes': wrong}
     keys = '; '.join(
-        f'{len(ks)} {kind} [{", ".join(ks[:_SHOW])}{f", ... ({len(ks) - _SHOW} more)" if len(ks) > _SHOW else ""}]'
+        f'{len(ks)} {kind} [{", ".join(ks[:12])}{f", ... ({len(ks) - 12} more)" if len(ks) > 12 else ""}]'
         for kind, ks in kinds.items()
         if ks
     )
@@ -237,27 +182,12 @@ def _mismatch(model: nn.Module, backbone: RepViT | None, ckpt: Checkpoint, found
 
 
 def fit_checkpoint(
-    model: nn.Module,
-    checkpoint,
-    *,
-    prefix: str | None = None,
-    finetune: bool = False,
-    accept_fused: bool = False,
-    fused_hint: str = '',
+    model: nn.Module, checkpoint, *, prefix=None, finetune=False, accept_fused=False, fused_hint=''
 ) -> Fit:
-    """Convert ``checkpoint`` for ``model`` and check every key and shape; load nothing.
+    """Convert ``checkpoint`` for ``model`` and check every key and shape (raising :class:`CheckpointMismatchError`).
 
-    Args:
-        model: the receiving model (a whole classifier / detector / segmentor, or a bare backbone).
-        checkpoint: a :class:`Checkpoint` or a loaded checkpoint dict.
-        prefix: take only the keys under this prefix (``init_cfg=dict(prefix='backbone.')``).
-        finetune: head tensors (:data:`HEAD_PREFIXES`) whose shapes differ keep the model's own values.
-        accept_fused: a fused (deploy) checkpoint reparameterizes ``model`` in place and returns
-            ``Fit(fused=True)``; otherwise it is refused, with ``fused_hint`` saying what to do instead.
-
-    Raises:
-        CheckpointMismatchError: the checkpoint does not fit.
-    """
+    ``prefix``: take only the keys under it. ``finetune``: :data:`HEAD_PREFIXES` tensors of another shape keep the
+    model's. ``accept_fused``: a fused checkpoint reparameterizes ``model``, else ``fused_hint`` says what to do."""
     ckpt = as_checkpoint(checkpoint)
     at, backbone = next(((n, m) for n, m in model.named_modules() if isinstance(m, RepViT)), ('', None))
     # Layouts are RepViT's: any other model (a distillation teacher) takes the keys as they are.
@@ -270,7 +200,7 @@ def fit_checkpoint(
     fused = False
     if any(found) and backbone is not None and not backbone.deploy:
         part = {k[len(at) + 1 :]: v for k, v in state.items() if k.startswith(at + '.')} if at else state
-        if _arch_fits(part, backbone.arch_settings, deploy=True):
+        if _arch_fits(part, backbone.arch_settings, deploys=(True,)):
             if not accept_fused:
                 raise CheckpointMismatchError(
                     f'{ckpt.source} is a fused (deploy) checkpoint: it fits the reparameterized model only'
@@ -292,24 +222,18 @@ def fit_checkpoint(
 
 
 def load_checkpoint_into(model: nn.Module, checkpoint, *, logger='current', **options) -> Fit:
-    """:func:`fit_checkpoint` (``options``: its keyword arguments), then load the result strictly.
-    ``checkpoint`` may also be a file name or URL."""
+    """:func:`fit_checkpoint` of ``checkpoint`` (also a file name or URL), then load it strictly."""
     ckpt = read_checkpoint(checkpoint) if isinstance(checkpoint, (str, os.PathLike)) else as_checkpoint(checkpoint)
     fit = fit_checkpoint(model, ckpt, **options)
     model.load_state_dict(fit.state, strict=True)
     if fit.reinitialised:
-        print_log(
-            f'{ckpt.source}: heads re-initialised for another number of classes (shapes differ): '
-            f'{", ".join(fit.reinitialised)}',
-            logger=logger,
-        )
+        heads = ', '.join(fit.reinitialised)
+        print_log(f'{ckpt.source}: heads re-initialised for another number of classes (shapes differ): {heads}', logger)
     return fit
 
 
-# ----------------------------------------------------------------------------------------- conversion
 class _Reference(nn.Module):
-    """What :func:`convert_checkpoint` checks weights against: RepViT ``arch`` and, if the (converted)
-    ``state`` has ``head.*`` keys, a :class:`RepViTClsHead` with its number of classes."""
+    """RepViT ``arch`` and, if ``state`` has ``head.*`` keys, a head like its own: what conversion checks against."""
 
     def __init__(self, arch, state: Mapping[str, torch.Tensor]) -> None:
         super().__init__()
@@ -325,23 +249,16 @@ class _Reference(nn.Module):
 
 
 def convert_checkpoint(checkpoint, arch, format: str = 'auto') -> OrderedDict:  # noqa: A002
-    """A checkpoint's weights (:class:`Checkpoint`, loaded dict or bare state dict) in our layout, with its
-    RepViT backbone and classifier head checked against ``arch`` (zoo name or settings dict), every key and
-    shape. ``format``: ``'auto'`` (from the keys) or one of :data:`~.convert.FORMATS`. The neck and heads of
-    the authors' COCO / ADE20K releases keep their mmdet / mmseg names (checked when loaded into a config's
-    model); a repvit-mm checkpoint is only checked (a fused one too).
-
-    Raises:
-        CheckpointMismatchError: the weights do not fit ``arch`` (names the arch they fit, if any).
-        UserInputError: unknown format, or no RepViT checkpoint.
-    """
+    """A checkpoint's weights in our layout, backbone and classifier head checked against ``arch`` (raising
+    :class:`CheckpointMismatchError`). ``format``: ``'auto'`` or one of :data:`~.convert.FORMATS`. The neck and
+    heads of the authors' COCO / ADE20K releases keep their names; a repvit-mm checkpoint is only checked."""
     ckpt = as_checkpoint(checkpoint)
     if format != 'auto':
         if format not in FORMATS:
             raise UserInputError(
                 f'unknown checkpoint format {format!r}; use {", ".join(map(repr, ["auto", *FORMATS]))}'
             )
-        ckpt = dataclasses.replace(ckpt, layout=FORMATS[format])
+        ckpt = replace(ckpt, layout=FORMATS[format])
     arch = normalize_arch_name(arch) if isinstance(arch, str) else arch
     if ckpt.layout == 'repvit-mm' and not any(k.startswith('backbone.') for k in ckpt.state):
         if not any(k.startswith(('stem.', 'stages.')) for k in ckpt.state):
@@ -349,23 +266,11 @@ def convert_checkpoint(checkpoint, arch, format: str = 'auto') -> OrderedDict:  
                 "not a RepViT checkpoint: expected authors' keys (features.*), timm keys "
                 f'(stem.*, stages.*) or repvit-mm keys (backbone.*), got {", ".join(list(ckpt.state)[:6])}'
             )
-        ckpt = dataclasses.replace(ckpt, layout='timm')  # a bare backbone of ours: timm's names, 'c' spelled out
+        ckpt = replace(ckpt, layout='timm')  # a bare backbone of ours: timm's names, 'c' spelled out
     # the neck and heads of the COCO / ADE20K releases: the same names in mmdet 3.3 / mmseg 1.2
     dense = ckpt.layout.startswith('authors-') and ckpt.layout != 'authors-classification'
     rest = {k: v for k, v in ckpt.state.items() if dense and not k.startswith('backbone.')}
-    ckpt = dataclasses.replace(ckpt, state={k: v for k, v in ckpt.state.items() if k not in rest})
+    ckpt = replace(ckpt, state={k: v for k, v in ckpt.state.items() if k not in rest})
     with torch.device('meta'):  # keys and shapes only
         reference = _Reference(arch, to_repvit_mm(ckpt.state, ckpt.layout, arch)[0])
-    out = fit_checkpoint(reference, ckpt, accept_fused=True).state
-    out.update(rest)
-    return out
-
-
-def convert_official(checkpoint, arch) -> OrderedDict:
-    """:func:`convert_checkpoint` of an authors' ImageNet release (``{'model': sd}`` or the bare ``sd``)."""
-    return convert_checkpoint(checkpoint, arch, format='official')
-
-
-def convert_timm(state_dict, arch) -> OrderedDict:
-    """:func:`convert_checkpoint` of a timm ``repvit_*`` state dict (``repvit_m0_9`` -> ``arch='m0_9'``)."""
-    return convert_checkpoint(state_dict, arch, format='timm')
+    return fit_checkpoint(reference, ckpt, accept_fused=True).state | rest

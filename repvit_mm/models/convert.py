@@ -1,21 +1,15 @@
-"""Checkpoint layouts: which one a state dict is in (:func:`detect_layout`) and its keys in ours
-(:func:`to_repvit_mm`). Pure key renaming; :mod:`.checkpoints` checks the result against a model.
+"""Checkpoint layouts: which one a state dict is in (:func:`detect_layout`), its keys in ours (:func:`to_repvit_mm`).
 
-- **authors-classification** (github THU-MIG/RepViT, ``{'model': state_dict}``): ``features.0`` is the stem
-  (``features.0.0`` / ``features.0.2`` ConvBN), then one entry per row of the authors' ``cfgs`` table in
-  order. A row with stride 1 is a regular block (``token_mixer.0`` RepVGGDW, ``token_mixer.1`` SE,
-  ``channel_mixer.m.0/2`` FFN); a stride-2 row is the reduction part of our downsampling block
-  (``token_mixer.0`` depthwise s2, ``token_mixer.2`` 1x1, ``channel_mixer.m.0/2`` FFN), and the row before
-  it is that block's ``pre_block``. The classifier is ``classifier.classifier{,_dist}.{bn,l}``.
-- **authors-coco / authors-ade20k / authors-backbone**: the authors' Mask R-CNN (mmdet 2.28) and Semantic
-  FPN (mmseg 0.30) releases. Their ``backbone.features.<n>`` is the classification release's
-  ``features.<n>``; the neck and heads keep their names and shapes in mmdet 3.3 / mmseg 1.2 (whose own
-  model indexes serve mmdet 2 / mmseg 0.x files), so they pass unchanged.
+- **authors-classification** (THU-MIG/RepViT ``{'model': ...}``): ``features.0`` the stem, then one entry per
+  ``cfgs`` row: a block, or (stride 2) our downsampling block's reduction part, its ``pre_block`` the row before.
+- **authors-coco / -ade20k / -backbone** (mmdet 2.28 / mmseg 0.30 releases): ``backbone.features.<n>`` as above;
+  the neck and heads have the same names in mmdet 3.3 / mmseg 1.2.
 - **timm** (``repvit_*``): our names with ``c`` for ``conv``, ``l`` for ``linear``, no ``backbone.``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Mapping
 
@@ -25,9 +19,9 @@ from .backbones.repvit import RepViT
 
 __all__ = ['LAYOUTS', 'FORMATS', 'TASK_OF_LAYOUT', 'detect_layout', 'to_repvit_mm', 'official_feature_layout']
 
-StateDict = dict[str, torch.Tensor]
-
-#: The layouts :func:`detect_layout` tells apart: ``(format name, task, how messages name it)``.
+#: The layouts :func:`detect_layout` tells apart: ``(format name, task, how messages name it)``; hence
+#: LAYOUTS (layout -> its name in messages), FORMATS (``convert_checkpoint(format=...)`` -> layout) and
+#: TASK_OF_LAYOUT (release layout -> its task).
 _TABLE = {
     'authors-classification': ('official', 'classification', "authors' ImageNet release (features.*, classifier.*)"),
     'authors-coco': ('coco', 'detection', "authors' COCO Mask R-CNN release (mmdet 2.28, backbone.features.*)"),
@@ -40,59 +34,44 @@ _TABLE = {
     'timm': ('timm', 'classification', 'timm repvit_* state dict (stem.*, stages.*)'),
     'repvit-mm': ('mm', None, 'repvit-mm checkpoint'),
 }
-#: layout -> how messages name it
 LAYOUTS = {layout: text for layout, (_, _, text) in _TABLE.items()}
-#: ``convert_checkpoint(format=...)`` / ``tools/convert_checkpoint.py --format`` name -> layout
 FORMATS = {fmt: layout for layout, (fmt, _, _) in _TABLE.items() if fmt}
-#: release layout -> its task
 TASK_OF_LAYOUT = {layout: task for layout, (_, task, _) in _TABLE.items() if task}
 
 
 def detect_layout(state: Mapping[str, torch.Tensor]) -> str:
     """One of :data:`LAYOUTS`, from the keys (``'repvit-mm'`` for anything else)."""
-    keys = list(state)
-    if any(k.startswith('backbone.features.') for k in keys):
-        if any(k.startswith(('rpn_head.', 'roi_head.')) for k in keys):
+    has = lambda *prefixes: any(k.startswith(prefixes) for k in state)  # noqa: E731
+    if has('backbone.features.'):
+        if has('rpn_head.', 'roi_head.'):
             return 'authors-coco'
-        if any(k.startswith(('decode_head.', 'auxiliary_head.')) for k in keys):
-            return 'authors-ade20k'
-        return 'authors-backbone'
-    if any(k.startswith('features.') for k in keys):
+        return 'authors-ade20k' if has('decode_head.', 'auxiliary_head.') else 'authors-backbone'
+    if has('features.'):
         return 'authors-classification'
-    if any(k.startswith(('stem.', 'stages.')) and '.c.' in k for k in keys):
-        return 'timm'
-    return 'repvit-mm'
+    return 'timm' if any(k.startswith(('stem.', 'stages.')) and '.c.' in k for k in state) else 'repvit-mm'
+
+
+def _convbn(*pairs: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+    """The renames of ConvBNs ``(theirs, ours)``: ``c.`` -> ``conv.``, ``bn.`` -> ``bn.``."""
+    return tuple(r for src, dst in pairs for r in ((src + 'c.', dst + 'conv.'), (src + 'bn.', dst + 'bn.')))
 
 
 _OFFICIAL_BLOCK = (
-    ('token_mixer.0.conv.c.', 'token_mixer.conv.conv.'),
-    ('token_mixer.0.conv.bn.', 'token_mixer.conv.bn.'),
-    ('token_mixer.0.conv1.c.', 'token_mixer.conv1.conv.'),  # legacy archs
-    ('token_mixer.0.conv1.bn.', 'token_mixer.conv1.bn.'),  # legacy archs
-    ('token_mixer.0.conv1.', 'token_mixer.conv1.'),
+    *_convbn(('token_mixer.0.conv.', 'token_mixer.conv.'), ('token_mixer.0.conv1.', 'token_mixer.conv1.')),
+    ('token_mixer.0.conv1.', 'token_mixer.conv1.'),  # a plain conv (a ConvBN in legacy archs)
     ('token_mixer.0.bn.', 'token_mixer.bn.'),
     ('token_mixer.1.fc1.', 'se.fc1.'),
     ('token_mixer.1.fc2.', 'se.fc2.'),
-    ('channel_mixer.m.0.c.', 'channel_mixer.conv1.conv.'),
-    ('channel_mixer.m.0.bn.', 'channel_mixer.conv1.bn.'),
-    ('channel_mixer.m.2.c.', 'channel_mixer.conv2.conv.'),
-    ('channel_mixer.m.2.bn.', 'channel_mixer.conv2.bn.'),
+    *_convbn(('channel_mixer.m.0.', 'channel_mixer.conv1.'), ('channel_mixer.m.2.', 'channel_mixer.conv2.')),
 )
-_OFFICIAL_REDUCE = (
-    ('token_mixer.0.c.', 'spatial_downsample.conv.'),
-    ('token_mixer.0.bn.', 'spatial_downsample.bn.'),
-    ('token_mixer.2.c.', 'channel_downsample.conv.'),
-    ('token_mixer.2.bn.', 'channel_downsample.bn.'),
-    ('channel_mixer.m.0.c.', 'ffn.conv1.conv.'),
-    ('channel_mixer.m.0.bn.', 'ffn.conv1.bn.'),
-    ('channel_mixer.m.2.c.', 'ffn.conv2.conv.'),
-    ('channel_mixer.m.2.bn.', 'ffn.conv2.bn.'),
+_OFFICIAL_REDUCE = _convbn(
+    ('token_mixer.0.', 'spatial_downsample.'),
+    ('token_mixer.2.', 'channel_downsample.'),
+    ('channel_mixer.m.0.', 'ffn.conv1.'),
+    ('channel_mixer.m.2.', 'ffn.conv2.'),
 )
 _OFFICIAL_FIXED = (
-    ('features.0.0.c.', 'backbone.stem.conv1.conv.'),
-    ('features.0.0.bn.', 'backbone.stem.conv1.bn.'),
-    ('features.0.2.c.', 'backbone.stem.conv2.conv.'),
-    ('features.0.2.bn.', 'backbone.stem.conv2.bn.'),
+    *_convbn(('features.0.0.', 'backbone.stem.conv1.'), ('features.0.2.', 'backbone.stem.conv2.')),
     ('classifier.classifier.bn.', 'head.head.bn.'),
     ('classifier.classifier.l.', 'head.head.linear.'),
     ('classifier.classifier_dist.bn.', 'head.head_dist.bn.'),
@@ -107,16 +86,13 @@ _TIMM_HEAD = (
 
 
 def official_feature_layout(arch) -> list[tuple[str, str]]:
-    """``(our module prefix, kind)`` of the authors' ``features.1 ..`` entries in order; kind is
-    ``'block'`` or ``'reduce'`` (the stride-2 row)."""
+    """``(our module prefix, 'block' or 'reduce')`` of the authors' ``features.1 ..`` entries in order."""
     layout = []
     for i, depth in enumerate(RepViT.get_arch_settings(arch)['depths']):
+        stage = f'backbone.stages.{i}.'
         if i > 0:
-            layout += [
-                (f'backbone.stages.{i}.downsample.pre_block.', 'block'),
-                (f'backbone.stages.{i}.downsample.', 'reduce'),
-            ]
-        layout += [(f'backbone.stages.{i}.blocks.{j}.', 'block') for j in range(depth)]
+            layout += [(stage + 'downsample.pre_block.', 'block'), (stage + 'downsample.', 'reduce')]
+        layout += [(f'{stage}blocks.{j}.', 'block') for j in range(depth)]
     return layout
 
 
@@ -141,24 +117,17 @@ def _timm_key(key: str) -> str | None:
     return _rename(key, _TIMM_HEAD)
 
 
-def to_repvit_mm(state: Mapping[str, torch.Tensor], layout: str, arch) -> tuple[StateDict, list[str]]:
-    """``(state dict in our keys, source keys that map to nothing)`` of a ``layout`` state dict for RepViT
-    ``arch`` (zoo name or settings dict: the authors' ``features.<n>`` numbering depends on it)."""
+def to_repvit_mm(state: Mapping[str, torch.Tensor], layout: str, arch) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``(state in our keys, keys that map to nothing)`` of a ``layout`` state dict for RepViT ``arch``."""
     if layout == 'repvit-mm':
         return dict(state), []
-    if layout == 'timm':
-        rename = _timm_key
-    else:
-        official = official_feature_layout(arch)
-        rename = lambda key: _official_key(key, official)  # noqa: E731
+    rename = _timm_key if layout == 'timm' else functools.partial(_official_key, layout=official_feature_layout(arch))
     dense = layout != 'authors-classification' and layout.startswith('authors-')
-    out: StateDict = OrderedDict()
+    out = OrderedDict()
     unmapped = []
     for key, value in state.items():
-        if dense and not key.startswith('backbone.'):
-            out[key] = value  # neck and heads: the same names in mmdet 3.3 / mmseg 1.2
-            continue
-        new = rename(key[len('backbone.') :] if dense else key)
+        # the neck and heads of the COCO / ADE20K releases keep their names
+        new = key if dense and not key.startswith('backbone.') else rename(key[len('backbone.') :] if dense else key)
         if new is None:
             unmapped.append(key)
         else:

@@ -1,14 +1,8 @@
-"""Route mmengine's own checkpoint loading through :mod:`.checkpoints` (installed when repvit_mm is imported).
+"""Route mmengine's checkpoint loading through :mod:`.checkpoints` (installed when repvit_mm is imported).
 
-Every mmengine route that puts a checkpoint into a model (``Runner.load_checkpoint``: ``load_from``,
-``resume``, testing; ``mmengine.runner.load_checkpoint``: mmdet's ``init_detector``, mmseg's ``init_model``,
-the mmpretrain inferencers; ``PretrainedInit`` without a prefix) ends in
-``mmengine.runner.checkpoint.load_state_dict``, which loads with ``strict=False`` and only logs what did not
-fit. mmengine has no registry for it, so :func:`install` replaces that one function: models with a RepViT
-inside go through :func:`~.checkpoints.load_checkpoint_into`, all others through mmengine's original. The
-file name rides in the state dict's ``_metadata`` (:func:`~repvit_mm.utils.safe_checkpoint.source_of`).
-``PretrainedInit`` with a ``prefix`` only knows ``state_dict`` checkpoints; the ``Pretrained`` initializer
-registered here reads any layout.
+Every mmengine route into a model (``load_from``, ``resume``, ``init_detector``, ``init_model``, the inferencers)
+ends in ``mmengine.runner.checkpoint.load_state_dict`` (``strict=False``): :func:`install` replaces it and the
+``Pretrained`` initializer (mmengine's, given a ``prefix``, reads ``state_dict`` checkpoints only).
 """
 
 from __future__ import annotations
@@ -28,20 +22,11 @@ __all__ = ['install', 'load_state_dict', 'RepViTPretrainedInit']
 _upstream_load_state_dict = mmengine_checkpoint.load_state_dict
 
 
-def _has_repvit(model) -> bool:
-    return any(isinstance(m, RepViT) for m in model.modules())
-
-
 def load_state_dict(module, state_dict, strict: bool = False, logger=None):
-    """``mmengine.runner.checkpoint.load_state_dict``, strict for models with a RepViT inside.
-
-    ``strict`` is ignored for those: a checkpoint either fits (after layout conversion) or raises
-    :class:`~.checkpoints.CheckpointMismatchError`. Inside
-    :func:`~.checkpoints.allow_head_reinit` (training from ``load_from``), mis-shaped head tensors keep
-    their initialisation and one line says which.
-    """
+    """mmengine's ``load_state_dict``; models with a RepViT inside go through
+    :func:`~.checkpoints.load_checkpoint_into` (``strict`` ignored, heads re-initialised in ``allow_head_reinit``)."""
     model = module.module if is_model_wrapper(module) else module
-    if not _has_repvit(model):
+    if not any(isinstance(m, RepViT) for m in model.modules()):
         return _upstream_load_state_dict(module, state_dict, strict, logger)
     load_checkpoint_into(
         model,
@@ -54,12 +39,11 @@ def load_state_dict(module, state_dict, strict: bool = False, logger=None):
 
 
 class RepViTPretrainedInit(PretrainedInit):
-    """mmengine's ``Pretrained`` initializer; for modules with a RepViT inside, the checkpoint may be in
-    any layout of :data:`~.convert.LAYOUTS`, is checked strictly, and may only leave class-dependent
-    heads of another shape at their initialisation."""
+    """mmengine's ``Pretrained`` initializer; modules with a RepViT inside load any layout, strictly (but for
+    heads of another shape), with any ``prefix``."""
 
     def __call__(self, module) -> None:
-        if not _has_repvit(module):
+        if not any(isinstance(m, RepViT) for m in module.modules()):
             return super().__call__(module)
         what = f'{self.prefix} in model' if self.prefix else 'model'
         print_log(f'load {what} from: {self.checkpoint}', logger='current')

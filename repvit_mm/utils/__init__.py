@@ -2,7 +2,6 @@ from .errors import DataWarning, UserInputError
 from .safe_checkpoint import (
     MMENGINE_CHECKPOINT_GLOBALS,
     UnsafeCheckpointError,
-    allow_mmengine_checkpoint_globals,
     safe_torch_load,
 )
 
@@ -11,6 +10,5 @@ __all__ = [
     'UserInputError',
     'MMENGINE_CHECKPOINT_GLOBALS',
     'UnsafeCheckpointError',
-    'allow_mmengine_checkpoint_globals',
     'safe_torch_load',
 ]

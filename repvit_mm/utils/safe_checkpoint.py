@@ -1,17 +1,8 @@
 """Load checkpoints with ``torch.load(weights_only=True)``, whatever scheme names them.
 
-Since torch 2.6, ``torch.load`` only unpickles tensors and plain containers unless told otherwise, and
-mmengine 0.10.7 writes a few other objects into its checkpoints (the ``message_hub`` holds
-``HistoryBuffer`` objects with numpy arrays inside). Rather than switching ``weights_only`` off -- which
-would let a checkpoint run arbitrary code when loaded -- we allow-list exactly those globals.
-
-mmengine's :class:`~mmengine.runner.CheckpointLoader` picks a loader by the name's prefix (local files,
-``http(s)://``, ``torchvision://``, ``open-mmlab://``, ``mmcls://``, ``pavi://``, ``s3://``, ...); its
-download loaders go through ``torch.hub.load_state_dict_from_url``, which loads with
-``weights_only=False``. :func:`install` registers, for every prefix, mmengine's own loader with each
-``torch.load`` it makes done by :func:`safe_torch_load`: the same downloads, caches and URL tables. A refused
-file is one :class:`UnsafeCheckpointError` naming the file and the refused globals. What the loaders return
-carries the file's name for error messages (:func:`source_of`; config texts: :class:`.safe_config.ConfigText`).
+mmengine checkpoints pickle a few objects beyond tensors: we allow-list exactly those rather than switch
+``weights_only`` off (which lets a file run code). :func:`install` registers mmengine's own loader of every scheme
+with each ``torch.load`` it (or torch.hub) makes done by :func:`safe_torch_load`.
 """
 
 from __future__ import annotations
@@ -36,33 +27,22 @@ from mmengine.runner import CheckpointLoader
 from .errors import UserInputError
 from .safe_config import name_config_texts, plain_str
 
-__all__ = [
-    'UnsafeCheckpointError',
-    'MMENGINE_CHECKPOINT_GLOBALS',
-    'allow_mmengine_checkpoint_globals',
-    'safe_torch_load',
-    'source_of',
-    'SCHEMES',
-]
+__all__ = ['UnsafeCheckpointError', 'MMENGINE_CHECKPOINT_GLOBALS', 'safe_torch_load', 'source_of', 'SCHEMES']
 
 
 class UnsafeCheckpointError(pickle.UnpicklingError):
     """A checkpoint pickles an object that is not on the allow-list, or is not a checkpoint at all."""
 
 
-def _numpy_globals() -> list:
-    """What numpy writes when arrays, scalars and dtypes are pickled (numpy 1.x and 2.x spellings)."""
-    multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
-    dtype_classes = [
-        type(np.dtype(t))
-        for t in 'bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64'.split()
-    ]
-    return [multiarray._reconstruct, multiarray.scalar, np.ndarray, np.dtype, *dtype_classes]
+# how numpy arrays, scalars and dtypes pickle (numpy 2.x / 1.x spellings)
+_multiarray = np._core.multiarray if hasattr(np, '_core') else np.core.multiarray
+_DTYPES = 'bool int8 int16 int32 int64 uint8 uint16 uint32 uint64 float16 float32 float64'.split()
+_NUMPY = [_multiarray._reconstruct, _multiarray.scalar, np.ndarray, np.dtype, *(type(np.dtype(t)) for t in _DTYPES)]
 
 
 def _history_buffer_statistic(owner, name: str):
-    """``builtins.getattr`` while unpickling, for ``HistoryBuffer``'s statistics methods only (it pickles them
-    as ``getattr(HistoryBuffer, 'mean')``; the real getattr would hand the file any attribute)."""
+    """``builtins.getattr`` for ``HistoryBuffer``'s statistics only (pickled as ``getattr(HistoryBuffer, 'mean')``);
+    the real getattr would hand the file any attribute."""
     # the built-in statistics join ``_statistics_methods`` only when a first buffer is created
     if owner is HistoryBuffer and name in {'min', 'max', 'current', 'mean', *HistoryBuffer._statistics_methods}:
         return getattr(owner, name)
@@ -70,44 +50,32 @@ def _history_buffer_statistic(owner, name: str):
 
 
 def _empty_bytes(*args) -> bytes:
-    """``builtins.bytes`` while unpickling, called without arguments only: an empty numpy array pickles its
-    data as ``bytes()`` (protocol 2); the real one would also let a file allocate ``bytes(10**12)``."""
+    """``builtins.bytes()`` only (an empty numpy array's data): the real one lets a file allocate ``bytes(10**12)``."""
     if args:
         raise pickle.UnpicklingError(f'GLOBAL builtins.bytes{args!r} (only bytes() is allowed)')
     return b''
 
 
-#: Everything mmengine 0.10.7 (Runner checkpoints, including ``message_hub`` and ``meta``) pickles
-#: beyond what ``weights_only=True`` accepts by default; ``str(text)``, which a re-saved
-#: :class:`~.safe_config.ConfigText` pickles as (only of a ``str``); plus ``argparse.Namespace``, which DeiT-style
-#: training scripts (the authors' code) save their options in (``'args'``): a Namespace only holds
-#: attributes, it runs nothing when unpickled.
+#: What mmengine 0.10.7 checkpoints (``message_hub``, numpy arrays, scalars and dtypes) pickle beyond torch's
+#: default allow-list; ``str(text)`` (a re-saved :class:`~.safe_config.ConfigText`, of a ``str`` only); and
+#: ``argparse.Namespace``, the options DeiT-style scripts (the authors') save as ``'args'``: it runs nothing.
 MMENGINE_CHECKPOINT_GLOBALS: list = [
     HistoryBuffer,
-    *_numpy_globals(),
+    *_NUMPY,
     (_history_buffer_statistic, 'builtins.getattr'),
     (_empty_bytes, 'builtins.bytes'),
     (plain_str, 'builtins.str'),
     argparse.Namespace,
 ]
 
-_GLOBAL_IN_MESSAGE = re.compile(r'GLOBAL ([\w.]+(?:\(.*?\))?)')
-
-
-def allow_mmengine_checkpoint_globals() -> None:
-    """Add :data:`MMENGINE_CHECKPOINT_GLOBALS` to torch's weights-only allow-list (idempotent)."""
-    torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
-
 
 _torch_load = torch.load  # what safe_torch_load calls while the scheme loaders stand in for torch.load
+_patching = threading.RLock()  # held while they do
 
 
 def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str | None = None):
-    """``torch.load(filename, weights_only=True)`` with a one-line error naming a refused global.
-
-    ``filename`` may also be an open binary file (a download held in memory); ``name`` is what error
-    messages call it then.
-    """
+    """``torch.load(filename, weights_only=True)``, one error line naming a refused global. ``filename`` may be
+    an open binary file (a download in memory); ``name`` is what messages call it then."""
     if isinstance(filename, (str, os.PathLike)):
         filename = osp.expanduser(str(filename))
         name = name or filename
@@ -116,10 +84,13 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
     try:
         return _torch_load(filename, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        refused = _refused_globals(filename) or _GLOBAL_IN_MESSAGE.findall(str(err))
-        if not refused:
+        refused = _refused_globals(filename) or re.findall(r'GLOBAL ([\w.]+(?:\(.*?\))?)', str(err))
+        if not refused:  # torch's reason, without its advice to load with weights_only=False
+            reason = str(err).split('WeightsUnpickler error:')[-1].split('Check the documentation of torch.load')[0]
+            lines = [line.strip() for line in reason.splitlines() if line.strip() and 'weights_only' not in line]
             raise UnsafeCheckpointError(
-                f'{name}: not a loadable checkpoint (not written by torch.save, or damaged: {_unpickler_reason(err)})'
+                f'{name}: not a loadable checkpoint (not written by torch.save, or damaged: '
+                f'{lines[0] if lines else "not a torch checkpoint"})'
             ) from None
         raise UnsafeCheckpointError(
             f'{name}: refused to load: it pickles {", ".join(map(repr, refused))}, which is not a tensor, '
@@ -128,14 +99,6 @@ def safe_torch_load(filename: str | io.IOBase, map_location=None, *, name: str |
         ) from None
     except Exception as err:  # truncated files, not a torch checkpoint at all, ...
         raise UnsafeCheckpointError(f'{name}: not a readable checkpoint ({type(err).__name__}: {err})') from None
-
-
-def _unpickler_reason(err: BaseException) -> str:
-    """The first line of what torch's weights-only unpickler found, without its advice to load with
-    ``weights_only=False`` (which would let the file run code)."""
-    reason = str(err).split('WeightsUnpickler error:')[-1].split('Check the documentation of torch.load')[0]
-    lines = [line.strip() for line in reason.splitlines() if line.strip() and 'weights_only' not in line]
-    return lines[0] if lines else 'not a torch checkpoint'
 
 
 def _refused_globals(file) -> list[str]:
@@ -148,14 +111,11 @@ def _refused_globals(file) -> list[str]:
         return []
 
 
-# ----------------------------------------------------------------------------------------- scheme loaders
 def _load_local(filename: str, map_location=None):
     """A local ``.pth`` (weights-only) or ``.safetensors`` file (how timm weights come from the HF hub)."""
-    if not filename.endswith('.safetensors'):
-        return safe_torch_load(filename, map_location)
     path = osp.expanduser(filename)
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'checkpoint not found: {path}')
+    if not (filename.endswith('.safetensors') and osp.isfile(path)):
+        return safe_torch_load(filename, map_location)  # which reports a missing file
     from safetensors.torch import load_file
 
     try:
@@ -164,13 +124,9 @@ def _load_local(filename: str, map_location=None):
         raise UnsafeCheckpointError(f'{path}: not a readable safetensors file ({err})') from None
 
 
-_patching = threading.RLock()
-
-
 def _safe(loader):
-    """mmengine's ``loader`` of a scheme, with every ``torch.load`` it makes (its own, or torch.hub's, which
-    asks for ``weights_only=False``) done by :func:`safe_torch_load`; a failed download is one
-    :class:`UserInputError`; the result carries the file's name (:func:`source_of`, config texts)."""
+    """mmengine's ``loader`` of a scheme with its every ``torch.load`` done by :func:`safe_torch_load` (torch.hub's
+    asks for ``weights_only=False``); a failed download is one :class:`UserInputError`; the result is named."""
 
     def load_from_safe(filename: str, map_location=None):
         def load(f, map_location=None, **_):
@@ -208,16 +164,13 @@ SCHEMES = {
 }
 
 
-# ----------------------------------------------------------------------------------------- the file's name
 def source_of(state) -> str | None:
-    """The name the safe loaders read ``state`` from, if it is one of their state dicts (as mmengine hands
-    it on to ``load_state_dict``: the ``_metadata`` of the state dict is kept, the name rides in it)."""
+    """The name a safe loader read ``state`` from (it rides in the ``_metadata`` mmengine passes on), or None."""
     return getattr(getattr(state, '_metadata', None), 'source', None)
 
 
 def _with_source(obj, name: str):
-    """``obj`` with ``name`` in the ``_metadata`` of the state dict mmengine takes from it (``state_dict``
-    or ``obj`` itself; a plain dict becomes an OrderedDict, which can carry attributes)."""
+    """``obj`` with ``name`` in the ``_metadata`` of its state dict (made an OrderedDict, to carry attributes)."""
     if not isinstance(obj, Mapping):
         return obj
     inner = isinstance(obj.get('state_dict'), Mapping)
@@ -231,8 +184,7 @@ def _with_source(obj, name: str):
 
 
 def install() -> None:
-    """Allow-list mmengine's globals and register the safe loader of every scheme. Called when
-    :mod:`repvit_mm` is imported."""
-    allow_mmengine_checkpoint_globals()
+    """Allow-list mmengine's globals and register the safe loader of every scheme (when repvit_mm is imported)."""
+    torch.serialization.add_safe_globals(MMENGINE_CHECKPOINT_GLOBALS)
     for prefixes, loader in SCHEMES.items():
         CheckpointLoader.register_scheme(prefixes=list(prefixes), loader=_safe(loader), force=True)
