@@ -192,3 +192,17 @@ def random_checkpoint(config: Path, path: Path) -> Path:
     meta = dict(dataset.get('metainfo') or {'classes': dataset.classes})
     torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': meta}}, path)
     return path
+
+
+def coreml_program_spec(package: Path, height: int, width: int):
+    """The spec of the Core ML file ``package``, checked to be an ML Program whose one input is an RGB image
+    named ``image`` of ``height`` x ``width`` (what every export_coreml.py file takes)."""
+    import coremltools as ct
+
+    spec = ct.models.MLModel(str(package), skip_model_load=True).get_spec()
+    assert spec.WhichOneof('Type') == 'mlProgram'
+    (image,) = spec.description.input
+    assert image.name == 'image' and image.type.WhichOneof('Type') == 'imageType'
+    assert (image.type.imageType.height, image.type.imageType.width) == (height, width)
+    assert image.type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+    return spec

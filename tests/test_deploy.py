@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS, ROOT, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, ROOT, assert_one_line_error, coreml_program_spec, randomize_bn_, run_tool
 
 import repvit_mm  # noqa: F401  (registration, safe checkpoint loading)
 import repvit_mm.deploy  # noqa: F401
@@ -333,16 +333,9 @@ def coreml_classifier(work, cls_ckpt) -> tuple[Path, subprocess.CompletedProcess
 
 
 def test_export_coreml_classifier_spec(coreml_classifier):
-    import coremltools as ct
-
     out, proc = coreml_classifier
     assert 'probs [1, 3] (3 class labels)' in proc.stdout
-    spec = ct.models.MLModel(str(out), skip_model_load=True).get_spec()
-    assert spec.WhichOneof('Type') == 'mlProgram'
-    (image,) = spec.description.input
-    assert image.name == 'image' and image.type.WhichOneof('Type') == 'imageType'
-    assert (image.type.imageType.height, image.type.imageType.width) == (64, 64)
-    assert image.type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+    spec = coreml_program_spec(out, 64, 64)
     assert [o.name for o in spec.description.output] == ['classLabel', 'classLabel_probs']
     assert spec.description.predictedProbabilitiesName == 'classLabel_probs'
     ops = _mil_ops(spec)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, assert_one_line_error, coreml_program_spec, randomize_bn_, run_tool
 
 import repvit_mm  # noqa: F401
 
@@ -289,18 +289,11 @@ DENSE_OUTPUTS = [f'{kind}_p{level}' for kind in ('fpn', 'rpn_cls', 'rpn_reg') fo
 def test_coreml_detector_exports_fpn_and_rpn_outputs(det_ckpt, work):
     """The detector's Core ML file: image input 128x128 (normalisation inside), outputs the FPN maps and the
     RPN head's objectness and box deltas per level, named and shaped as mmdet's forward gives them."""
-    import coremltools as ct
-
     out = work / 'det.mlpackage'
     proc = run_tool('export_coreml.py', DET_CFG, det_ckpt, out, '--precision', 'float32')
     assert 'input: image 128x128; outputs: fpn_p2 [1, 128, 32, 32],' in proc.stdout
     assert 'rpn_cls_p2 [1, 3, 32, 32]' in proc.stdout and 'rpn_reg_p6 [1, 12, 2, 2]' in proc.stdout
-    model = ct.models.MLModel(str(out), skip_model_load=True)
-    spec = model.get_spec()
-    assert spec.WhichOneof('Type') == 'mlProgram'
-    (image,) = spec.description.input
-    assert image.name == 'image' and image.type.WhichOneof('Type') == 'imageType'
-    assert (image.type.imageType.height, image.type.imageType.width) == (128, 128)
+    spec = coreml_program_spec(out, 128, 128)
     outputs = {o.name: list(o.type.multiArrayType.shape) for o in spec.description.output}
     assert list(outputs) == DENSE_OUTPUTS
     for level in range(2, 7):
@@ -308,7 +301,7 @@ def test_coreml_detector_exports_fpn_and_rpn_outputs(det_ckpt, work):
         assert outputs[f'fpn_p{level}'] == [1, 128, side, side]
         assert outputs[f'rpn_cls_p{level}'] == [1, 3, side, side]  # 3 anchors (ratios), sigmoid objectness
         assert outputs[f'rpn_reg_p{level}'] == [1, 12, side, side]
-    assert json.loads(model.user_defined_metadata['repvit_mm.classes']) == DET_CLASSES
+    assert json.loads(spec.description.metadata.userDefined['repvit_mm.classes']) == DET_CLASSES
 
 
 def test_coreml_detector_traced_module_matches_mmdet_forward(det_ckpt, shapes_root):

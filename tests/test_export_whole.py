@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import CONFIGS, assert_one_line_error, randomize_bn_, run_tool
+from helpers import CONFIGS, assert_one_line_error, coreml_program_spec, randomize_bn_, run_tool
 
 import repvit_mm  # noqa: F401
 
@@ -237,17 +237,11 @@ def test_coreml_whole_segmentor_spec(seg_ckpt, work):
     out = work / 'seg.mlpackage'
     proc = run_tool('export_coreml.py', SEG_CFG, seg_ckpt, out, '--precision', 'float32')
     assert 'input: image 128x128; outputs: labels [1, 128, 128]' in proc.stdout
-    model = ct.models.MLModel(str(out), skip_model_load=True)
-    spec = model.get_spec()
-    assert spec.WhichOneof('Type') == 'mlProgram'
-    (image,) = spec.description.input
-    assert image.name == 'image' and image.type.WhichOneof('Type') == 'imageType'
-    assert (image.type.imageType.height, image.type.imageType.width) == (128, 128)
-    assert image.type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
+    spec = coreml_program_spec(out, 128, 128)
     (labels,) = spec.description.output
     assert labels.name == 'labels' and list(labels.type.multiArrayType.shape) == [1, 128, 128]
     assert labels.type.multiArrayType.dataType == ct.proto.FeatureTypes_pb2.ArrayFeatureType.INT32
-    assert json.loads(model.user_defined_metadata['repvit_mm.classes']) == SEG_CLASSES
+    assert json.loads(spec.description.metadata.userDefined['repvit_mm.classes']) == SEG_CLASSES
     main = spec.mlProgram.functions['main']
     ops = [op.type for op in main.block_specializations[main.opset].operations]
     # the resize to the input size (a constant size), then the argmax over classes

@@ -252,37 +252,23 @@ def quantize_detector(
     Returns ``{'calibration_images', 'excluded', 'scope', 'quantized_nodes', 'detections'}``: the last is
     :func:`match_detections` of the INT8 model's detections (above the config's ``score_thr``) against the
     float model's on the calibration images, summed (same label, box IoU >= ``min_iou``)."""
-    import onnx
 
     from .export_onnx import ort_session
-    from .quantize import calibration_batches, quantize_qdq
+    from .quantize import calibration_batches, check_node_names, quantize_file
 
     if scope not in INT8_SCOPES:
         raise UserInputError(f'--int8-scope {scope}: choose one of {", ".join(INT8_SCOPES)}')
     prefixes = INT8_SCOPES[scope]
-    names = {n.name for n in onnx.load(str(float_model)).graph.node}
-    unknown = [n for n in exclude_nodes if n not in names]
-    if unknown:
-        raise UserInputError(f'--int8-exclude: no node named {", ".join(unknown)} in the exported graph')
+    check_node_names(float_model, exclude_nodes)
     batches = list(calibration_batches(cfg, calibration_images, shape, preprocessor, pad=True))
-    quantize_qdq(float_model, out, batches, exclude_nodes, only_prefixes=prefixes)
-    proto, source = onnx.load(str(out)), onnx.load(str(float_model), load_external_data=False)
+    scope_text = ', '.join(p.strip('/') for p in prefixes)
+    proto = quantize_file(float_model, out, batches, exclude_nodes, scope_text, only_prefixes=prefixes)
     dequantized = {o for n in proto.graph.node if n.op_type == 'DequantizeLinear' for o in n.output}
     quantized = [  # the layers whose weights are int8
         n.name
         for n in proto.graph.node
         if n.op_type in ('Conv', 'ConvTranspose', 'Gemm', 'MatMul') and len(n.input) > 1 and n.input[1] in dequantized
     ]
-    del proto.metadata_props[:]  # the float file's metadata (mean, std, classes), and what was done here
-    proto.metadata_props.extend(source.metadata_props)
-    for key, value in {
-        'repvit_mm.int8': f'QDQ, per-channel int8 weights, uint8 activations, {len(batches)} calibration '
-        f'images; quantized: {", ".join(p.strip("/") for p in prefixes)}',
-        'repvit_mm.int8_excluded': ','.join(exclude_nodes),
-    }.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(out))
     float_session, int8_session = ort_session(float_model), ort_session(out)
     total = {'expected': 0, 'got': 0, 'matched': 0}
     for batch in batches:

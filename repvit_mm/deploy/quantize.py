@@ -171,6 +171,45 @@ def quantize_qdq(
         prepared.unlink(missing_ok=True)
 
 
+def check_node_names(float_model: str | os.PathLike, exclude_nodes: tuple[str, ...]) -> None:
+    """Raise :class:`UserInputError` naming the ``--int8-exclude`` names that are no node of the graph."""
+    import onnx
+
+    names = {n.name for n in onnx.load(str(float_model), load_external_data=False).graph.node}
+    unknown = [n for n in exclude_nodes if n not in names]
+    if unknown:
+        raise UserInputError(f'--int8-exclude: no node named {", ".join(unknown)} in the exported graph')
+
+
+def quantize_file(
+    float_model: str | os.PathLike,
+    out: str | os.PathLike,
+    batches: list[np.ndarray],
+    exclude_nodes: tuple[str, ...],
+    quantized: str,
+    only_prefixes: tuple[str, ...] = (),
+):
+    """:func:`quantize_qdq` to ``out``, which keeps the float file's metadata (mean, std, classes) and records
+    how it was quantized (``quantized``: what was). Returns the written ``onnx.ModelProto``."""
+    import onnx
+
+    quantize_qdq(float_model, out, batches, exclude_nodes, only_prefixes=only_prefixes)
+    proto, source = onnx.load(str(out)), onnx.load(str(float_model), load_external_data=False)
+    del proto.metadata_props[:]
+    proto.metadata_props.extend(source.metadata_props)
+    for key, value in {
+        'repvit_mm.int8': (
+            f'QDQ, per-channel int8 weights, uint8 activations, {len(batches)} calibration images; '
+            f'quantized: {quantized}'
+        ),
+        'repvit_mm.int8_excluded': ','.join(exclude_nodes),
+    }.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(out))
+    return proto
+
+
 def quantize_int8(
     cfg: Config,
     float_model: str | os.PathLike,
@@ -191,29 +230,12 @@ def quantize_int8(
         fraction of the calibration images' top-1 classes (classifier) or pixels (segmentor) where the
         INT8 model agrees with the float one.
     """
-    import onnx
 
     from .export_onnx import ort_session
 
+    check_node_names(float_model, exclude_nodes)
     batches = list(calibration_batches(cfg, calibration_images, shape, preprocessor))
-    names = {n.name for n in onnx.load(str(float_model)).graph.node}
-    unknown = [n for n in exclude_nodes if n not in names]
-    if unknown:
-        raise UserInputError(f'--int8-exclude: no node named {", ".join(unknown)} in the exported graph')
-    quantize_qdq(float_model, out, batches, exclude_nodes)
-    proto, source = onnx.load(str(out)), onnx.load(str(float_model), load_external_data=False)
-    del proto.metadata_props[:]  # the float file's metadata (mean, std, classes), and what was done here
-    proto.metadata_props.extend(source.metadata_props)
-    for key, value in {
-        'repvit_mm.int8': (
-            f'QDQ, per-channel int8 weights, uint8 activations, {len(batches)} calibration images; '
-            f'quantized: {", ".join(QUANTIZED_OPS)}; outputs in float'
-        ),
-        'repvit_mm.int8_excluded': ','.join(exclude_nodes),
-    }.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    onnx.save(proto, str(out))
+    quantize_file(float_model, out, batches, exclude_nodes, f'{", ".join(QUANTIZED_OPS)}; outputs in float')
     float_session, int8_session = ort_session(float_model), ort_session(out)
     output = float_session.get_outputs()[0].name
     same = total = 0
