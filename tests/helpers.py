@@ -206,3 +206,26 @@ def coreml_program_spec(package: Path, height: int, width: int):
     assert (image.type.imageType.height, image.type.imageType.width) == (height, width)
     assert image.type.imageType.colorSpace == ct.proto.FeatureTypes_pb2.ImageFeatureType.RGB
     return spec
+
+
+def orchestrator_module(name: str):
+    """``tools/<name>.py`` imported as the module ``name``, for the tools that are sequences of tool runs
+    (``run_demo``, ``gpu_dense_check``): their tests run each step with :func:`forked_step` instead of a new
+    interpreter (``tools/`` on the path, as for a script)."""
+    import importlib.util
+
+    if str(ROOT / 'tools') not in sys.path:
+        sys.path.insert(0, str(ROOT / 'tools'))
+    spec = importlib.util.spec_from_file_location(name, ROOT / 'tools' / f'{name}.py')
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while it executes; `import run_demo` finds it
+    spec.loader.exec_module(module)
+    return module
+
+
+def forked_step(script: str, *args, prefix: str = '', threads: int | None = None) -> str:
+    """``run_demo._tool`` as the tests run it: :func:`run_tool`, one step at a time (the worker has its share
+    of the cores; ``prefix`` and ``threads`` serve side-by-side runs only), its output printed and returned."""
+    proc = run_tool(script, *args, timeout=900)
+    print(proc.stdout, end='')
+    return proc.stdout

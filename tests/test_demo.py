@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import CONFIGS, ROOT, run_tool
+from helpers import CONFIGS, forked_step, orchestrator_module, run_tool
 from PIL import Image
 
 CLS_CFG = CONFIGS / 'classification' / 'repvit-m0.9_shapes-64px.py'
@@ -227,22 +227,8 @@ def check_demo(out: Path, stdout: str) -> dict[str, float]:
     return metrics
 
 
-def _demo_module():
-    """``tools/run_demo.py`` as a module: the demo orchestrates tool runs, and the test below runs its steps
-    with ``run_tool`` (the one exception to running a tool whole; ``tools/`` on the path as for a script)."""
-    import importlib.util
-
-    if str(ROOT / 'tools') not in sys.path:
-        sys.path.insert(0, str(ROOT / 'tools'))
-    spec = importlib.util.spec_from_file_location('run_demo', ROOT / 'tools' / 'run_demo.py')
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while it executes
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_demo_steps_run_the_tools_in_a_new_interpreter_streaming_their_output(tmp_path, capsys):
-    demo = _demo_module()
+    demo = orchestrator_module('run_demo')
     output = demo._tool('make_shapes.py', '-h', prefix='[data] ')
     assert output.startswith('usage: make_shapes.py')
     streamed = capsys.readouterr().out.splitlines()
@@ -257,14 +243,8 @@ def test_demo_steps_run_the_tools_in_a_new_interpreter_streaming_their_output(tm
 def test_quick_demo_produces_every_artefact_and_picture(tmp_path, monkeypatch, capsys):
     """``run_demo.py --quick``, its steps forked from the tool zygote like every tool run of the tests (the
     test above runs the demo's own ``_tool``; a new interpreter per step would add ~80 s of imports)."""
-    demo = _demo_module()
-
-    def forked_tool(script, *args, prefix='', threads=None):  # prefix, threads: for side-by-side runs only
-        proc = run_tool(script, *args, timeout=900)  # one step at a time: the worker has one core
-        print(proc.stdout, end='')
-        return proc.stdout
-
-    monkeypatch.setattr(demo, '_tool', forked_tool)
+    demo = orchestrator_module('run_demo')
+    monkeypatch.setattr(demo, '_tool', forked_step)
     out = tmp_path / 'demo'
     demo.main(['--out', str(out), '--quick'])
     stdout = capsys.readouterr().out

@@ -398,14 +398,17 @@ def test_config_train_and_test_steps_call_only_served_ops(task, config, shapes_r
 
 
 @pytest.mark.slow
-def test_gpu_dense_check_runs_on_cpu(tmp_path):
-    """tools/gpu_dense_check.py (the prepared CUDA check of the dense tasks) end to end as a CPU smoke run:
-    AP, mIoU, step times and the benchmark's runner rows reported."""
-    from helpers import run_tool
+def test_gpu_dense_check_runs_on_cpu(tmp_path, monkeypatch, capsys):
+    """tools/gpu_dense_check.py (the prepared CUDA check of the dense tasks) end to end as a CPU smoke run,
+    its steps forked as the quick demo test runs them: AP, mIoU, step times and the benchmark's runner rows
+    reported."""
+    from helpers import forked_step, orchestrator_module
 
-    proc = run_tool('gpu_dense_check.py', '--device', 'cpu', '--quick', '--out', tmp_path)
+    monkeypatch.setattr(orchestrator_module('run_demo'), '_tool', forked_step)
+    monkeypatch.setenv('CUDA_VISIBLE_DEVICES', '')  # restored after the test (the check sets it for its steps)
+    orchestrator_module('gpu_dense_check').main(['--device', 'cpu', '--quick', '--out', str(tmp_path)])
     summary = json.loads((tmp_path / 'summary.json').read_text())
-    assert summary['device'] == 'cpu' and 'device: cpu' in proc.stdout
+    assert summary['device'] == 'cpu' and 'device: cpu' in capsys.readouterr().out
     metrics = summary['metrics']
     for key in ('detection coco/bbox_mAP', 'detection coco/segm_mAP', 'segmentation mIoU'):
         assert 0 <= metrics[key] <= 100, key
