@@ -40,6 +40,7 @@ __all__ = [
     'quantize_detector',
     'INT8_SCOPES',
     'DEFAULT_INT8_SCOPE',
+    'int8_scope_prefixes',
 ]
 
 #: Output names of the exported detector, in order.
@@ -233,6 +234,14 @@ INT8_SCOPES = {
 DEFAULT_INT8_SCOPE = 'all-but-rpn'
 
 
+def int8_scope_prefixes(scope: str | None) -> tuple[str, ...]:
+    """The node-name prefixes :data:`INT8_SCOPES` gives ``scope`` (None: :data:`DEFAULT_INT8_SCOPE`)."""
+    scope = scope or DEFAULT_INT8_SCOPE
+    if scope not in INT8_SCOPES:
+        raise UserInputError(f'--int8-scope {scope}: choose one of {", ".join(INT8_SCOPES)}')
+    return INT8_SCOPES[scope]
+
+
 def quantize_detector(
     cfg,
     float_model,
@@ -256,9 +265,7 @@ def quantize_detector(
     from .export_onnx import ort_session
     from .quantize import calibration_batches, check_node_names, quantize_file
 
-    if scope not in INT8_SCOPES:
-        raise UserInputError(f'--int8-scope {scope}: choose one of {", ".join(INT8_SCOPES)}')
-    prefixes = INT8_SCOPES[scope]
+    prefixes = int8_scope_prefixes(scope)
     check_node_names(float_model, exclude_nodes)
     batches = list(calibration_batches(cfg, calibration_images, shape, preprocessor, pad=True))
     scope_text = ', '.join(p.strip('/') for p in prefixes)

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -271,10 +273,9 @@ def export_onnx(
         if int8:
             from .quantize import quantize_int8
 
-            float_path = tmp.with_name(tmp.name + '.fp32.onnx')
-            os.replace(tmp, float_path)
-            try:
-                result['int8'] = quantize_int8(
+            result['int8'] = _replace_with_int8(
+                tmp,
+                lambda float_path: quantize_int8(
                     loaded.cfg,
                     float_path,
                     tmp,
@@ -282,9 +283,8 @@ def export_onnx(
                     calibration_images,
                     exclude_nodes=exclude_nodes,
                     preprocessor=loaded.model.data_preprocessor,
-                )
-            finally:
-                float_path.unlink(missing_ok=True)
+                ),
+            )
     return {
         'out': str(out_path),
         'outputs': {n: list(g.shape) for n, g in zip(names, got, strict=False)},
@@ -294,6 +294,17 @@ def export_onnx(
         'shape': list(shape),
         **result,
     }
+
+
+def _replace_with_int8(tmp: Path, quantize: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+    """Move the checked float file ``tmp`` aside, let ``quantize(float_path)`` write its INT8 version to
+    ``tmp``, remove the float file; ``quantize``'s report."""
+    float_path = tmp.with_name(tmp.name + '.fp32.onnx')
+    os.replace(tmp, float_path)
+    try:
+        return quantize(float_path)
+    finally:
+        float_path.unlink(missing_ok=True)
 
 
 def _export_detector(
@@ -311,17 +322,16 @@ def _export_detector(
     :func:`~repvit_mm.deploy.detector_onnx.quantize_detector`) then quantized."""
     from .detector_onnx import (
         DEFAULT_INT8_SCOPE,
-        INT8_SCOPES,
         DetectorFeatures,
         DetectorOutput,
+        int8_scope_prefixes,
         match_detections,
         quantize_detector,
     )
 
     if int8:
+        int8_scope_prefixes(int8['scope'])  # a bad scope is refused before the export
         int8 = {**int8, 'scope': int8['scope'] or DEFAULT_INT8_SCOPE}
-    if int8 and int8['scope'] not in INT8_SCOPES:
-        raise UserInputError(f'--int8-scope {int8["scope"]}: choose one of {", ".join(INT8_SCOPES)}')
     if any(s % 32 for s in shape):  # FPN adds upsampled maps: every stride up to 32 must divide the size
         raise UserInputError(f'--shape {shape[0]} {shape[1]}: a detector needs multiples of 32')
     check_export_memory(DetectorFeatures(loaded.model), shape, 1, f'exporting {loaded.cfg.filename}')
@@ -349,14 +359,12 @@ def _export_detector(
             )
         result: dict[str, Any] = {}
         if int8:
-            float_path = tmp.with_name(tmp.name + '.fp32.onnx')
-            os.replace(tmp, float_path)
-            try:
-                result['int8'] = quantize_detector(
+            result['int8'] = _replace_with_int8(
+                tmp,
+                lambda float_path: quantize_detector(
                     loaded.cfg, float_path, tmp, shape, preprocessor=loaded.model.data_preprocessor, **int8
-                )
-            finally:
-                float_path.unlink(missing_ok=True)
+                ),
+            )
     return {
         'out': str(out_path),
         'outputs': {n: list(g.shape) for n, g in zip(names, got, strict=True)},
